@@ -1,0 +1,28 @@
+"""The ASGI application: routes, problem details, and the composition of the gateway."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from gateway import __version__
+from gateway.adapters.http import problems
+from gateway.adapters.http.routes import contracts, oauth
+from gateway.bootstrap import Gateway
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="Exchange Gateway",
+        version=__version__,
+        description="Partner API: OAuth2 client credentials, contracts, SSE/NDJSON streams, pull.",
+    )
+    app.state.gateway = gateway
+    problems.install(app)
+    app.include_router(oauth.router)
+    app.include_router(contracts.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

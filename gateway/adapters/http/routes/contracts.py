@@ -1,0 +1,130 @@
+"""The partner API: contracts, streams (SSE, NDJSON) and pull."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response
+
+from gateway.adapters.http.deps import CurrentPartner, GatewayDep
+from gateway.adapters.http.problems import problem
+from gateway.adapters.http.schemas import ContractPublic, ContractsPublic
+from gateway.adapters.http.streaming import StreamResponse
+from gateway.core.records import StreamFormat
+from gateway.services.streams import Start
+
+router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
+
+CursorParam = Annotated[
+    str | None, Query(max_length=16_384, description="resume after this cursor")
+]
+FromParam = Annotated[
+    str | None,
+    Query(alias="from", description="first connection: earliest | latest | RFC 3339 time"),
+]
+
+
+def negotiate(accept: str | None) -> StreamFormat | None:
+    """The stream format the client prefers (RFC 9110 §12.5.1); SSE when it does not say."""
+    if not accept:
+        return StreamFormat.SSE
+    ranked: list[tuple[float, int, StreamFormat]] = []
+    for index, item in enumerate(accept.split(",")):
+        media, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        for fmt in StreamFormat:
+            if q > 0 and media in (fmt.value, "*/*", fmt.value.split("/")[0] + "/*"):
+                ranked.append((-q, index, fmt))
+    return min(ranked)[2] if ranked else None
+
+
+@router.get("")
+def list_contracts(partner: CurrentPartner, gateway: GatewayDep) -> ContractsPublic:
+    streams = gateway.streams
+    registry = streams.registry()
+    now = streams.clock()
+    return ContractsPublic(
+        contracts=[
+            ContractPublic.of(doc, registry.verdict(doc.contract.contract, now))
+            for doc in registry.active_contracts_for(partner.org, now)
+        ]
+    )
+
+
+@router.get("/{contract_id}")
+def get_contract(contract_id: str, partner: CurrentPartner, gateway: GatewayDep) -> Response:
+    """The contract document exactly as signed (signatures included)."""
+    doc = gateway.streams.registry().contract_for(partner.org, contract_id)
+    document: dict[str, Any] = orjson.loads(doc.canonical)
+    document["signatures"] = list(doc.contract.signatures)
+    return Response(
+        orjson.dumps(document),
+        media_type="application/json",
+        headers={"ETag": f'"{doc.hash}"', "Cache-Control": "no-store"},
+    )
+
+
+@router.get("/{contract_id}/stream", response_model=None)
+async def stream(
+    contract_id: str,
+    partner: CurrentPartner,
+    gateway: GatewayDep,
+    request: Request,
+    cursor: CursorParam = None,
+    start: FromParam = None,
+    last_event_id: Annotated[str | None, Header(max_length=16_384)] = None,
+) -> Response:
+    stream_format = negotiate(request.headers.get("accept"))
+    if stream_format is None:
+        return problem(
+            406,
+            "not_acceptable",
+            "Not acceptable",
+            "streams are served as text/event-stream or application/x-ndjson",
+        )
+    # A browser's EventSource reconnects to the same URL with Last-Event-ID: that is newer.
+    opened = await gateway.streams.open(
+        partner,
+        contract_id,
+        cursor=last_event_id or cursor,
+        start=Start.parse(start),
+        stream_format=stream_format,
+    )
+    return StreamResponse(
+        opened.events(), stream_format, send_timeout=gateway.settings.send_timeout_seconds
+    )
+
+
+@router.get("/{contract_id}/records")
+async def records(
+    contract_id: str,
+    partner: CurrentPartner,
+    gateway: GatewayDep,
+    cursor: CursorParam = None,
+    start: FromParam = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+) -> Response:
+    """Pull: ``{"records": [...], "cursor": "..."}``; long-polls up to ``wait`` seconds."""
+    opened = await gateway.streams.open(
+        partner,
+        contract_id,
+        cursor=cursor,
+        start=Start.parse(start),
+        stream_format=StreamFormat.NDJSON,
+    )
+    batch = await gateway.streams.pull(opened, limit=limit, wait=wait)
+    items = batch.data.rstrip(b"\n").replace(b"\n", b",")
+    next_cursor = batch.cursor or opened.encoder.cursor()
+    body = b'{"records":[' + items + b'],"cursor":' + orjson.dumps(next_cursor) + b"}"
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,77 @@
+"""The authorization server endpoints: token (RFC 6749 §3.2), JWKS, metadata (RFC 8414)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from gateway.adapters.http.deps import GatewayDep
+from gateway.adapters.http.problems import problem
+from gateway.services.authorization import TokenRequest
+
+router = APIRouter(tags=["oauth"])
+
+MAX_FORM_BYTES = 16_384
+_ERROR_TITLES = {
+    "invalid_client": "Client authentication failed",
+    "invalid_request": "Invalid token request",
+    "unsupported_grant_type": "Unsupported grant type",
+    "unauthorized_client": "Client not authorised for this grant",
+    "invalid_scope": "Invalid scope",
+}
+
+
+def _token_problem(status: int, error: str, description: str, headers: dict[str, str]) -> Response:
+    # RFC 9457 body that is also an RFC 6749 §5.2 error response (``error`` members), so
+    # standard OAuth client libraries read it as they would any token error.
+    return problem(
+        status,
+        error,
+        _ERROR_TITLES.get(error, "Token request refused"),
+        description,
+        headers=headers,
+        error=error,
+        error_description=description,
+    )
+
+
+@router.post("/oauth/token")
+async def token(request: Request, gateway: GatewayDep) -> Response:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if content_type != "application/x-www-form-urlencoded" or len(body) > MAX_FORM_BYTES:
+        return _token_problem(
+            400, "invalid_request", "send an application/x-www-form-urlencoded body", {}
+        )
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        return _token_problem(400, "invalid_request", "the body is not UTF-8", {})
+    form = dict(pairs)
+    if len(form) != len(pairs):
+        return _token_problem(400, "invalid_request", "a parameter is given more than once", {})
+    server = gateway.authorization
+    status, payload, headers = server.create_token_response(
+        TokenRequest(server.token_endpoint, form, request.headers.get("authorization"))
+    )
+    header_map = {k: v for k, v in headers if k.lower() != "content-type"}
+    if status >= 400:
+        payload = payload if isinstance(payload, dict) else {}
+        error = str(payload.get("error", "invalid_request"))
+        description = str(payload.get("error_description", "the token request was refused"))
+        return _token_problem(status, error, description, header_map)
+    return Response(orjson.dumps(payload), status, header_map, media_type="application/json")
+
+
+@router.get("/.well-known/jwks.json")
+def jwks(gateway: GatewayDep) -> dict[str, Any]:
+    return gateway.authorization.public_jwks()
+
+
+@router.get("/.well-known/oauth-authorization-server")
+def metadata(gateway: GatewayDep) -> dict[str, Any]:
+    return gateway.authorization.metadata()

@@ -1,0 +1,39 @@
+"""The streaming response for SSE and NDJSON.
+
+Built on sse-starlette's ``EventSourceResponse`` for its disconnect detection, graceful
+shutdown and per-write ``send_timeout`` (a frozen client is dropped without touching other
+streams). Events arrive pre-encoded in batches; heartbeats come from the stream itself, so both
+formats share one mechanism.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError
+from starlette.types import Receive, Scope, Send
+
+from gateway.core.records import StreamFormat
+
+log = logging.getLogger(__name__)
+
+
+class StreamResponse(EventSourceResponse):
+    def __init__(
+        self, events: AsyncIterator[bytes], stream_format: StreamFormat, send_timeout: float
+    ) -> None:
+        super().__init__(
+            events,
+            media_type=stream_format.value,
+            ping=0,  # heartbeats are written by the stream in its own format
+            send_timeout=send_timeout,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info("stream dropped: the client did not take data within the send timeout")
+        except OSError:
+            log.info("stream dropped: the connection failed")

@@ -1,0 +1,117 @@
+"""Reading a product's topic for one stream with a confluent-kafka consumer.
+
+Every method here blocks (librdkafka calls); the streaming service runs them in a worker thread.
+The consumer never joins a group or commits: positions live in the partner's cursor, and the
+partitions are assigned explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from gateway.adapters.kafka.errors import map_kafka_errors
+from gateway.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+METADATA_TIMEOUT = 5.0
+
+#: librdkafka consumer properties for streams (memory per stream is bounded by the queue size).
+STREAM_CONSUMER_DEFAULTS: dict[str, Any] = {
+    "group.id": "exchange-gateway",  # required by librdkafka; never joined, never committed
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": False,
+    # A cursor older than the retention window restarts at the oldest record still kept.
+    "auto.offset.reset": "earliest",
+    "fetch.wait.max.ms": 100,
+    "queued.max.messages.kbytes": 16384,
+}
+
+
+class KafkaRecordSource:
+    """One stream's view of one topic."""
+
+    def __init__(self, config: Mapping[str, Any], topic: str) -> None:
+        self.topic = topic
+        with map_kafka_errors("create a consumer"):
+            self._consumer = Consumer({**STREAM_CONSUMER_DEFAULTS, **config})
+
+    def partitions(self) -> list[int]:
+        with map_kafka_errors("read topic metadata"):
+            metadata = self._consumer.list_topics(self.topic, timeout=METADATA_TIMEOUT)
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise BrokerUnavailable(
+                "the product's topic is not available in Kafka", code="product_unavailable"
+            )
+        return sorted(topic.partitions)
+
+    def _watermarks(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        with map_kafka_errors("read watermark offsets"):
+            return {
+                p: self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=METADATA_TIMEOUT
+                )
+                for p in partitions
+            }
+
+    def latest(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The log end of each partition: the offset the next produced record will get."""
+        return {p: high for p, (_, high) in self._watermarks(partitions).items()}
+
+    def has_unread(self, positions: Mapping[int, int]) -> bool:
+        """Whether any partition holds records at or after ``positions``."""
+        marks = self._watermarks(list(positions))
+        return any(
+            (low if positions[p] < 0 else positions[p]) < high for p, (low, high) in marks.items()
+        )
+
+    def at_time(self, partitions: Sequence[int], moment: datetime) -> dict[int, int]:
+        """Per partition, the first offset whose timestamp is at or after ``moment``."""
+        millis = int(moment.timestamp() * 1000)
+        query = [TopicPartition(self.topic, p, millis) for p in partitions]
+        with map_kafka_errors("look up offsets by time"):
+            found = self._consumer.offsets_for_times(query, timeout=METADATA_TIMEOUT)
+        ends = None
+        result: dict[int, int] = {}
+        for tp in found:
+            if tp.offset >= 0:
+                result[tp.partition] = tp.offset
+            else:  # no record at or after the moment yet: start at the end
+                ends = ends or self.latest(partitions)
+                result[tp.partition] = ends[tp.partition]
+        return result
+
+    def assign(self, positions: Mapping[int, int]) -> None:
+        assignment = [
+            TopicPartition(self.topic, p, OFFSET_BEGINNING if o < 0 else o)
+            for p, o in sorted(positions.items())
+        ]
+        with map_kafka_errors("assign partitions"):
+            self._consumer.assign(assignment)
+
+    def fetch(self, max_records: int, timeout: float) -> list[Message]:
+        """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first."""
+        with map_kafka_errors("fetch records"):
+            messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        records = []
+        for message in messages:
+            err = message.error()
+            if err is None:
+                records.append(message)
+            elif err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise BrokerUnavailable(f"Kafka fetch failed ({err.name()})")
+            else:  # transient: librdkafka retries on its own
+                log.warning("kafka: transient fetch error on %s: %s", self.topic, err.name())
+        return records
+
+    def close(self) -> None:
+        with suppress(RuntimeError):  # already closed
+            self._consumer.close()

@@ -1,0 +1,47 @@
+"""The gateway's own secrets, created on first start in the state directory.
+
+- ``gateway-signing.jwks.json``: the P-256 key signing access tokens (private, 0600);
+- ``cursor.key``: the secret protecting cursors.
+
+Replicas behind one load balancer must share both (mount the same state directory or
+distribute the two files as secrets): a token or cursor from one replica is valid at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from joserfc.jwk import ECKey, KeySet
+
+SIGNING_KEY_FILE = "gateway-signing.jwks.json"
+CURSOR_KEY_FILE = "cursor.key"
+
+
+@dataclass(frozen=True)
+class GatewaySecrets:
+    signing_keys: KeySet
+    cursor_secret: bytes
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 (never readable by others, even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def load_or_create(state_dir: Path) -> GatewaySecrets:
+    key_path = state_dir / SIGNING_KEY_FILE
+    if not key_path.exists():
+        key = ECKey.generate_key("P-256", parameters={"use": "sig", "alg": "ES256"}, auto_kid=True)
+        write_private(key_path, json.dumps(KeySet([key]).as_dict(private=True)).encode())
+    signing_keys = KeySet.import_key_set(json.loads(key_path.read_text()))
+    cursor_path = state_dir / CURSOR_KEY_FILE
+    if not cursor_path.exists():
+        write_private(cursor_path, secrets.token_bytes(32))
+    return GatewaySecrets(signing_keys, cursor_path.read_bytes())

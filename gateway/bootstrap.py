@@ -1,0 +1,51 @@
+"""The composition root: the running gateway's services, built once from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.adapters.stores.state_dir import load_or_create
+from gateway.core.cursor import CursorCodec
+from gateway.services.authorization import AccessTokenVerifier, PartnerAuthorizationServer
+from gateway.services.registry import Registry, load_registry
+from gateway.services.streams import SourceFactory, StreamLimits, StreamService
+from gateway.settings import Settings
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    registry: Registry
+    authorization: PartnerAuthorizationServer
+    tokens: AccessTokenVerifier
+    streams: StreamService
+
+
+def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
+    secrets = load_or_create(settings.state_dir)
+    registry = load_registry(
+        settings.contracts_dir, settings.keys_dir, gateway_org=settings.org, now=datetime.now(UTC)
+    )
+    issuer = settings.issuer()
+    # Services read the registry through the container, so a reload swaps it for all of them.
+    gateway = Gateway(
+        settings=settings,
+        registry=registry,
+        authorization=PartnerAuthorizationServer(
+            issuer=issuer,
+            signing_keys=secrets.signing_keys,
+            token_lifetime=settings.token_lifetime_seconds,
+            assertion_max_lifetime=settings.assertion_max_lifetime_seconds,
+            org_keys=lambda: gateway.registry.keys,
+            registered=settings.clients,
+        ),
+        tokens=AccessTokenVerifier(issuer, secrets.signing_keys),
+        streams=StreamService(
+            registry=lambda: gateway.registry,
+            sources=sources,
+            codec=CursorCodec(secrets.cursor_secret),
+            limits=StreamLimits(heartbeat_seconds=settings.heartbeat_seconds),
+        ),
+    )
+    return gateway

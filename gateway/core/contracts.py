@@ -1,0 +1,221 @@
+"""Data products and data-sharing contracts, and the decision whether a contract is active.
+
+A contract is *active* at time ``t`` when, and only when:
+
+1. its document is well formed and uses only what this gateway implements (an unknown key or
+   field action refuses the contract; nothing is silently ignored);
+2. it names a known product owned by its provider (and the gateway's own organisation, if set);
+3. it carries a valid signature by the provider AND one by the consumer, with keys published in
+   ``keys/``, over its RFC 8785 canonical form, and no other signature;
+4. ``valid_from <= t < valid_until``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from joserfc.jwk import KeySet
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.core.documents import canonical_bytes, canonical_hash
+from gateway.core.jose import signature_header, verify_detached
+from gateway.errors import DocumentInvalid, SignatureInvalid
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=128)]
+FieldPath = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*$", max_length=512)
+]
+
+
+class FieldAction(enum.StrEnum):
+    """What happens to a field on its way out. Unlisted fields are dropped."""
+
+    CLEAR = "clear"
+    DROP = "drop"
+
+
+_LATER_ACTIONS = frozenset({"encrypt", "hash", "mask"})
+
+
+class Product(BaseModel):
+    """A data product: one internal topic of JSON records offered to partners."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product: Identifier
+    owner: Identifier
+    topic: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+    description: str
+    #: JSON Schema of the record value (documentation now; validation of contract paths later).
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+
+
+class Contract(BaseModel):
+    """A data-sharing contract document as both organisations signed it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    contract: Identifier
+    version: int = Field(ge=1)
+    provider: Identifier
+    consumer: Identifier
+    product: Identifier
+    purpose: str = Field(min_length=1)
+    valid_from: AwareDatetime
+    valid_until: AwareDatetime
+    fields: dict[FieldPath, FieldAction] = Field(min_length=1)
+    signatures: list[str] = Field(default_factory=list)
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _known_actions(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            for path, action in value.items():
+                if action in _LATER_ACTIONS:
+                    raise ValueError(
+                        f"field {path!r}: action {action!r} is not supported by this gateway "
+                        "version; the contract is refused rather than sent unprotected"
+                    )
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Contract:
+        if self.provider == self.consumer:
+            raise ValueError("provider and consumer must be different organisations")
+        if self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must be after valid_from")
+        return self
+
+
+class ContractState(enum.StrEnum):
+    ACTIVE = "active"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class ContractDocument:
+    """A parsed contract together with the exact bytes its parties signed."""
+
+    contract: Contract
+    canonical: bytes
+    hash: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a contract may be used, and if not, why (a stable reason code and a sentence)."""
+
+    state: ContractState
+    reason: str
+    detail: str
+
+    @property
+    def active(self) -> bool:
+        return self.state is ContractState.ACTIVE
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the field: readable by the person who wrote the document."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "document"
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def parse_product(data: dict[str, Any], *, source: str) -> Product:
+    try:
+        return Product.model_validate(data)
+    except ValidationError as exc:
+        raise DocumentInvalid(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def parse_contract(data: dict[str, Any], *, source: str) -> ContractDocument:
+    try:
+        contract = Contract.model_validate(data)
+    except ValidationError as exc:
+        raise DocumentInvalid(f"{source}: {describe_validation_error(exc)}") from None
+    return ContractDocument(contract, canonical_bytes(data), canonical_hash(data), source)
+
+
+def verify_signatures(doc: ContractDocument, keys: Mapping[str, KeySet]) -> None:
+    """Both parties, and only they, signed ``doc``'s canonical bytes; else ``SignatureInvalid``."""
+    contract = doc.contract
+    parties = (contract.provider, contract.consumer)
+    signed_by: set[str] = set()
+    for signature in contract.signatures:
+        org = signature_header(signature).get("org")
+        if org not in parties:
+            raise SignatureInvalid(f"signature by {org!r}, who is not a party to the contract")
+        if org in signed_by:
+            raise SignatureInvalid(f"{org!r} signed more than once")
+        org_keys = keys.get(org)
+        if org_keys is None:
+            raise SignatureInvalid(f"no published keys for {org!r}")
+        verify_detached(signature, doc.canonical, org_keys)
+        signed_by.add(org)
+    missing = [org for org in parties if org not in signed_by]
+    if missing:
+        raise SignatureInvalid(f"not signed by {' and '.join(missing)}", code="signature_missing")
+
+
+def assess(
+    doc: ContractDocument,
+    *,
+    products: Mapping[str, Product],
+    keys: Mapping[str, KeySet],
+    gateway_org: str | None,
+    now: datetime,
+) -> Verdict:
+    """Everything that decides whether ``doc`` is usable at ``now``."""
+    contract = doc.contract
+    if gateway_org is not None and contract.provider != gateway_org:
+        return _refused("wrong_provider", f"provider {contract.provider!r} is not {gateway_org!r}")
+    product = products.get(contract.product)
+    if product is None:
+        return _refused("unknown_product", f"no product {contract.product!r}")
+    if product.owner != contract.provider:
+        return _refused(
+            "wrong_provider", f"product {product.product!r} is owned by {product.owner!r}"
+        )
+    try:
+        verify_signatures(doc, keys)
+    except SignatureInvalid as exc:
+        return _refused(exc.code, exc.detail)
+    return validity_at(contract, now)
+
+
+def validity_at(contract: Contract, now: datetime) -> Verdict:
+    """The time part of :func:`assess`, for re-checking a live stream cheaply."""
+    if now < contract.valid_from:
+        return Verdict(
+            ContractState.NOT_YET_VALID,
+            "not_yet_valid",
+            f"valid from {contract.valid_from.isoformat()}",
+        )
+    if now >= contract.valid_until:
+        return Verdict(
+            ContractState.EXPIRED, "expired", f"expired at {contract.valid_until.isoformat()}"
+        )
+    return Verdict(ContractState.ACTIVE, "active", "signed by both parties and within validity")
+
+
+def _refused(reason: str, detail: str) -> Verdict:
+    return Verdict(ContractState.REFUSED, reason, detail)

@@ -1,0 +1,73 @@
+"""Reading contract and product documents, and their RFC 8785 canonical form.
+
+Documents are YAML whose data model is JSON: timestamps stay strings (exactly as written, so
+every party canonicalises the same bytes) and a key given twice is an error, not a silent
+override. What both parties sign is the RFC 8785 canonical JSON of the document without
+``signatures``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import rfc8785
+import yaml
+
+from gateway.errors import DocumentInvalid
+
+
+class _JsonModelLoader(yaml.SafeLoader):
+    """SafeLoader without the timestamp resolver, refusing duplicate keys."""
+
+
+_JsonModelLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _mapping_without_duplicates(loader: _JsonModelLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise DocumentInvalid(f"line {line}: key {key!r} is given twice")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_JsonModelLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _mapping_without_duplicates,
+)
+
+
+def load_yaml(text: str, *, source: str) -> dict[str, Any]:
+    """Parse one YAML document into a JSON-model mapping; errors name the source and line."""
+    try:
+        data = yaml.load(text, Loader=_JsonModelLoader)  # noqa: S506 (a SafeLoader subclass)
+    except DocumentInvalid as exc:
+        raise DocumentInvalid(f"{source}: {exc.detail}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise DocumentInvalid(f"{source}:{where} not valid YAML") from None
+    if not isinstance(data, dict):
+        raise DocumentInvalid(f"{source}: expected a mapping at the top level")
+    return data
+
+
+def canonical_bytes(document: dict[str, Any]) -> bytes:
+    """RFC 8785 canonical JSON of ``document`` without its ``signatures`` (the signed bytes)."""
+    unsigned = {k: v for k, v in document.items() if k != "signatures"}
+    try:
+        return bytes(rfc8785.dumps(unsigned))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise DocumentInvalid(f"cannot be canonicalised as JSON ({exc})") from None
+
+
+def canonical_hash(document: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of the canonical bytes: names one contract version everywhere."""
+    return "sha256:" + hashlib.sha256(canonical_bytes(document)).hexdigest()

@@ -1,0 +1,124 @@
+"""Organisation keys (RFC 7517 JWKS, RFC 8037 OKP keys) and detached JWS (RFC 7515 Appendix F).
+
+An organisation publishes a JWKS with an Ed25519 key (``use: sig``) for contract signatures and
+client assertions, and an X25519 key (``use: enc``) for field encryption. Key ids are RFC 7638
+thumbprints. Contract signatures are compact JWS with a detached payload, ``alg`` ``EdDSA``
+(RFC 8037); verification also accepts ``Ed25519`` (RFC 9864).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from joserfc import jws
+from joserfc.errors import JoseError, SecurityWarning
+from joserfc.jwk import KeySet, OKPKey
+from joserfc.registry import HeaderParameter
+
+from gateway.errors import DocumentInvalid, SignatureInvalid
+
+SIGNING_ALGORITHMS = ("EdDSA", "Ed25519")
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
+
+#: JWS registry for contract signatures: the ``org`` header names the signing organisation.
+CONTRACT_JWS_REGISTRY = jws.JWSRegistry(
+    header_registry={"org": HeaderParameter("Signing organisation", "str", True)},
+    algorithms=list(SIGNING_ALGORITHMS),
+)
+
+
+@contextmanager
+def eddsa_allowed() -> Iterator[None]:
+    """Silence joserfc's RFC 9864 notice for ``EdDSA``.
+
+    The contract format fixes ``alg: EdDSA`` because that is the name partners' JOSE libraries
+    (Java, Go, .NET) know today; RFC 9864's ``Ed25519`` is accepted as well.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=SecurityWarning, message=".*EdDSA.*")
+        yield
+
+
+def generate_org_keys() -> KeySet:
+    """A new private key set: Ed25519 for signing, X25519 for encryption."""
+    sig = OKPKey.generate_key("Ed25519", parameters={"use": "sig", "alg": "EdDSA"}, auto_kid=True)
+    enc = OKPKey.generate_key("X25519", parameters={"use": "enc"}, auto_kid=True)
+    return KeySet([sig, enc])
+
+
+def public_jwks(keys: KeySet) -> dict[str, Any]:
+    return dict(keys.as_dict(private=False))
+
+
+def private_jwks(keys: KeySet) -> dict[str, Any]:
+    return dict(keys.as_dict(private=True))
+
+
+def parse_public_jwks(data: Any, *, source: str) -> KeySet:
+    """An organisation's published JWKS; refuses private key material and keys without ``kid``."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("keys"), list):
+        raise DocumentInvalid(f"{source}: not a JWKS (expected an object with 'keys')")
+    for entry in data["keys"]:
+        if not isinstance(entry, Mapping) or not entry.get("kid"):
+            raise DocumentInvalid(f"{source}: every key needs a 'kid'")
+        if _PRIVATE_MEMBERS & set(entry):
+            raise DocumentInvalid(f"{source}: holds private key material; publish public keys only")
+    try:
+        return KeySet.import_key_set(dict(data))  # type: ignore[arg-type]
+    except (JoseError, ValueError, TypeError) as exc:
+        raise DocumentInvalid(f"{source}: not a valid JWKS ({exc})") from None
+
+
+def parse_private_jwks(data: Any, *, source: str) -> KeySet:
+    try:
+        return KeySet.import_key_set(data)
+    except (JoseError, ValueError, TypeError, AttributeError) as exc:
+        raise DocumentInvalid(f"{source}: not a valid JWKS ({exc})") from None
+
+
+def signing_key(keys: KeySet) -> OKPKey:
+    """The key set's Ed25519 ``use: sig`` key (private or public)."""
+    for key in keys:
+        if isinstance(key, OKPKey) and key.curve_name == "Ed25519" and key.get("use") == "sig":
+            return key
+    raise DocumentInvalid("the key set has no Ed25519 signing key (use: sig)")
+
+
+def sign_detached(payload: bytes, key: OKPKey, *, org: str) -> str:
+    """Compact JWS over ``payload`` with the payload left out (``header..signature``)."""
+    header = {"alg": "EdDSA", "kid": key.kid, "org": org}
+    with eddsa_allowed():
+        value = jws.serialize_compact(header, payload, key, registry=CONTRACT_JWS_REGISTRY)
+    return jws.detach_content(value)
+
+
+def signature_header(signature: str) -> dict[str, Any]:
+    """The protected header of a compact JWS, unverified (to pick the key to verify with)."""
+    try:
+        with eddsa_allowed():
+            obj = jws.extract_compact(signature.encode("ascii"), payload=b"")
+    except (JoseError, ValueError, UnicodeEncodeError):
+        raise SignatureInvalid("a signature is not a compact JWS") from None
+    return dict(obj.headers())
+
+
+def verify_detached(signature: str, payload: bytes, keys: KeySet) -> dict[str, Any]:
+    """Verify a detached compact JWS against ``keys`` (chosen by ``kid``); return its header."""
+    header = signature_header(signature)
+    if header.get("alg") not in SIGNING_ALGORITHMS:
+        raise SignatureInvalid(f"signature algorithm {header.get('alg')!r} is not accepted")
+    kid = header.get("kid")
+    candidates = [k for k in keys if k.kid == kid and k.get("use") == "sig"]
+    if not candidates:
+        raise SignatureInvalid(f"no published signing key with kid {kid!r}")
+    try:
+        with eddsa_allowed():
+            jws.deserialize_compact(
+                signature, candidates[0], payload=payload, registry=CONTRACT_JWS_REGISTRY
+            )
+    except (JoseError, ValueError):
+        raise SignatureInvalid(f"signature with kid {kid!r} does not verify") from None
+    return header

@@ -1,0 +1,138 @@
+"""Turning Kafka records into the bytes a partner receives (the hot path).
+
+Each record becomes one event carrying the cursor *after* it, so a client that stops anywhere
+resumes exactly after the last record it received. Events are pre-encoded to bytes and joined
+per batch, so the HTTP layer writes one buffer per batch.
+
+SSE::
+
+    event: record
+    id: <cursor>
+    data: {"partition":0,"offset":42,"timestamp":"…Z","key":"o-42","value":{…}}
+
+NDJSON: the same object plus ``"cursor"``, one per line. A record whose value is not a JSON
+object is not dropped silently: it is delivered as ``event: refused`` (NDJSON: a line with
+``"refused"`` instead of ``"value"``) so the partner sees the position and the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.core.cursor import CursorCodec
+from gateway.core.projection import FieldNode, project_value
+
+
+class SourceRecord(Protocol):
+    """What the encoder needs of a Kafka record (``confluent_kafka.Message`` fits as it is)."""
+
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def key(self) -> str | bytes | None: ...
+    def value(self) -> str | bytes | None: ...
+
+
+class StreamFormat(enum.StrEnum):
+    SSE = "text/event-stream"
+    NDJSON = "application/x-ndjson"
+
+
+def format_timestamp(millis: int) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. ``2026-11-21T10:00:00.123Z``."""
+    moment = datetime.fromtimestamp(millis / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _key_members(key: str | bytes | None) -> dict[str, Any]:
+    if key is None or isinstance(key, str):
+        return {"key": key}
+    try:
+        return {"key": key.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"key": None, "key_base64": base64.b64encode(key).decode("ascii")}
+
+
+@dataclass(slots=True)
+class EncodedBatch:
+    data: bytes
+    records: int
+    #: The cursor after the batch's last record (``None`` if the batch was empty).
+    cursor: str | None
+
+
+class RecordEncoder:
+    """Projects and encodes records for one stream, advancing that stream's cursor."""
+
+    def __init__(
+        self,
+        *,
+        contract_id: str,
+        fields: FieldNode,
+        codec: CursorCodec,
+        positions: dict[int, int],
+        stream_format: StreamFormat,
+    ) -> None:
+        self._contract_id = contract_id
+        self._fields = fields
+        self._codec = codec
+        self.positions = dict(positions)
+        self._sse = stream_format is StreamFormat.SSE
+
+    def cursor(self) -> str:
+        return self._codec.encode(self._contract_id, self.positions)
+
+    def record_object(self, record: SourceRecord) -> tuple[dict[str, Any], bool]:
+        """The partner-facing object for ``record`` and whether its value was accepted."""
+        ts_type, ts = record.timestamp()
+        obj: dict[str, Any] = {
+            "partition": record.partition(),
+            "offset": record.offset(),
+            "timestamp": format_timestamp(ts) if ts_type else None,
+        }
+        obj.update(_key_members(record.key()))
+        raw = record.value()
+        try:
+            value = orjson.loads(raw) if raw is not None else None
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            obj["refused"] = "value_not_json_object"
+            return obj, False
+        obj["value"] = project_value(value, self._fields)
+        return obj, True
+
+    def encode(self, records: Sequence[SourceRecord]) -> EncodedBatch:
+        parts: list[bytes] = []
+        cursor: str | None = None
+        positions = self.positions
+        for record in records:
+            obj, accepted = self.record_object(record)
+            positions[obj["partition"]] = obj["offset"] + 1
+            cursor = self._codec.encode(self._contract_id, positions)
+            if self._sse:
+                kind = b"record" if accepted else b"refused"
+                parts.append(
+                    b"event: %s\nid: %s\ndata: %s\n\n"
+                    % (kind, cursor.encode("ascii"), orjson.dumps(obj))
+                )
+            else:
+                obj["cursor"] = cursor
+                parts.append(orjson.dumps(obj) + b"\n")
+        return EncodedBatch(b"".join(parts), len(parts), cursor)
+
+    def heartbeat(self) -> bytes:
+        return b": heartbeat\n\n" if self._sse else b'{"event":"heartbeat"}\n'
+
+    def end(self, reason: str, **extra: Any) -> bytes:
+        body = orjson.dumps({"reason": reason, **extra})
+        if self._sse:
+            return b"event: end\ndata: %s\n\n" % body
+        return orjson.dumps({"event": "end", "reason": reason, **extra}) + b"\n"

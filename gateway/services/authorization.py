@@ -1,0 +1,318 @@
+"""Partner authentication: OAuth 2.0 client credentials (RFC 6749 §4.4) with authlib.
+
+Clients authenticate with ``private_key_jwt`` (RFC 7523 §2.2; ``client_id`` is the organisation
+id and the assertion is signed with its published ``use: sig`` key) or, for clients registered
+in settings, ``client_secret_basic`` against an Argon2 hash. Access tokens are JWTs in the
+RFC 9068 profile (``typ: at+jwt``), signed ES256 by the gateway's own key.
+
+authlib's protocol core answers ``(status, body, headers)``; the HTTP adapter only translates.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from argon2 import PasswordHasher
+from argon2.exceptions import Argon2Error
+from authlib.oauth2.rfc6749 import (
+    AuthorizationServer,
+    ClientMixin,
+    InvalidClientError,
+    OAuth2Request,
+)
+from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from joserfc import jwt
+from joserfc.errors import ExpiredTokenError, JoseError
+from joserfc.jwk import KeySet
+
+from gateway.core.jose import SIGNING_ALGORITHMS, eddsa_allowed
+from gateway.errors import AuthenticationFailed
+from gateway.settings import RegisteredClient
+
+# authlib logs issued tokens at DEBUG; tokens must never reach a log.
+logging.getLogger("authlib").setLevel(logging.INFO)
+log = logging.getLogger(__name__)
+
+PRIVATE_KEY_JWT = "private_key_jwt"
+CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 (a method name)
+ACCESS_TOKEN_ALG = "ES256"  # noqa: S105 (an algorithm name)
+_hasher = PasswordHasher()
+
+
+def hash_client_secret(secret: str) -> str:
+    return _hasher.hash(secret)
+
+
+@dataclass(frozen=True)
+class PartnerClient(ClientMixin):  # type: ignore[misc]
+    """An OAuth client acting for one partner organisation."""
+
+    client_id: str
+    org: str
+    auth_method: str
+    jwks: KeySet | None = None
+    secret_hash: str | None = None
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        return ""
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return False
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.secret_hash is None:
+            return False
+        try:
+            return bool(_hasher.verify(self.secret_hash, client_secret))
+        except Argon2Error:
+            return False
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return endpoint == "token" and method == self.auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return False
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "client_credentials"
+
+
+class _ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [PRIVATE_KEY_JWT, CLIENT_SECRET_BASIC]
+
+
+class ReplayCache:
+    """Client assertion ids seen until they expire (RFC 7523 §3 item 7)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def first_use(self, key: str, expires_at: float) -> bool:
+        now = self._clock()
+        with self._lock:
+            if len(self._seen) > 1024:
+                self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
+            if key in self._seen and self._seen[key] > now:
+                return False
+            self._seen[key] = expires_at
+            return True
+
+
+class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
+    CLIENT_AUTH_METHOD = PRIVATE_KEY_JWT
+
+    def __init__(self, audiences: list[str], replays: ReplayCache, max_lifetime: int) -> None:
+        super().__init__(validate_jti=True, leeway=30)
+        self._audiences = audiences
+        self._replays = replays
+        self._max_lifetime = max_lifetime
+
+    def get_audiences(self) -> list[str]:
+        return self._audiences
+
+    def resolve_client_public_key(self, client: PartnerClient) -> KeySet:
+        if client.jwks is None:
+            raise InvalidClientError(description="The client has no published keys.")
+        return KeySet([k for k in client.jwks if k.get("use") == "sig"])
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+        # authlib's default registry refuses EdDSA; partners sign with EdDSA or Ed25519.
+        try:
+            with eddsa_allowed():
+                token = jwt.decode(assertion, resolve_key, algorithms=list(SIGNING_ALGORITHMS))
+        except (JoseError, ValueError) as exc:
+            raise InvalidClientError(description="The client assertion does not verify.") from exc
+        self.verify_claims(token.claims)
+        return token.claims
+
+    def verify_claims(self, claims: Any) -> None:
+        exp = claims.get("exp")
+        if isinstance(exp, int | float) and exp - time.time() > self._max_lifetime:
+            raise InvalidClientError(
+                description=f"The client assertion may live at most {self._max_lifetime}s."
+            )
+        super().verify_claims(claims)
+
+    def validate_jti(self, claims: Any, jti: Any) -> bool:
+        return self._replays.first_use(f"{claims['iss']}\0{jti}", float(claims["exp"]) + 60)
+
+
+class _AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
+    def __init__(self, issuer: str, keys: KeySet, lifetime: int) -> None:
+        super().__init__(issuer, alg=ACCESS_TOKEN_ALG, expires_generator=lambda *_: lifetime)
+        self._keys = keys
+
+    def get_jwks(self) -> KeySet:
+        return self._keys
+
+    def get_audiences(self, client: PartnerClient, user: Any, scope: Any) -> str:
+        return str(self.issuer)
+
+    def get_extra_claims(
+        self, client: PartnerClient, grant_type: str, user: Any, scope: Any
+    ) -> dict[str, Any]:
+        return {"org": client.org}
+
+
+@dataclass
+class TokenRequest:
+    """A token endpoint request, independent of the web framework."""
+
+    uri: str
+    form: Mapping[str, str]
+    authorization: str | None
+
+
+class _Request(OAuth2Request):  # type: ignore[misc]
+    def __init__(self, request: TokenRequest) -> None:
+        headers = {"Authorization": request.authorization} if request.authorization else {}
+        super().__init__("POST", request.uri, headers=headers)
+        self._form = dict(request.form)
+        self.payload = BasicOAuth2Payload(self._form)
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+    @property
+    def args(self) -> dict[str, str]:
+        return {}
+
+
+IssuedHook = Callable[[PartnerClient, dict[str, Any]], None]
+
+
+class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    """The token endpoint. ``create_token_response`` answers ``(status, body, headers)``."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        signing_keys: KeySet,
+        token_lifetime: int,
+        assertion_max_lifetime: int,
+        org_keys: Callable[[], Mapping[str, KeySet]],
+        registered: list[RegisteredClient],
+    ) -> None:
+        super().__init__(scopes_supported=None)
+        self.issuer = issuer
+        self.token_endpoint = f"{issuer}/oauth/token"
+        self._org_keys = org_keys
+        self._signing_keys = signing_keys
+        self._registered = {c.client_id: c for c in registered}
+        self.register_grant(_ClientCredentials)
+        self.register_token_generator(
+            "default", _AccessTokenGenerator(issuer, signing_keys, token_lifetime)
+        )
+        self.register_client_auth_method(
+            PRIVATE_KEY_JWT,
+            _PrivateKeyJWT([self.token_endpoint, issuer], ReplayCache(), assertion_max_lifetime),
+        )
+
+    def query_client(self, client_id: str) -> PartnerClient | None:
+        registered = self._registered.get(client_id)
+        if registered is not None:
+            return PartnerClient(
+                client_id,
+                registered.org,
+                CLIENT_SECRET_BASIC,
+                secret_hash=registered.secret_hash.get_secret_value(),
+            )
+        keys = self._org_keys().get(client_id)
+        if keys is not None:
+            return PartnerClient(client_id, client_id, PRIVATE_KEY_JWT, jwks=keys)
+        return None
+
+    def save_token(self, token: dict[str, Any], request: _Request) -> None:
+        client: PartnerClient = request.client
+        log.info("token issued to client %s of %s", client.client_id, client.org)
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def create_oauth2_request(self, request: TokenRequest | _Request) -> _Request:
+        return request if isinstance(request, _Request) else _Request(request)
+
+    def handle_response(
+        self, status: int, body: Any, headers: list[tuple[str, str]]
+    ) -> tuple[int, Any, list[tuple[str, str]]]:
+        return status, body, headers
+
+    def public_jwks(self) -> dict[str, Any]:
+        return dict(self._signing_keys.as_dict(private=False))
+
+    def metadata(self) -> dict[str, Any]:
+        """RFC 8414 authorization server metadata."""
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_endpoint,
+            "jwks_uri": f"{self.issuer}/.well-known/jwks.json",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": [PRIVATE_KEY_JWT, CLIENT_SECRET_BASIC],
+            "token_endpoint_auth_signing_alg_values_supported": list(SIGNING_ALGORITHMS),
+            "response_types_supported": [],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Partner:
+    """The authenticated caller of the partner API."""
+
+    org: str
+    client_id: str
+    token_expires_at: datetime
+
+
+class AccessTokenVerifier:
+    """Checks RFC 9068 access tokens this gateway issued."""
+
+    def __init__(
+        self, issuer: str, signing_keys: KeySet, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._keys = signing_keys
+        self._claims = jwt.JWTClaimsRegistry(
+            now=lambda: int(clock()),
+            leeway=0,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": issuer},
+            exp={"essential": True},
+            org={"essential": True},
+            client_id={"essential": True},
+        )
+
+    def verify(self, token: str) -> Partner:
+        try:
+            decoded = jwt.decode(token, self._keys, algorithms=[ACCESS_TOKEN_ALG])
+            if decoded.header.get("typ") not in ("at+jwt", "application/at+jwt"):
+                raise AuthenticationFailed("not an access token")
+            self._claims.validate(decoded.claims)
+        except ExpiredTokenError:
+            raise AuthenticationFailed(
+                "the access token has expired", code="token_expired"
+            ) from None
+        except (JoseError, ValueError, TypeError):
+            raise AuthenticationFailed("the access token is not valid") from None
+        claims = decoded.claims
+        return Partner(
+            org=str(claims["org"]),
+            client_id=str(claims["client_id"]),
+            token_expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        )

@@ -1,0 +1,251 @@
+"""Opening a partner's stream or pull on a contract, and running it.
+
+Everything that can refuse a request (contract, cursor, broker, topic) happens in ``open``,
+before any byte of a response is sent, so refusals are proper problem responses. Blocking
+librdkafka calls and the per-batch transform run in a worker thread of the stream's own
+(one-slot) limiter: the event loop never blocks, and streams never queue behind each other for
+threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import anyio
+import anyio.to_thread
+
+from gateway.core.cursor import OFFSET_BEGINNING, CursorCodec
+from gateway.core.projection import compile_fields
+from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
+from gateway.errors import InvalidRequest
+from gateway.services.authorization import Partner
+from gateway.services.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class RecordSource(Protocol):
+    """A product topic as one stream reads it (see ``adapters/kafka/source.py``). Blocking."""
+
+    def partitions(self) -> list[int]: ...
+    def latest(self, partitions: Sequence[int]) -> dict[int, int]: ...
+    def at_time(self, partitions: Sequence[int], moment: datetime) -> dict[int, int]: ...
+    def assign(self, positions: dict[int, int]) -> None: ...
+    def fetch(self, max_records: int, timeout: float) -> Sequence[SourceRecord]: ...
+    def has_unread(self, positions: dict[int, int]) -> bool: ...
+    def close(self) -> None: ...
+
+
+SourceFactory = Callable[[str], RecordSource]
+
+#: How long a pull keeps fetching past ``wait`` while the log end says records are waiting.
+PULL_CATCH_UP_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a first connection (one without a cursor) begins."""
+
+    kind: str  # "earliest" | "latest" | "time"
+    moment: datetime | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> Start:
+        if text is None or text == "earliest":
+            return cls("earliest")
+        if text == "latest":
+            return cls("latest")
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise InvalidRequest(
+                "'from' must be 'earliest', 'latest' or an RFC 3339 time with a UTC offset"
+            )
+        return cls("time", moment)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    batch_records: int = 1000
+    poll_seconds: float = 0.5
+    heartbeat_seconds: float = 15.0
+
+
+class Stream:
+    """One open stream or pull: a positioned source and the encoder of its contract."""
+
+    def __init__(
+        self,
+        *,
+        service: StreamService,
+        partner: Partner,
+        contract_id: str,
+        source: RecordSource,
+        encoder: RecordEncoder,
+        limiter: anyio.CapacityLimiter,
+    ) -> None:
+        self._service = service
+        self.partner = partner
+        self.contract_id = contract_id
+        self._source = source
+        self.encoder = encoder
+        self._limiter = limiter
+        self.records_sent = 0
+
+    def _fetch_encoded(self, max_records: int, timeout: float) -> EncodedBatch:
+        return self.encoder.encode(self._source.fetch(max_records, timeout))
+
+    async def fetch(self, max_records: int, timeout: float) -> EncodedBatch:
+        batch = await anyio.to_thread.run_sync(
+            self._fetch_encoded, max_records, timeout, limiter=self._limiter
+        )
+        self.records_sent += batch.records
+        return batch
+
+    async def has_unread(self) -> bool:
+        positions = dict(self.encoder.positions)
+        return await anyio.to_thread.run_sync(
+            self._source.has_unread, positions, limiter=self._limiter
+        )
+
+    def end_reason(self) -> str | None:
+        """Why the stream must end now, or ``None`` while it may go on."""
+        now = self._service.clock()
+        if now >= self.partner.token_expires_at:
+            return "token_expired"
+        verdict = self._service.registry().verdict(self.contract_id, now)
+        return None if verdict.active else verdict.reason
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """Encoded events until the client leaves, the token expires or the contract ends."""
+        limits = self._service.limits
+        last_write = time.monotonic()
+        try:
+            while True:
+                reason = self.end_reason()
+                if reason is not None:
+                    yield self.encoder.end(reason)
+                    return
+                batch = await self.fetch(limits.batch_records, limits.poll_seconds)
+                if batch.records:
+                    yield batch.data
+                    last_write = time.monotonic()
+                elif time.monotonic() - last_write >= limits.heartbeat_seconds:
+                    yield self.encoder.heartbeat()
+                    last_write = time.monotonic()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._source.close, limiter=self._limiter)
+        log.info(
+            "stream closed: contract %s, org %s, %d records",
+            self.contract_id,
+            self.partner.org,
+            self.records_sent,
+        )
+
+
+class StreamService:
+    def __init__(
+        self,
+        *,
+        registry: Callable[[], Registry],
+        sources: SourceFactory,
+        codec: CursorCodec,
+        limits: StreamLimits,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.registry = registry
+        self._sources = sources
+        self._codec = codec
+        self.limits = limits
+        self.clock = clock
+
+    async def open(
+        self,
+        partner: Partner,
+        contract_id: str,
+        *,
+        cursor: str | None,
+        start: Start,
+        stream_format: StreamFormat,
+    ) -> Stream:
+        registry = self.registry()
+        doc = registry.active_contract_for(partner.org, contract_id, self.clock())
+        resumed = self._codec.decode(contract_id, cursor) if cursor else None
+        topic = registry.products[doc.contract.product].topic
+        limiter = anyio.CapacityLimiter(1)
+
+        def positioned() -> tuple[RecordSource, dict[int, int]]:
+            source = self._sources(topic)
+            try:
+                positions = self._positions(source, resumed, start)
+                source.assign(positions)
+            except BaseException:
+                source.close()
+                raise
+            return source, positions
+
+        source, positions = await anyio.to_thread.run_sync(positioned, limiter=limiter)
+        encoder = RecordEncoder(
+            contract_id=contract_id,
+            fields=compile_fields(doc.contract.fields),
+            codec=self._codec,
+            positions=positions,
+            stream_format=stream_format,
+        )
+        log.info("stream opened: contract %s, org %s", contract_id, partner.org)
+        return Stream(
+            service=self,
+            partner=partner,
+            contract_id=contract_id,
+            source=source,
+            encoder=encoder,
+            limiter=limiter,
+        )
+
+    @staticmethod
+    def _positions(
+        source: RecordSource, resumed: dict[int, int] | None, start: Start
+    ) -> dict[int, int]:
+        partitions = source.partitions()
+        if resumed is not None:
+            # A partition the cursor does not know was added since: read it from its beginning.
+            return {p: resumed.get(p, OFFSET_BEGINNING) for p in partitions}
+        if start.kind == "latest":
+            return source.latest(partitions)
+        if start.kind == "time" and start.moment is not None:
+            return source.at_time(partitions, start.moment)
+        return dict.fromkeys(partitions, OFFSET_BEGINNING)
+
+    async def pull(self, stream: Stream, *, limit: int, wait: float) -> EncodedBatch:
+        """Up to ``limit`` records; waits up to ``wait`` seconds while nothing is new.
+
+        Returns early with what arrived; returns empty only when the partner is caught up (or a
+        grace period after ``wait`` passed), so a fresh consumer's first fetch is not mistaken
+        for an empty topic.
+        """
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                batch = await stream.fetch(
+                    limit, max(0.05, min(self.limits.poll_seconds, remaining))
+                )
+                if batch.records:
+                    return batch
+                if remaining <= 0 and (
+                    remaining <= -PULL_CATCH_UP_SECONDS or not await stream.has_unread()
+                ):
+                    return batch
+        finally:
+            await stream.close()

@@ -1,0 +1,94 @@
+"""Settings: environment variables with prefix ``GATEWAY_``, nested with ``__``.
+
+Built once (``Settings()``) at the entry point and passed down; nothing reads the environment
+elsewhere. Secrets are ``SecretStr`` and unwrapped only where a client configuration is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, Field, SecretStr, StringConstraints
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OrgId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+
+
+class KafkaSettings(BaseModel):
+    """The internal Kafka cluster. No bootstrap servers: the demo starts an embedded broker."""
+
+    bootstrap_servers: str | None = None
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    #: Any other librdkafka property, passed through as is (e.g. ``{"client.rack": "az1"}``).
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    def librdkafka_config(self) -> dict[str, str]:
+        """The librdkafka properties for connecting; the only place secrets are unwrapped."""
+        if not self.bootstrap_servers:
+            raise ValueError("no Kafka bootstrap servers configured")
+        config: dict[str, str] = {"bootstrap.servers": self.bootstrap_servers}
+        plain = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        config.update({k: v for k, v in plain.items() if v is not None})
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_key_password is not None:
+            config["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        config.update(self.extra)
+        return config
+
+
+class RegisteredClient(BaseModel):
+    """A ``client_secret_basic`` client; only the secret's Argon2 hash is kept."""
+
+    client_id: str
+    org: OrgId
+    secret_hash: SecretStr
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    contracts_dir: Path = Path("contracts")
+    keys_dir: Path = Path("keys")
+    #: Where the gateway keeps its own signing key and cursor secret (created on first start).
+    state_dir: Path = Path("state")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: The organisation running this gateway; contracts naming another provider are refused.
+    org: OrgId | None = None
+    #: The gateway's public base URL (token issuer, audience of client assertions).
+    #: Defaults to the scheme, host and port it listens on.
+    public_url: str | None = None
+    token_lifetime_seconds: int = Field(default=600, ge=30, le=86_400)
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    #: A stream whose client does not take a write within this time is dropped.
+    send_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Longest lifetime accepted for a client assertion (RFC 7523 ``exp - now``).
+    assertion_max_lifetime_seconds: int = Field(default=300, ge=10, le=3600)
+    clients: list[RegisteredClient] = Field(default_factory=list)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+    def issuer(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{self.host}:{self.port}"
