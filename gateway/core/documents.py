@@ -71,3 +71,24 @@ def canonical_bytes(document: dict[str, Any]) -> bytes:
 def canonical_hash(document: dict[str, Any]) -> str:
     """``sha256:<hex>`` of the canonical bytes: names one contract version everywhere."""
     return "sha256:" + hashlib.sha256(canonical_bytes(document)).hexdigest()
+
+
+def with_signatures(text: str, signatures: list[str]) -> str:
+    """``text`` with its top-level ``signatures`` replaced, keeping every other line (and comment).
+
+    Signatures cover the canonical JSON, not the YAML text, so comments and layout stay free.
+    """
+    kept: list[str] = []
+    in_block = False
+    for line in text.splitlines():
+        if line.startswith("signatures:"):
+            in_block = True
+            continue
+        if in_block and (line.startswith((" ", "-", "\t")) or not line.strip()):
+            continue
+        in_block = False
+        kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    block = ["signatures:", *(f"  - {s}" for s in signatures)] if signatures else ["signatures: []"]
+    return "\n".join([*kept, *block]) + "\n"

@@ -50,6 +50,10 @@ class Registry:
     checks: dict[str, Verdict] = field(default_factory=dict)
     refusals: list[Refusal] = field(default_factory=list)
 
+    def refuse(self, source: str, reason: str, detail: str) -> None:
+        self.refusals.append(Refusal(source, reason, detail))
+        log.warning("refused %s: %s (%s)", source, reason, detail)
+
     def verdict(self, contract_id: str, now: datetime) -> Verdict:
         doc = self.contracts[contract_id]
         check = self.checks[contract_id]
@@ -83,49 +87,56 @@ def _files(directory: Path, pattern: str) -> Iterable[Path]:
     return sorted(p for p in directory.glob(pattern) if p.is_file()) if directory.is_dir() else []
 
 
-def load_registry(
-    contracts_dir: Path, keys_dir: Path, *, gateway_org: str | None, now: datetime
-) -> Registry:
-    registry = Registry()
-
-    def refuse(source: str, reason: str, detail: str) -> None:
-        registry.refusals.append(Refusal(source, reason, detail))
-        log.warning("refused %s: %s (%s)", source, reason, detail)
-
+def read_keys(keys_dir: Path, registry: Registry) -> None:
     for path in _files(keys_dir, f"*{KEYS_SUFFIX}"):
         org = path.name.removesuffix(KEYS_SUFFIX)
         try:
             registry.keys[org] = parse_public_jwks(json.loads(path.read_text()), source=str(path))
         except (DocumentInvalid, ValueError, OSError) as exc:
-            refuse(str(path), "invalid_keys", getattr(exc, "detail", str(exc)))
+            registry.refuse(str(path), "invalid_keys", getattr(exc, "detail", str(exc)))
 
-    for path in [
-        *_files(contracts_dir / "products", "*.yaml"),
-        *_files(contracts_dir / "products", "*.yml"),
-    ]:
+
+def read_products(products_dir: Path, registry: Registry) -> None:
+    for path in _files(products_dir, "*.y*ml"):
         try:
             product = parse_product(load_yaml(path.read_text(), source=str(path)), source=str(path))
         except (DocumentInvalid, OSError) as exc:
-            refuse(str(path), "invalid_document", getattr(exc, "detail", str(exc)))
+            registry.refuse(str(path), "invalid_document", getattr(exc, "detail", str(exc)))
             continue
         registry.products[product.product] = product
 
-    for path in [*_files(contracts_dir, "*.yaml"), *_files(contracts_dir, "*.yml")]:
-        try:
-            doc = parse_contract(load_yaml(path.read_text(), source=str(path)), source=str(path))
-        except (DocumentInvalid, OSError) as exc:
-            refuse(str(path), "invalid_document", getattr(exc, "detail", str(exc)))
-            continue
-        cid = doc.contract.contract
-        if cid in registry.contracts:
-            other = registry.contracts[cid].source
-            refuse(str(path), "duplicate_contract", f"contract {cid!r} is also defined in {other}")
-            continue
-        verdict = assess(
-            doc, products=registry.products, keys=registry.keys, gateway_org=gateway_org, now=now
-        )
-        if verdict.state is ContractState.REFUSED:
-            refuse(str(path), verdict.reason, verdict.detail)
-        registry.contracts[cid] = doc
-        registry.checks[cid] = verdict
+
+def read_contract(
+    path: Path, registry: Registry, *, gateway_org: str | None, now: datetime
+) -> ContractDocument | None:
+    """Read, check and register one contract file; ``None`` (and a refusal) if unreadable."""
+    try:
+        doc = parse_contract(load_yaml(path.read_text(), source=str(path)), source=str(path))
+    except (DocumentInvalid, OSError) as exc:
+        registry.refuse(str(path), "invalid_document", getattr(exc, "detail", str(exc)))
+        return None
+    cid = doc.contract.contract
+    if cid in registry.contracts:
+        other = registry.contracts[cid].source
+        registry.refuse(str(path), "duplicate_contract", f"{cid!r} is also defined in {other}")
+        return None
+    verdict = assess(
+        doc, products=registry.products, keys=registry.keys, gateway_org=gateway_org, now=now
+    )
+    if verdict.state is ContractState.REFUSED:
+        registry.refuse(str(path), verdict.reason, verdict.detail)
+    registry.contracts[cid] = doc
+    registry.checks[cid] = verdict
+    return doc
+
+
+def load_registry(
+    contracts_dir: Path, keys_dir: Path, *, gateway_org: str | None, now: datetime
+) -> Registry:
+    """Keys from ``keys_dir``; products from ``contracts_dir/products``; contracts beside them."""
+    registry = Registry()
+    read_keys(keys_dir, registry)
+    read_products(contracts_dir / "products", registry)
+    for path in _files(contracts_dir, "*.y*ml"):
+        read_contract(path, registry, gateway_org=gateway_org, now=now)
     return registry

@@ -8,8 +8,8 @@ partitions are assigned explicitly.
 from __future__ import annotations
 
 import logging
-from contextlib import suppress
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 

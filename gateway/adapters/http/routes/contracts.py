@@ -30,7 +30,7 @@ def negotiate(accept: str | None) -> StreamFormat | None:
     """The stream format the client prefers (RFC 9110 §12.5.1); SSE when it does not say."""
     if not accept:
         return StreamFormat.SSE
-    ranked: list[tuple[float, int, StreamFormat]] = []
+    ranked: list[tuple[float, int, int, StreamFormat]] = []
     for index, item in enumerate(accept.split(",")):
         media, *params = (part.strip() for part in item.split(";"))
         q = 1.0
@@ -42,10 +42,10 @@ def negotiate(accept: str | None) -> StreamFormat | None:
                 except ValueError:
                     q = 0.0
         media = media.lower()
-        for fmt in StreamFormat:
+        for preference, fmt in enumerate(StreamFormat):  # SSE first on a wildcard
             if q > 0 and media in (fmt.value, "*/*", fmt.value.split("/")[0] + "/*"):
-                ranked.append((-q, index, fmt))
-    return min(ranked)[2] if ranked else None
+                ranked.append((-q, index, preference, fmt))
+    return min(ranked)[3] if ranked else None
 
 
 @router.get("")

@@ -1,0 +1,325 @@
+"""The ``gateway`` command: keys, contracts, serve, demo, token, consume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gateway.adapters.stores.state_dir import write_private
+from gateway.core.contracts import ContractState, parse_contract
+from gateway.core.documents import load_yaml, with_signatures
+from gateway.core.jose import (
+    generate_org_keys,
+    parse_private_jwks,
+    private_jwks,
+    public_jwks,
+    sign_detached,
+    signature_header,
+    signing_key,
+)
+from gateway.errors import DocumentInvalid, GatewayError
+from gateway.services.registry import (
+    KEYS_SUFFIX,
+    Registry,
+    read_contract,
+    read_keys,
+    read_products,
+)
+from gateway.settings import Settings
+
+PRIVATE_SUFFIX = ".private.jwks.json"
+
+
+def default_private_dir() -> Path:
+    return Path(click.get_app_dir("exchange-gateway")) / "keys"
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def org_of_key_file(path: Path) -> str:
+    return path.name.split(".", 1)[0]
+
+
+def read_signing_key(path: Path) -> Any:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{path}: cannot read a JWKS ({exc})") from None
+    try:
+        return signing_key(parse_private_jwks(data, source=str(path)))
+    except DocumentInvalid as exc:
+        raise click.ClickException(exc.detail) from None
+
+
+@click.group()
+@click.version_option(package_name="exchange-gateway")
+def main() -> None:
+    """Exchange Gateway: share Kafka data products with partners under signed contracts."""
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Organisation keys (JWKS)."""
+
+
+def generate_keys(org: str, keys_dir: Path, private_dir: Path, *, force: bool = False) -> Path:
+    private_path = private_dir / f"{org}{PRIVATE_SUFFIX}"
+    if private_path.exists() and not force:
+        raise click.ClickException(f"{private_path} exists; pass --force to replace it")
+    key_set = generate_org_keys()
+    write_private(private_path, json.dumps(private_jwks(key_set), indent=2).encode())
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    (keys_dir / f"{org}{KEYS_SUFFIX}").write_text(json.dumps(public_jwks(key_set), indent=2) + "\n")
+    return private_path
+
+
+@keys.command("generate")
+@click.argument("org")
+@click.option(
+    "--keys-dir", type=click.Path(path_type=Path), default=Path("keys"), show_default=True
+)
+@click.option("--private-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--force", is_flag=True, help="Replace an existing private key.")
+def keys_generate(org: str, keys_dir: Path, private_dir: Path | None, force: bool) -> None:
+    """Generate ORG's Ed25519 signing and X25519 encryption keys.
+
+    The private JWKS is written with mode 0600 outside the repository (by default); the public
+    JWKS goes to KEYS_DIR/ORG.jwks.json, ready to publish.
+    """
+    private_path = generate_keys(org, keys_dir, private_dir or default_private_dir(), force=force)
+    click.echo(f"private keys: {private_path} (keep secret)")
+    click.echo(f"public keys:  {keys_dir / (org + KEYS_SUFFIX)}")
+
+
+# -- contracts --------------------------------------------------------------------------------
+
+
+@main.group()
+def contract() -> None:
+    """Contract documents: sign and verify."""
+
+
+def sign_file(path: Path, key_path: Path, org: str | None = None) -> str:
+    """Add (or replace) ``org``'s signature in the contract file at ``path``."""
+    org = org or org_of_key_file(key_path)
+    key = read_signing_key(key_path)
+    text = path.read_text()
+    data = load_yaml(text, source=str(path))
+    doc = parse_contract(data, source=str(path))
+    others = [s for s in doc.contract.signatures if signature_header(s).get("org") != org]
+    path.write_text(with_signatures(text, [*others, sign_detached(doc.canonical, key, org=org)]))
+    return org
+
+
+@contract.command("sign")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--org", default=None, help="Signing organisation (default: from the key file name).")
+def contract_sign(file: Path, key_path: Path, org: str | None) -> None:
+    """Sign FILE with a private JWKS; the signature covers the RFC 8785 canonical JSON."""
+    try:
+        signer = sign_file(file, key_path, org)
+    except GatewayError as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"signed {file} as {signer}")
+
+
+def _contract_files(paths: tuple[Path, ...]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
+        else:
+            files.append(path)
+    return files
+
+
+@contract.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--keys-dir", type=click.Path(path_type=Path), default=Path("keys"), show_default=True
+)
+@click.option("--products-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--org", default=None, help="The gateway's own organisation (the provider).")
+def contract_verify(
+    paths: tuple[Path, ...], keys_dir: Path, products_dir: Path | None, org: str | None
+) -> None:
+    """Check contracts: document, product, both signatures, validity. Exit 1 on any invalid."""
+    files = _contract_files(paths)
+    products_dir = products_dir or (files[0].parent / "products" if files else Path("products"))
+    now = datetime.now(UTC)
+    registry = Registry()
+    read_keys(keys_dir, registry)
+    read_products(products_dir, registry)
+    failed = bool(registry.refusals)
+    for path in files:
+        doc = read_contract(path, registry, gateway_org=org, now=now)
+        if doc is None:
+            continue
+        verdict = registry.verdict(doc.contract.contract, now)
+        if verdict.state is ContractState.REFUSED:
+            continue  # reported with the other refusals below
+        ok = verdict.state in (ContractState.ACTIVE, ContractState.NOT_YET_VALID)
+        label = "OK" if ok else "REFUSED"
+        click.echo(f"{label} {path}: {verdict.reason}: {verdict.detail} [{doc.hash}]")
+        failed = failed or not ok
+    for refusal in registry.refusals:
+        click.echo(f"REFUSED {refusal.source}: {refusal.reason}: {refusal.detail}")
+        failed = True
+    sys.exit(1 if failed else 0)
+
+
+# -- serving ----------------------------------------------------------------------------------
+
+
+def run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from gateway.adapters.http.app import create_app
+    from gateway.adapters.kafka.source import KafkaRecordSource
+    from gateway.bootstrap import build_gateway
+
+    kafka_config = settings.kafka.librdkafka_config()
+    gateway = build_gateway(settings, lambda topic: KafkaRecordSource(kafka_config, topic))
+    log = logging.getLogger("gateway")
+    if settings.tls_cert is None:
+        log.warning(
+            "serving plain HTTP on %s:%s (no --tls-cert): run it behind a TLS-terminating proxy",
+            settings.host,
+            settings.port,
+        )
+    log.info("issuer %s; %d contracts loaded", settings.issuer(), len(gateway.registry.contracts))
+    uvicorn.run(
+        create_app(gateway),
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        log_config=None,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@main.command()
+@click.option("--contracts", "contracts_dir", type=click.Path(path_type=Path))
+@click.option("--keys", "keys_dir", type=click.Path(path_type=Path))
+@click.option("--state", "state_dir", type=click.Path(path_type=Path))
+@click.option("--bootstrap-servers")
+@click.option("--host")
+@click.option("--port", type=int)
+@click.option("--tls-cert", type=click.Path(exists=True, path_type=Path))
+@click.option("--tls-key", type=click.Path(exists=True, path_type=Path))
+@click.option("--org")
+@click.option("--public-url")
+def serve(bootstrap_servers: str | None, **options: Any) -> None:
+    """Serve the partner API. Every option is also a GATEWAY_ setting."""
+    configure_logging()
+    overrides = {k: v for k, v in options.items() if v is not None}
+    settings = Settings(**overrides)
+    if bootstrap_servers:
+        settings.kafka.bootstrap_servers = bootstrap_servers
+    if not settings.kafka.bootstrap_servers:
+        raise click.ClickException(
+            "no Kafka configured: pass --bootstrap-servers or set GATEWAY_KAFKA__BOOTSTRAP_SERVERS"
+            " (`gateway demo` starts an embedded broker)"
+        )
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise click.ClickException("--tls-cert and --tls-key go together")
+    run_server(settings)
+
+
+@main.command()
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True
+)
+def demo(port: int, workdir: Path) -> None:
+    """Embedded broker, demo keys and signed contracts, an order producer, and the gateway."""
+    from gateway.demo import run_demo
+
+    configure_logging()
+    run_demo(port=port, workdir=workdir)
+
+
+# -- partner side -----------------------------------------------------------------------------
+
+
+def _client(gateway_url: str, key_path: Path, org: str | None) -> Any:
+    from gateway.client import GatewayClient
+
+    return GatewayClient(
+        gateway_url, org=org or org_of_key_file(key_path), key=read_signing_key(key_path)
+    )
+
+
+@main.command()
+@click.option("--key", "key_path", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--gateway", "gateway_url", required=True)
+@click.option("--org", default=None)
+def token(key_path: Path, gateway_url: str, org: str | None) -> None:
+    """Print an access token (client credentials with private_key_jwt)."""
+    from gateway.client import GatewayClientError
+
+    try:
+        click.echo(_client(gateway_url, key_path, org).fetch_token())
+    except GatewayClientError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--contract", "contract_id", required=True)
+@click.option("--key", "key_path", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--gateway", "gateway_url", required=True)
+@click.option("--org", default=None)
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None)
+@click.option("--from", "start", default=None, help="earliest | latest | RFC 3339 time")
+@click.option("--max-records", type=int, default=None)
+def consume(
+    contract_id: str,
+    key_path: Path,
+    gateway_url: str,
+    org: str | None,
+    checkpoint: Path | None,
+    start: str | None,
+    max_records: int | None,
+) -> None:
+    """Stream a contract's records to stdout as NDJSON, resuming from a checkpoint file."""
+    from gateway.client import GatewayClientError, StreamEnded
+    from gateway.client import consume as run
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    client = _client(gateway_url, key_path, org)
+    try:
+        run(
+            client,
+            contract_id,
+            checkpoint=checkpoint or Path(f"{contract_id}.cursor"),
+            out=sys.stdout,
+            start=start,
+            max_records=max_records,
+        )
+    except (GatewayClientError, StreamEnded) as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command("hash-secret")
+def hash_secret() -> None:
+    """Read a client secret from stdin and print its Argon2 hash for GATEWAY_CLIENTS."""
+    from gateway.services.authorization import hash_client_secret
+
+    click.echo(hash_client_secret(sys.stdin.readline().rstrip("\n")))
