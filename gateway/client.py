@@ -84,6 +84,15 @@ class GatewayClient:
         self._token: str | None = None
         self._token_endpoint: str | None = None
 
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def token_endpoint(self) -> str:
         if self._token_endpoint is None:
             response = self._http.get(f"{self.base_url}/.well-known/oauth-authorization-server")

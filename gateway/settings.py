@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     #: The gateway's public base URL (token issuer, audience of client assertions).
     #: Defaults to the scheme, host and port it listens on.
     public_url: str | None = None
-    token_lifetime_seconds: int = Field(default=600, ge=30, le=86_400)
+    token_lifetime_seconds: int = Field(default=600, ge=1, le=86_400)
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     #: A stream whose client does not take a write within this time is dropped.
     send_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -1,0 +1,221 @@
+"""Shared fixtures: a real Kafka-protocol broker, topics, signed contracts, a real HTTP server.
+
+The broker is chosen by ``GATEWAY_TEST_KAFKA``: unset or ``tansu`` starts the embedded Tansu
+broker; ``testcontainers`` starts Kafka in a container (needs a Docker engine); ``host:port``
+uses an existing broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway.adapters.http.app import create_app
+from gateway.adapters.kafka.admin import create_topic, produce
+from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
+from gateway.adapters.kafka.source import KafkaRecordSource
+from gateway.bootstrap import Gateway, build_gateway
+from gateway.cli import PRIVATE_SUFFIX, generate_keys, sign_file
+from gateway.client import GatewayClient, client_assertion
+from gateway.core.jose import parse_private_jwks, signing_key
+from gateway.settings import KafkaSettings, Settings
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    choice = os.environ.get("GATEWAY_TEST_KAFKA", "tansu")
+    if choice == "tansu":
+        with EmbeddedKafka() as broker:
+            yield broker.bootstrap_servers
+    elif choice == "testcontainers":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as container:
+            yield container.get_bootstrap_server()
+    else:
+        yield choice
+
+
+@pytest.fixture(scope="session")
+def kafka_config(kafka_bootstrap: str) -> dict[str, str]:
+    return {"bootstrap.servers": kafka_bootstrap}
+
+
+@pytest.fixture
+def topic_factory(kafka_config: dict[str, str]) -> Callable[..., str]:
+    def create(partitions: int = 1) -> str:
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        create_topic(kafka_config, name, partitions)
+        return name
+
+    return create
+
+
+def order(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "order_id": f"o-{n}",
+        "amount": n * 1.5,
+        "currency": "EUR",
+        "customer": {"name": f"Name {n}", "email": f"c{n}@example.com", "country": "NL"},
+        **extra,
+    }
+
+
+@pytest.fixture
+def produce_orders(kafka_config: dict[str, str]) -> Callable[..., list[dict[str, Any]]]:
+    """Produce ``count`` orders (one record per batch: the test broker's end offsets stay exact)."""
+
+    def run(
+        topic: str, count: int, start: int = 0, partition: int | None = None
+    ) -> list[dict[str, Any]]:
+        orders = [order(n) for n in range(start, start + count)]
+        produce(
+            kafka_config,
+            topic,
+            [(o["order_id"], json.dumps(o).encode()) for o in orders],
+            partition=partition,
+            producer_config={"linger.ms": 0, "batch.num.messages": 1},
+        )
+        return orders
+
+    return run
+
+
+CONTRACT_FIELDS = """\
+fields:
+  order_id: clear
+  amount: clear
+  customer.country: clear
+"""
+
+
+@dataclass
+class World:
+    """Organisations with keys, a product on ``topic``, and contracts signed by both parties."""
+
+    root: Path
+    topic: str
+    private: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def contracts_dir(self) -> Path:
+        return self.root / "contracts"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    def key(self, org: str) -> Any:
+        return signing_key(
+            parse_private_jwks(json.loads(self.private[org].read_text()), source=org)
+        )
+
+    def add_org(self, org: str) -> None:
+        generate_keys(org, self.keys_dir, self.root / "private")
+        self.private[org] = self.root / "private" / f"{org}{PRIVATE_SUFFIX}"
+
+    def add_contract(
+        self,
+        contract_id: str,
+        consumer: str,
+        *,
+        provider: str = "acme",
+        fields: str = CONTRACT_FIELDS,
+        valid_from: str = "2026-01-01T00:00:00Z",
+        valid_until: str = "2099-12-31T23:59:59Z",
+        signers: tuple[str, ...] | None = None,
+        extra: str = "",
+    ) -> Path:
+        path = self.contracts_dir / f"{contract_id}.yaml"
+        path.write_text(
+            f"contract: {contract_id}\nversion: 1\nprovider: {provider}\nconsumer: {consumer}\n"
+            f"product: orders\npurpose: Testing\nvalid_from: {valid_from}\n"
+            f"valid_until: {valid_until}\n{fields}{extra}signatures: []\n"
+        )
+        for org in signers if signers is not None else (provider, consumer):
+            sign_file(path, self.private[org], org)
+        return path
+
+
+@pytest.fixture
+def world(tmp_path: Path, topic_factory: Callable[..., str]) -> World:
+    w = World(tmp_path, topic_factory(2))
+    for org in ("acme", "globex", "initech"):
+        w.add_org(org)
+    (w.contracts_dir / "products").mkdir(parents=True)
+    (w.contracts_dir / "products" / "orders.yaml").write_text(
+        f"product: orders\nowner: acme\ntopic: {w.topic}\ndescription: Orders\n"
+    )
+    w.add_contract("acme-globex-orders", "globex")
+    w.add_contract("acme-initech-orders", "initech")
+    return w
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    gateway: Gateway
+    world: World
+
+    def client(self, org: str) -> GatewayClient:
+        return GatewayClient(self.url, org=org, key=self.world.key(org))
+
+    def token(self, org: str) -> str:
+        with self.client(org) as client:
+            return client.fetch_token()
+
+    def assertion(self, org: str) -> str:
+        return client_assertion(org, self.world.key(org), f"{self.url}/oauth/token")
+
+
+@pytest.fixture
+def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningGateway]]:
+    """Start the gateway with uvicorn on a free loopback port (real sockets)."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(**overrides: Any) -> RunningGateway:
+        port = free_port()
+        settings = Settings(
+            contracts_dir=world.contracts_dir,
+            keys_dir=world.keys_dir,
+            state_dir=world.root / "state",
+            port=port,
+            org="acme",
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
+            **overrides,
+        )
+        config = settings.kafka.librdkafka_config()
+        gateway = build_gateway(settings, lambda topic: KafkaRecordSource(config, topic))
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(gateway), host="127.0.0.1", port=port, log_config=None)
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.02)
+        servers.append((server, thread))
+        return RunningGateway(f"http://127.0.0.1:{port}", gateway, world)
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=httpx.Timeout(20.0)) as client:
+        yield client
