@@ -44,7 +44,8 @@ def eddsa_allowed() -> Iterator[None]:
 
 def generate_org_keys() -> KeySet:
     """A new private key set: Ed25519 for signing, X25519 for encryption."""
-    sig = OKPKey.generate_key("Ed25519", parameters={"use": "sig", "alg": "EdDSA"}, auto_kid=True)
+    # No "alg" member: the key signs as EdDSA (RFC 8037) or Ed25519 (RFC 9864) alike.
+    sig = OKPKey.generate_key("Ed25519", parameters={"use": "sig"}, auto_kid=True)
     enc = OKPKey.generate_key("X25519", parameters={"use": "enc"}, auto_kid=True)
     return KeySet([sig, enc])
 

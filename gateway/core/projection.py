@@ -58,7 +58,8 @@ def project(value: Any, node: FieldNode) -> Any:
         projected = project(child_value, child)
         if projected is not MISSING:
             out[key] = projected
-    return out
+    # An object none of whose listed fields is present says nothing: leave it out entirely.
+    return out if out or keep_rest else MISSING
 
 
 def project_value(value: Any, root: FieldNode) -> dict[str, Any]:

@@ -1,0 +1,201 @@
+"""The command line as operators and partners use it, including real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from gateway.adapters.kafka.embedded import free_port, wait_for_port
+from gateway.cli import main
+from tests.conftest import World
+
+GATEWAY = [sys.executable, "-m", "gateway"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_keys_generate_writes_private_0600_and_public_only(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "keys",
+            "generate",
+            "globex",
+            "--keys-dir",
+            str(tmp_path / "keys"),
+            "--private-dir",
+            str(tmp_path / "private"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    private = tmp_path / "private" / "globex.private.jwks.json"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    public = json.loads((tmp_path / "keys" / "globex.jwks.json").read_text())
+    assert {(k["kty"], k["crv"], k["use"]) for k in public["keys"]} == {
+        ("OKP", "Ed25519", "sig"),
+        ("OKP", "X25519", "enc"),
+    }
+    assert all("d" not in k and k["kid"] for k in public["keys"])
+    again = CliRunner().invoke(
+        main,
+        [
+            "keys",
+            "generate",
+            "globex",
+            "--keys-dir",
+            str(tmp_path / "keys"),
+            "--private-dir",
+            str(tmp_path / "private"),
+        ],
+    )
+    assert again.exit_code != 0
+    assert "exists" in again.output
+
+
+def test_contract_sign_and_verify(world: World) -> None:
+    runner = CliRunner()
+    path = world.add_contract("fresh", "globex", signers=())
+    args = ["contract", "verify", str(path), "--keys-dir", str(world.keys_dir)]
+    unsigned = runner.invoke(main, args)
+    assert unsigned.exit_code == 1
+    assert "signature_missing" in unsigned.output
+    for org in ("acme", "globex"):
+        signed = runner.invoke(
+            main, ["contract", "sign", str(path), "--key", str(world.private[org])]
+        )
+        assert signed.exit_code == 0, signed.output
+    ok = runner.invoke(main, args)
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.startswith(f"OK {path}: active")
+    path.write_text(path.read_text().replace("purpose: Testing", "purpose: Something else"))
+    tampered = runner.invoke(main, args)
+    assert tampered.exit_code == 1
+    assert "signature_invalid" in tampered.output
+    broken = world.contracts_dir / "broken.yaml"
+    broken.write_text("contract: broken\nversion: one\n")
+    both = runner.invoke(
+        main, ["contract", "verify", str(world.contracts_dir), "--keys-dir", str(world.keys_dir)]
+    )
+    assert both.exit_code == 1
+    assert "version: Input should be a valid integer" in both.output
+    assert "OK " in both.output  # the good contracts are still reported good
+
+
+@pytest.fixture
+def served(world: World, kafka_bootstrap: str) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *GATEWAY,
+            "serve",
+            "--contracts",
+            str(world.contracts_dir),
+            "--keys",
+            str(world.keys_dir),
+            "--state",
+            str(world.root / "state"),
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--port",
+            str(port),
+            "--org",
+            "acme",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=20)
+        assert b"Traceback" not in output, output.decode()
+        assert b"serving plain HTTP" in output
+
+
+def consume(world: World, url: str, checkpoint: Path, count: int) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [
+            *GATEWAY,
+            "consume",
+            "--contract",
+            "acme-globex-orders",
+            "--key",
+            str(world.private["globex"]),
+            "--gateway",
+            url,
+            "--checkpoint",
+            str(checkpoint),
+            "--max-records",
+            str(count),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_serve_and_consume_resume_from_the_checkpoint(
+    world: World, served: str, produce_orders: Callable[..., Any], tmp_path: Path
+) -> None:
+    orders = produce_orders(world.topic, 25)
+    checkpoint = tmp_path / "globex.cursor"
+    first = consume(world, served, checkpoint, 10)
+    second = consume(world, served, checkpoint, 15)
+    keys = [r["key"] for r in first + second]
+    assert sorted(keys) == sorted(o["order_id"] for o in orders)
+    assert checkpoint.read_text() == second[-1]["cursor"]
+    assert all(set(r["value"]) == {"order_id", "amount", "customer"} for r in first + second)
+
+
+def test_demo_runs_and_its_printed_commands_work(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    demo = subprocess.Popen(
+        [*GATEWAY, "demo", "--port", str(port), "--workdir", str(tmp_path / "demo")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30)
+        key = tmp_path / "demo" / "private" / "globex.private.jwks.json"
+        assert not (REPO / "keys" / "globex.jwks.json").exists(), "demo keys stay out of the repo"
+        token = subprocess.run(
+            [*GATEWAY, "token", "--key", str(key), "--gateway", f"http://127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        url = f"http://127.0.0.1:{port}/v1/contracts/acme-globex-orders/records"
+        with httpx.Client(timeout=20) as http:
+            body = http.get(
+                url,
+                headers={"Authorization": f"Bearer {token}"},
+                params={"wait": "5", "limit": "3"},
+            ).json()
+        assert body["records"], body
+        assert set(body["records"][0]["value"]) == {"order_id", "amount", "currency", "customer"}
+        assert set(body["records"][0]["value"]["customer"]) == {"country"}
+    finally:
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=30)
+    text = output.decode()
+    assert "gateway token --key" in text
+    assert "Last-Event-ID" in text
+    assert "Traceback" not in text
+    assert demo.returncode in (0, -signal.SIGINT, 130)
