@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import Any
 
 from gateway.errors import InvalidCursor
 
@@ -38,17 +39,20 @@ class CursorCodec:
             raise ValueError("the cursor secret must be at least 32 bytes")
         self._secret = secret[:64]
 
-    def _tag(self, contract_id: str, payload: bytes) -> bytes:
+    def keyed(self, contract_id: str) -> Any:
+        """The MAC state after the key and contract id: copied for every cursor of a stream."""
         mac = hashlib.blake2b(key=self._secret, digest_size=_TAG_BYTES, person=b"gw-cursor")
         mac.update(contract_id.encode())
         mac.update(b"\0")
+        return mac
+
+    def _tag(self, contract_id: str, payload: bytes) -> bytes:
+        mac = self.keyed(contract_id)
         mac.update(payload)
-        return mac.digest()
+        return bytes(mac.digest())
 
     def encode(self, contract_id: str, positions: Mapping[int, int]) -> str:
-        body = ",".join(f"{p}:{o}" for p, o in sorted(positions.items()))
-        payload = _VERSION + body.encode("ascii")
-        return f"{_b64(payload)}.{_b64(self._tag(contract_id, payload))}"
+        return CursorWriter(self, contract_id, positions).cursor()
 
     def decode(self, contract_id: str, cursor: str) -> dict[int, int]:
         if len(cursor) > MAX_CURSOR_LENGTH or cursor.count(".") != 1:
@@ -68,3 +72,29 @@ class CursorCodec:
             partition, _, offset = item.partition(":")
             positions[int(partition)] = int(offset)
         return positions
+
+
+class CursorWriter:
+    """One stream's position, advanced record by record (the hot path: no sorting, no re-keying)."""
+
+    __slots__ = ("_keyed", "_parts", "positions")
+
+    def __init__(self, codec: CursorCodec, contract_id: str, positions: Mapping[int, int]) -> None:
+        self._keyed = codec.keyed(contract_id)
+        self.positions = dict(sorted(positions.items()))
+        self._parts = {p: f"{p}:{o}" for p, o in self.positions.items()}
+
+    def advance(self, partition: int, next_offset: int) -> str:
+        """Record that ``partition`` continues at ``next_offset``; return the new cursor."""
+        if partition not in self._parts:  # a partition unknown at open: keep the order sorted
+            self.positions = dict(sorted({**self.positions, partition: next_offset}.items()))
+            self._parts = {p: f"{p}:{o}" for p, o in self.positions.items()}
+        self.positions[partition] = next_offset
+        self._parts[partition] = f"{partition}:{next_offset}"
+        return self.cursor()
+
+    def cursor(self) -> str:
+        payload = _VERSION + ",".join(self._parts.values()).encode("ascii")
+        mac = self._keyed.copy()
+        mac.update(payload)
+        return f"{_b64(payload)}.{_b64(mac.digest())}"

@@ -49,15 +49,22 @@ def project(value: Any, node: FieldNode) -> Any:
         return value if keep else MISSING
     keep_rest = node.action is FieldAction.CLEAR
     out: dict[str, Any] = {}
-    for key, child_value in value.items():
-        child = node.children.get(key)
-        if child is None:
-            if keep_rest:
+    if keep_rest:
+        for key, child_value in value.items():
+            child = node.children.get(key)
+            if child is None:
                 out[key] = child_value
-            continue
-        projected = project(child_value, child)
-        if projected is not MISSING:
-            out[key] = projected
+            elif (projected := project(child_value, child)) is not MISSING:
+                out[key] = projected
+    else:  # only listed fields can appear: walk the (usually shorter) list of rules
+        for key, child in node.children.items():
+            if key not in value:
+                continue
+            if not child.children:
+                if child.action is FieldAction.CLEAR:
+                    out[key] = value[key]
+            elif (projected := project(value[key], child)) is not MISSING:
+                out[key] = projected
     # An object none of whose listed fields is present says nothing: leave it out entirely.
     return out if out or keep_rest else MISSING
 

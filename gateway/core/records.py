@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
-from gateway.core.cursor import CursorCodec
+from gateway.core.cursor import CursorCodec, CursorWriter
 from gateway.core.projection import FieldNode, project_value
 
 
@@ -45,10 +46,15 @@ class StreamFormat(enum.StrEnum):
     NDJSON = "application/x-ndjson"
 
 
+@functools.lru_cache(maxsize=256)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def format_timestamp(millis: int) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-21T10:00:00.123Z``."""
-    moment = datetime.fromtimestamp(millis / 1000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds, ms = divmod(millis, 1000)
+    return f"{_second(seconds)}.{ms:03d}Z"
 
 
 def _key_members(key: str | bytes | None) -> dict[str, Any]:
@@ -80,14 +86,16 @@ class RecordEncoder:
         positions: dict[int, int],
         stream_format: StreamFormat,
     ) -> None:
-        self._contract_id = contract_id
         self._fields = fields
-        self._codec = codec
-        self.positions = dict(positions)
+        self._cursor = CursorWriter(codec, contract_id, positions)
         self._sse = stream_format is StreamFormat.SSE
 
+    @property
+    def positions(self) -> dict[int, int]:
+        return self._cursor.positions
+
     def cursor(self) -> str:
-        return self._codec.encode(self._contract_id, self.positions)
+        return self._cursor.cursor()
 
     def record_object(self, record: SourceRecord) -> tuple[dict[str, Any], bool]:
         """The partner-facing object for ``record`` and whether its value was accepted."""
@@ -112,11 +120,10 @@ class RecordEncoder:
     def encode(self, records: Sequence[SourceRecord]) -> EncodedBatch:
         parts: list[bytes] = []
         cursor: str | None = None
-        positions = self.positions
+        advance = self._cursor.advance
         for record in records:
             obj, accepted = self.record_object(record)
-            positions[obj["partition"]] = obj["offset"] + 1
-            cursor = self._codec.encode(self._contract_id, positions)
+            cursor = advance(obj["partition"], obj["offset"] + 1)
             if self._sse:
                 kind = b"record" if accepted else b"refused"
                 parts.append(
