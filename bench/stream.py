@@ -65,7 +65,7 @@ def record(n: int) -> bytes:
             {"sku": f"SKU-{n % 977:05d}", "qty": 1 + n % 3, "price": 19.99},
             {"sku": f"SKU-{n % 613:05d}", "qty": 1, "price": 5.49},
         ],
-        "notes": "x" * 150,
+        "notes": "x" * 220,
     }
     return json.dumps(value).encode()
 
