@@ -186,15 +186,15 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
 
     def start(**overrides: Any) -> RunningGateway:
         port = free_port()
-        settings = Settings(
-            contracts_dir=world.contracts_dir,
-            keys_dir=world.keys_dir,
-            state_dir=world.root / "state",
-            port=port,
-            org="acme",
-            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),
-            **overrides,
-        )
+        options: dict[str, Any] = {
+            "contracts_dir": world.contracts_dir,
+            "keys_dir": world.keys_dir,
+            "state_dir": world.root / "state",
+            "port": port,
+            "org": "acme",
+            "kafka": KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        }
+        settings = Settings(**{**options, **overrides})
         config = settings.kafka.librdkafka_config()
         gateway = build_gateway(settings, lambda topic: KafkaRecordSource(config, topic))
         server = uvicorn.Server(

@@ -297,3 +297,14 @@ def test_broker_unavailable_is_503(
     response = http.get(f"{gw.url}/v1/contracts/{OWN}/stream", headers=headers)
     assert_problem(response, 503, "product_unavailable")
     assert response.headers["retry-after"]
+
+
+def test_kafka_unreachable_is_503(serve: Callable[..., RunningGateway], http: httpx.Client) -> None:
+    from gateway.adapters.kafka.embedded import free_port
+    from gateway.settings import KafkaSettings
+
+    gw = serve(kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"))
+    headers = {"Authorization": f"Bearer {gw.token('globex')}"}
+    response = http.get(f"{gw.url}/v1/contracts/{OWN}/records", headers=headers)
+    body = assert_problem(response, 503, "broker_unavailable")
+    assert "Kafka" in body["detail"]

