@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -199,3 +200,80 @@ def test_demo_runs_and_its_printed_commands_work(tmp_path: Path) -> None:
     assert "Last-Event-ID" in text
     assert "Traceback" not in text
     assert demo.returncode in (0, -signal.SIGINT, 130)
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime as dt
+    from ipaddress import ip_address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_serve_with_tls(world: World, kafka_bootstrap: str, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *GATEWAY,
+            "serve",
+            "--contracts",
+            str(world.contracts_dir),
+            "--keys",
+            str(world.keys_dir),
+            "--state",
+            str(world.root / "state"),
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--port",
+            str(port),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=20)
+        trust = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(verify=trust, timeout=10) as http:
+            meta = http.get(
+                f"https://127.0.0.1:{port}/.well-known/oauth-authorization-server"
+            ).json()
+        assert meta["issuer"] == f"https://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=20)
+    assert b"serving plain HTTP" not in output
