@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -92,37 +93,32 @@ def test_contract_sign_and_verify(world: World) -> None:
     assert "OK " in both.output  # the good contracts are still reported good
 
 
-@pytest.fixture
-def served(world: World, kafka_bootstrap: str) -> Iterator[str]:
+@contextlib.contextmanager
+def gateway_serve(world: World, bootstrap: str, *extra: str) -> Iterator[tuple[int, list[bytes]]]:
+    """`gateway serve` as a subprocess; yields its port and (filled at exit) its output."""
     port = free_port()
+    args = ["--contracts", str(world.contracts_dir), "--keys", str(world.keys_dir)]
+    args += ["--state", str(world.root / "state"), "--bootstrap-servers", bootstrap]
     process = subprocess.Popen(
-        [
-            *GATEWAY,
-            "serve",
-            "--contracts",
-            str(world.contracts_dir),
-            "--keys",
-            str(world.keys_dir),
-            "--state",
-            str(world.root / "state"),
-            "--bootstrap-servers",
-            kafka_bootstrap,
-            "--port",
-            str(port),
-            "--org",
-            "acme",
-        ],
+        [*GATEWAY, "serve", *args, "--port", str(port), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    output: list[bytes] = []
     try:
         wait_for_port("127.0.0.1", port, timeout=20)
-        yield f"http://127.0.0.1:{port}"
+        yield port, output
     finally:
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=20)
-        assert b"Traceback" not in output, output.decode()
-        assert b"serving plain HTTP" in output
+        output.append(process.communicate(timeout=20)[0])
+    assert b"Traceback" not in output[0], output[0].decode()
+
+
+@pytest.fixture
+def served(world: World, kafka_bootstrap: str) -> Iterator[str]:
+    with gateway_serve(world, kafka_bootstrap, "--org", "acme") as (port, output):
+        yield f"http://127.0.0.1:{port}"
+    assert b"serving plain HTTP" in output[0]
 
 
 def consume(world: World, url: str, checkpoint: Path, count: int) -> list[dict[str, Any]]:
@@ -242,38 +238,12 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_serve_with_tls(world: World, kafka_bootstrap: str, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *GATEWAY,
-            "serve",
-            "--contracts",
-            str(world.contracts_dir),
-            "--keys",
-            str(world.keys_dir),
-            "--state",
-            str(world.root / "state"),
-            "--bootstrap-servers",
-            kafka_bootstrap,
-            "--port",
-            str(port),
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, timeout=20)
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key))
+    with gateway_serve(world, kafka_bootstrap, *tls) as (port, output):
         trust = ssl.create_default_context(cafile=str(cert))
         with httpx.Client(verify=trust, timeout=10) as http:
             meta = http.get(
                 f"https://127.0.0.1:{port}/.well-known/oauth-authorization-server"
             ).json()
         assert meta["issuer"] == f"https://127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=20)
-    assert b"serving plain HTTP" not in output
+    assert b"serving plain HTTP" not in output[0]

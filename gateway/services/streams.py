@@ -98,6 +98,7 @@ class Stream:
         self.encoder = encoder
         self._limiter = limiter
         self.records_sent = 0
+        self._closed = False
 
     def _fetch_encoded(self, max_records: int, timeout: float) -> EncodedBatch:
         return self.encoder.encode(self._source.fetch(max_records, timeout))
@@ -144,6 +145,10 @@ class Stream:
             await self.close()
 
     async def close(self) -> None:
+        """Release the consumer; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._source.close, limiter=self._limiter)
         log.info(

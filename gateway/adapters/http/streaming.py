@@ -9,22 +9,21 @@ formats share one mechanism.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from gateway.core.records import StreamFormat
+from gateway.services.streams import Stream
 
 log = logging.getLogger(__name__)
 
 
 class StreamResponse(EventSourceResponse):
-    def __init__(
-        self, events: AsyncIterator[bytes], stream_format: StreamFormat, send_timeout: float
-    ) -> None:
+    def __init__(self, stream: Stream, stream_format: StreamFormat, send_timeout: float) -> None:
+        self._stream = stream
         super().__init__(
-            events,
+            stream.events(),
             media_type=stream_format.value,
             ping=0,  # heartbeats are written by the stream in its own format
             send_timeout=send_timeout,
@@ -37,3 +36,5 @@ class StreamResponse(EventSourceResponse):
             log.info("stream dropped: the client did not take data within the send timeout")
         except OSError:
             log.info("stream dropped: the connection failed")
+        finally:  # also when the client left before the first event was produced
+            await self._stream.close()

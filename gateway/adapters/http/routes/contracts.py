@@ -100,9 +100,7 @@ async def stream(
         start=Start.parse(start),
         stream_format=stream_format,
     )
-    return StreamResponse(
-        opened.events(), stream_format, send_timeout=gateway.settings.send_timeout_seconds
-    )
+    return StreamResponse(opened, stream_format, send_timeout=gateway.settings.send_timeout_seconds)
 
 
 @router.get("/{contract_id}/records")
