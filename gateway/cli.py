@@ -27,7 +27,7 @@ from gateway.errors import DocumentInvalid, GatewayError
 from gateway.services.registry import (
     KEYS_SUFFIX,
     Registry,
-    read_contract,
+    read_documents,
     read_keys,
     read_products,
 )
@@ -164,18 +164,22 @@ def contract_verify(
     registry = Registry()
     read_keys(keys_dir, registry)
     read_products(products_dir, registry)
-    failed = bool(registry.refusals)
-    for path in files:
-        doc = read_contract(path, registry, gateway_org=org, now=now)
-        if doc is None:
-            continue
-        verdict = registry.verdict(doc.contract.contract, now)
-        if verdict.state is ContractState.REFUSED:
-            continue  # reported with the other refusals below
+    read_documents(files, registry, gateway_org=org, now=now)
+    failed = False
+    for cid, history in sorted(registry.histories.items()):
+        status = history.status_at(now)
+        doc = status.governing or history.latest
+        verdict = status.verdict
         ok = verdict.state in (ContractState.ACTIVE, ContractState.NOT_YET_VALID)
         label = "OK" if ok else "REFUSED"
-        click.echo(f"{label} {path}: {verdict.reason}: {verdict.detail} [{doc.hash}]")
+        version = f"{cid} v{doc.contract.version}"
+        click.echo(
+            f"{label} {doc.source} ({version}): {verdict.reason}: {verdict.detail} [{doc.hash}]"
+        )
         failed = failed or not ok
+        for entry in history.versions:
+            if entry.check.state is ContractState.DRAFT:
+                click.echo(f"DRAFT {entry.doc.source}: {entry.check.detail}")
     for refusal in registry.refusals:
         click.echo(f"REFUSED {refusal.source}: {refusal.reason}: {refusal.detail}")
         failed = True
@@ -201,7 +205,7 @@ def run_server(settings: Settings) -> None:
             settings.host,
             settings.port,
         )
-    log.info("issuer %s; %d contracts loaded", settings.issuer(), len(gateway.registry.contracts))
+    log.info("issuer %s; %d contracts loaded", settings.issuer(), len(gateway.registry.histories))
     uvicorn.run(
         create_app(gateway),
         host=settings.host,

@@ -78,7 +78,7 @@ def test_contract_sign_and_verify(world: World) -> None:
         assert signed.exit_code == 0, signed.output
     ok = runner.invoke(main, args)
     assert ok.exit_code == 0, ok.output
-    assert ok.output.startswith(f"OK {path}: active")
+    assert ok.output.startswith(f"OK {path} (fresh v1): active")
     path.write_text(path.read_text().replace("purpose: Testing", "purpose: Something else"))
     tampered = runner.invoke(main, args)
     assert tampered.exit_code == 1

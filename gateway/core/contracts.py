@@ -63,17 +63,57 @@ class Product(BaseModel):
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
 
 
+DocumentHash = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Terms(_Part):
+    """The legal agreement the contract implements, pinned by the hash of its document."""
+
+    reference: str = Field(min_length=1, description="URL or identifier of the terms document")
+    sha256: DocumentHash
+    usage: str | None = None
+
+
+class Retention(_Part):
+    """How long the consumer may keep the data and what happens after."""
+
+    period: Annotated[str, StringConstraints(pattern=r"^P(\d+[YMWD])+$")]
+    deletion: str = Field(min_length=1)
+
+
+class Contact(_Part):
+    organisation: Identifier
+    role: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]
+
+
 class Contract(BaseModel):
-    """A data-sharing contract document as both organisations signed it."""
+    """A data-sharing contract document as both organisations signed it.
+
+    The legal members follow ODCS v3's vocabulary where it has one (purpose, limitations, terms
+    with a document hash, retention with deletion obligations, contacts, jurisdiction).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     contract: Identifier
     version: int = Field(ge=1)
+    #: ``sha256:<hex>`` of the previous version's canonical bytes; required from version 2.
+    supersedes: DocumentHash | None = None
     provider: Identifier
     consumer: Identifier
     product: Identifier
     purpose: str = Field(min_length=1)
+    limitations: list[str] = Field(default_factory=list)
+    terms: Terms | None = None
+    retention: Retention | None = None
+    contacts: list[Contact] = Field(default_factory=list)
+    jurisdiction: str | None = None
     valid_from: AwareDatetime
     valid_until: AwareDatetime
     fields: dict[FieldPath, FieldAction] = Field(min_length=1)
@@ -97,13 +137,51 @@ class Contract(BaseModel):
             raise ValueError("provider and consumer must be different organisations")
         if self.valid_until <= self.valid_from:
             raise ValueError("valid_until must be after valid_from")
+        if (self.version == 1) != (self.supersedes is None):
+            raise ValueError(
+                "version 1 supersedes nothing; every later version names the one before"
+            )
         return self
 
 
+class StatementKind(enum.StrEnum):
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    REVOKE = "revoke"
+
+
+class Statement(BaseModel):
+    """A signed statement about a contract: suspend and resume (by the provider), revoke (either).
+
+    ``contract_version`` is the canonical hash of the version in force when it was made.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    statement: StatementKind
+    contract: Identifier
+    contract_version: DocumentHash
+    issued_by: Identifier
+    issued_at: AwareDatetime
+    reason: str = Field(min_length=1)
+    signatures: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StatementDocument:
+    statement: Statement
+    canonical: bytes
+    hash: str
+    source: str
+
+
 class ContractState(enum.StrEnum):
+    DRAFT = "draft"
     ACTIVE = "active"
     NOT_YET_VALID = "not_yet_valid"
     EXPIRED = "expired"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
     REFUSED = "refused"
 
 
@@ -155,21 +233,37 @@ def parse_contract(data: dict[str, Any], *, source: str) -> ContractDocument:
     return ContractDocument(contract, canonical_bytes(data), canonical_hash(data), source)
 
 
+def parse_statement(data: dict[str, Any], *, source: str) -> StatementDocument:
+    try:
+        statement = Statement.model_validate(data)
+    except ValidationError as exc:
+        raise DocumentInvalid(f"{source}: {describe_validation_error(exc)}") from None
+    return StatementDocument(statement, canonical_bytes(data), canonical_hash(data), source)
+
+
 def verify_signatures(doc: ContractDocument, keys: Mapping[str, KeySet]) -> None:
     """Both parties, and only they, signed ``doc``'s canonical bytes; else ``SignatureInvalid``."""
     contract = doc.contract
-    parties = (contract.provider, contract.consumer)
+    verify_signed_by(
+        doc.canonical, contract.signatures, (contract.provider, contract.consumer), keys
+    )
+
+
+def verify_signed_by(
+    canonical: bytes, signatures: list[str], parties: tuple[str, ...], keys: Mapping[str, KeySet]
+) -> None:
+    """Each of ``parties``, and only they, signed ``canonical`` once; else ``SignatureInvalid``."""
     signed_by: set[str] = set()
-    for signature in contract.signatures:
+    for signature in signatures:
         org = signature_header(signature).get("org")
         if org not in parties:
-            raise SignatureInvalid(f"signature by {org!r}, who is not a party to the contract")
+            raise SignatureInvalid(f"signature by {org!r}, who may not sign this document")
         if org in signed_by:
             raise SignatureInvalid(f"{org!r} signed more than once")
         org_keys = keys.get(org)
         if org_keys is None:
             raise SignatureInvalid(f"no published keys for {org!r}")
-        verify_detached(signature, doc.canonical, org_keys)
+        verify_detached(signature, canonical, org_keys)
         signed_by.add(org)
     missing = [org for org in parties if org not in signed_by]
     if missing:
@@ -198,6 +292,8 @@ def assess(
     try:
         verify_signatures(doc, keys)
     except SignatureInvalid as exc:
+        if exc.code == "signature_missing":
+            return Verdict(ContractState.DRAFT, exc.code, exc.detail)
         return _refused(exc.code, exc.detail)
     return validity_at(contract, now)
 

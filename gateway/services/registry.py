@@ -1,7 +1,9 @@
-"""The contract registry: products, organisations' public keys and contracts, read from files.
+"""The contract registry: products, organisations' public keys, contract versions and statements.
 
-Loading never fails as a whole: a file that cannot be used is refused, logged with its reason,
-and kept in ``refusals`` so the CLI and operators can see it; every other contract still works.
+Read from files, so the whole history lives in a directory that can be kept in git and reviewed
+as pull requests. Loading never fails as a whole: a file that cannot be used is refused, logged
+with its reason, and kept in ``refusals``; every other contract still works. Every replica that
+reads the same files reaches the same state (the evaluation is deterministic given the time).
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ from gateway.core.contracts import (
     ContractDocument,
     ContractState,
     Product,
+    StatementDocument,
     Verdict,
     assess,
     parse_contract,
     parse_product,
-    validity_at,
+    parse_statement,
+    verify_signed_by,
 )
 from gateway.core.documents import load_yaml
 from gateway.core.jose import parse_public_jwks
-from gateway.errors import ContractNotActive, ContractNotFound, DocumentInvalid
+from gateway.core.lifecycle import ContractHistory, Status, build_history
+from gateway.errors import ContractNotActive, ContractNotFound, DocumentInvalid, SignatureInvalid
 
 log = logging.getLogger(__name__)
 
@@ -45,42 +50,49 @@ class Refusal:
 class Registry:
     products: dict[str, Product] = field(default_factory=dict)
     keys: dict[str, KeySet] = field(default_factory=dict)
-    contracts: dict[str, ContractDocument] = field(default_factory=dict)
-    #: The load-time verdict of each contract (signatures, product, parties).
-    checks: dict[str, Verdict] = field(default_factory=dict)
+    histories: dict[str, ContractHistory] = field(default_factory=dict)
     refusals: list[Refusal] = field(default_factory=list)
 
     def refuse(self, source: str, reason: str, detail: str) -> None:
         self.refusals.append(Refusal(source, reason, detail))
         log.warning("refused %s: %s (%s)", source, reason, detail)
 
-    def verdict(self, contract_id: str, now: datetime) -> Verdict:
-        doc = self.contracts[contract_id]
-        check = self.checks[contract_id]
-        return check if check.state is ContractState.REFUSED else validity_at(doc.contract, now)
+    def status(self, contract_id: str, now: datetime) -> Status:
+        return self.histories[contract_id].status_at(now)
 
-    def contract_for(self, org: str, contract_id: str) -> ContractDocument:
+    def verdict(self, contract_id: str, now: datetime) -> Verdict:
+        return self.status(contract_id, now).verdict
+
+    def history_for(self, org: str, contract_id: str) -> ContractHistory:
         """The contract if ``org`` is its consumer; otherwise exactly as if it did not exist."""
-        doc = self.contracts.get(contract_id)
-        if doc is None or doc.contract.consumer != org:
+        history = self.histories.get(contract_id)
+        if history is None or history.latest.contract.consumer != org:
             raise ContractNotFound(f"no contract {contract_id!r}")
-        return doc
+        return history
+
+    def contract_for(self, org: str, contract_id: str, now: datetime) -> ContractDocument:
+        """The version governing now (or the newest version, if none governs)."""
+        history = self.history_for(org, contract_id)
+        return history.status_at(now).governing or history.latest
 
     def active_contract_for(self, org: str, contract_id: str, now: datetime) -> ContractDocument:
-        doc = self.contract_for(org, contract_id)
-        verdict = self.verdict(contract_id, now)
-        if not verdict.active:
+        status = self.history_for(org, contract_id).status_at(now)
+        if not status.verdict.active or status.governing is None:
             raise ContractNotActive(
-                f"contract {contract_id!r} is not active: {verdict.detail}", reason=verdict.reason
+                f"contract {contract_id!r} is not active: {status.verdict.detail}",
+                reason=status.verdict.reason,
             )
-        return doc
+        return status.governing
 
     def active_contracts_for(self, org: str, now: datetime) -> list[ContractDocument]:
-        return [
-            doc
-            for cid, doc in sorted(self.contracts.items())
-            if doc.contract.consumer == org and self.verdict(cid, now).active
-        ]
+        active = []
+        for cid in sorted(self.histories):
+            history = self.histories[cid]
+            status = history.status_at(now)
+            if history.latest.contract.consumer == org and status.verdict.active:
+                assert status.governing is not None
+                active.append(status.governing)
+        return active
 
 
 def _files(directory: Path, pattern: str) -> Iterable[Path]:
@@ -106,37 +118,65 @@ def read_products(products_dir: Path, registry: Registry) -> None:
         registry.products[product.product] = product
 
 
-def read_contract(
-    path: Path, registry: Registry, *, gateway_org: str | None, now: datetime
-) -> ContractDocument | None:
-    """Read, check and register one contract file; ``None`` (and a refusal) if unreadable."""
+def read_documents(
+    paths: Iterable[Path], registry: Registry, *, gateway_org: str | None, now: datetime
+) -> None:
+    """Read contract versions and statements, then build each contract's history."""
+    versions: dict[str, dict[int, tuple[ContractDocument, Verdict]]] = {}
+    statements: dict[str, list[tuple[StatementDocument, Verdict | None]]] = {}
+    for path in paths:
+        source = str(path)
+        try:
+            data = load_yaml(path.read_text(), source=source)
+            if "statement" in data:
+                said = parse_statement(data, source=source)
+                statements.setdefault(said.statement.contract, []).append(
+                    (said, _statement_check(said, registry))
+                )
+                continue
+            doc = parse_contract(data, source=source)
+        except (DocumentInvalid, OSError) as exc:
+            registry.refuse(source, "invalid_document", getattr(exc, "detail", str(exc)))
+            continue
+        c = doc.contract
+        known = versions.setdefault(c.contract, {})
+        if c.version in known:
+            other = known[c.version][0].source
+            registry.refuse(source, "duplicate_version", f"version {c.version} is also {other}")
+            continue
+        check = assess(
+            doc, products=registry.products, keys=registry.keys, gateway_org=gateway_org, now=now
+        )
+        known[c.version] = (doc, check)
+    for cid, by_version in sorted(versions.items()):
+        history = build_history(cid, list(by_version.values()), statements.pop(cid, []))
+        for entry in history.versions:
+            if entry.check.state is ContractState.REFUSED:
+                registry.refuse(entry.doc.source, entry.check.reason, entry.check.detail)
+        for stated in history.statements:
+            if not stated.accepted:
+                registry.refuse(stated.doc.source, stated.reason, "statement not accepted")
+        registry.histories[cid] = history
+    for cid, orphans in statements.items():
+        for said, _ in orphans:
+            registry.refuse(said.source, "unknown_contract", f"no contract {cid!r}")
+
+
+def _statement_check(said: StatementDocument, registry: Registry) -> Verdict | None:
+    s = said.statement
     try:
-        doc = parse_contract(load_yaml(path.read_text(), source=str(path)), source=str(path))
-    except (DocumentInvalid, OSError) as exc:
-        registry.refuse(str(path), "invalid_document", getattr(exc, "detail", str(exc)))
-        return None
-    cid = doc.contract.contract
-    if cid in registry.contracts:
-        other = registry.contracts[cid].source
-        registry.refuse(str(path), "duplicate_contract", f"{cid!r} is also defined in {other}")
-        return None
-    verdict = assess(
-        doc, products=registry.products, keys=registry.keys, gateway_org=gateway_org, now=now
-    )
-    if verdict.state is ContractState.REFUSED:
-        registry.refuse(str(path), verdict.reason, verdict.detail)
-    registry.contracts[cid] = doc
-    registry.checks[cid] = verdict
-    return doc
+        verify_signed_by(said.canonical, s.signatures, (s.issued_by,), registry.keys)
+    except SignatureInvalid as exc:
+        return Verdict(ContractState.REFUSED, exc.code, exc.detail)
+    return None
 
 
 def load_registry(
     contracts_dir: Path, keys_dir: Path, *, gateway_org: str | None, now: datetime
 ) -> Registry:
-    """Keys from ``keys_dir``; products from ``contracts_dir/products``; contracts beside them."""
+    """Keys from ``keys_dir``; products from ``contracts_dir/products``; documents beside them."""
     registry = Registry()
     read_keys(keys_dir, registry)
     read_products(contracts_dir / "products", registry)
-    for path in _files(contracts_dir, "*.y*ml"):
-        read_contract(path, registry, gateway_org=gateway_org, now=now)
+    read_documents(_files(contracts_dir, "*.y*ml"), registry, gateway_org=gateway_org, now=now)
     return registry

@@ -79,14 +79,16 @@ def test_timestamps_stay_strings_so_every_party_signs_the_same_bytes() -> None:
 )
 def test_both_parties_and_only_they_sign(signers: tuple[str, ...], reason: str) -> None:
     v = verdict(signed(signers=signers))
-    assert (v.state, v.reason) == (ContractState.REFUSED, reason)
+    # Missing signatures make a draft (issue 3's lifecycle); a wrong signer refuses outright.
+    state = ContractState.DRAFT if reason == "signature_missing" else ContractState.REFUSED
+    assert (v.state, v.reason) == (state, reason)
 
 
 @pytest.mark.parametrize(
     ("old", "new"),
     [
         ("customer.country: clear", "customer.email: clear"),
-        ("version: 1", "version: 2"),
+        ("consumer: globex\n", "consumer: globex\njurisdiction: NL\n"),
         ("2027-12-31T23:59:59Z", "2099-12-31T23:59:59Z"),
         ("purpose: Reconcile", "purpose: Other"),
     ],

@@ -64,7 +64,7 @@ def list_contracts(partner: CurrentPartner, gateway: GatewayDep) -> ContractsPub
 @router.get("/{contract_id}")
 def get_contract(contract_id: str, partner: CurrentPartner, gateway: GatewayDep) -> Response:
     """The contract document exactly as signed (signatures included)."""
-    doc = gateway.streams.registry().contract_for(partner.org, contract_id)
+    doc = gateway.streams.registry().contract_for(partner.org, contract_id, gateway.streams.clock())
     document: dict[str, Any] = orjson.loads(doc.canonical)
     document["signatures"] = list(doc.contract.signatures)
     return Response(

@@ -1,0 +1,205 @@
+"""A contract's life: versions chained by amendments, and signed statements.
+
+::
+
+    draft ──both sign──▶ active ──valid_until──▶ expired
+                           │  ▲
+                 suspend   │  │ resume            (provider-signed statements)
+                           ▼  │
+                        suspended
+    active | suspended ──revoke──▶ revoked        (final; signed by either party)
+
+- Version N+1 names version N by ``supersedes: sha256:<hex>`` (the bytes both signed). The chain
+  is the longest prefix of versions 1, 2, … in which every version is signed by both parties and
+  names the one before; a version past a break is refused and never governs.
+- The governing version at time ``t`` is the newest chained version whose ``valid_from`` has
+  come. The contract is active iff that version's ``valid_until`` has not passed and no
+  suspension or revocation is in force.
+- Statements take effect at ``issued_at``, in that order. One that the state does not allow
+  (resume without suspension, anything after revocation, suspension by the consumer) is refused.
+
+Everything here is pure: ``now`` is a parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gateway.core.contracts import (
+    Contract,
+    ContractDocument,
+    ContractState,
+    FieldAction,
+    StatementDocument,
+    StatementKind,
+    Verdict,
+    validity_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEntry:
+    doc: ContractDocument
+    #: The version's own check (signatures, product, provider), or why it is outside the chain.
+    check: Verdict
+    chained: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatementEntry:
+    doc: StatementDocument
+    accepted: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A contract at one moment: its verdict and the version that governs (if any)."""
+
+    verdict: Verdict
+    governing: ContractDocument | None
+
+
+@dataclass(frozen=True)
+class ContractHistory:
+    contract_id: str
+    versions: tuple[VersionEntry, ...]
+    statements: tuple[StatementEntry, ...] = field(default=())
+
+    @property
+    def chain(self) -> list[ContractDocument]:
+        return [v.doc for v in self.versions if v.chained]
+
+    @property
+    def latest(self) -> ContractDocument:
+        return self.versions[-1].doc
+
+    def status_at(self, now: datetime) -> Status:
+        chain = self.chain
+        if not chain:
+            first = self.versions[0]
+            return Status(first.check, None)
+        started = [doc for doc in chain if doc.contract.valid_from <= now]
+        governing = started[-1] if started else None
+        state = _statement_state(self.statements, now)
+        if state is not None:
+            kind, entry = state
+            if kind is StatementKind.REVOKE:
+                return Status(_stated(ContractState.REVOKED, "revoked", entry), governing)
+            return Status(_stated(ContractState.SUSPENDED, "suspended", entry), governing)
+        if governing is None:
+            return Status(validity_at(chain[0].contract, now), None)
+        return Status(validity_at(governing.contract, now), governing)
+
+
+def _stated(state: ContractState, reason: str, entry: StatementEntry) -> Verdict:
+    s = entry.doc.statement
+    return Verdict(
+        state, reason, f"{reason} by {s.issued_by} at {s.issued_at.isoformat()}: {s.reason}"
+    )
+
+
+def _statement_state(
+    statements: Sequence[StatementEntry], now: datetime
+) -> tuple[StatementKind, StatementEntry] | None:
+    """The suspension or revocation in force at ``now``, if any."""
+    current: tuple[StatementKind, StatementEntry] | None = None
+    for entry in statements:
+        if not entry.accepted or entry.doc.statement.issued_at > now:
+            continue
+        kind = entry.doc.statement.statement
+        current = None if kind is StatementKind.RESUME else (kind, entry)
+    return current
+
+
+def build_history(
+    contract_id: str,
+    versions: Sequence[tuple[ContractDocument, Verdict]],
+    statements: Sequence[tuple[StatementDocument, Verdict | None]] = (),
+) -> ContractHistory:
+    """Order versions, check the amendment chain, and run the statements' state machine.
+
+    ``versions`` pairs each document with its own check (``assess``); ``statements`` pairs each
+    with ``None`` when its signature verified, or the verdict that refuses it.
+    """
+    entries: list[VersionEntry] = []
+    previous: ContractDocument | None = None
+    intact = True
+    for doc, check in sorted(versions, key=lambda pair: pair[0].contract.version):
+        contract = doc.contract
+        reason = None
+        if not intact:
+            reason = ("broken_chain", "an earlier version is missing or not in force")
+        elif previous is None and contract.version != 1:
+            reason = ("broken_chain", f"version {contract.version} has no version 1 before it")
+        elif previous is not None and contract.version != previous.contract.version + 1:
+            reason = ("broken_chain", f"version {previous.contract.version + 1} is missing")
+        elif previous is not None and contract.supersedes != previous.hash:
+            reason = ("broken_chain", f"supersedes {contract.supersedes}, not {previous.hash}")
+        elif previous is not None and _parties(contract) != _parties(previous.contract):
+            reason = ("broken_chain", "an amendment cannot change the parties or the product")
+        if reason is not None:
+            check = Verdict(ContractState.REFUSED, *reason)
+        chained = check.state not in (ContractState.REFUSED, ContractState.DRAFT)
+        entries.append(VersionEntry(doc, check, chained))
+        intact = intact and chained
+        previous = doc
+    chain_hashes = {e.doc.hash for e in entries if e.chained}
+    provider = entries[0].doc.contract.provider if entries else None
+    consumer = entries[0].doc.contract.consumer if entries else None
+    accepted: list[StatementEntry] = []
+    state: StatementKind | None = None  # None: normal, SUSPEND: suspended, REVOKE: revoked
+    for said, refusal in sorted(statements, key=lambda pair: pair[0].statement.issued_at):
+        s = said.statement
+        if refusal is not None:
+            accepted.append(StatementEntry(said, False, refusal.reason))
+            continue
+        problem = None
+        if s.contract_version not in chain_hashes:
+            problem = "unknown_version"
+        elif s.issued_by not in (provider, consumer):
+            problem = "not_a_party"
+        elif state is StatementKind.REVOKE:
+            problem = "already_revoked"
+        elif (
+            s.statement in (StatementKind.SUSPEND, StatementKind.RESUME) and s.issued_by != provider
+        ):
+            problem = "provider_only"
+        elif s.statement is StatementKind.SUSPEND and state is StatementKind.SUSPEND:
+            problem = "already_suspended"
+        elif s.statement is StatementKind.RESUME and state is not StatementKind.SUSPEND:
+            problem = "not_suspended"
+        if problem is None:
+            state = None if s.statement is StatementKind.RESUME else s.statement
+        accepted.append(StatementEntry(said, problem is None, problem or "accepted"))
+    return ContractHistory(contract_id, tuple(entries), tuple(accepted))
+
+
+def _parties(contract: Contract) -> tuple[str, str, str]:
+    return (contract.provider, contract.consumer, contract.product)
+
+
+def _effective(fields: Mapping[str, FieldAction], path: str) -> FieldAction | None:
+    """The rule that decides ``path``: its own, or its nearest listed ancestor's."""
+    parts = path.split(".")
+    for n in range(len(parts), 0, -1):
+        rule = fields.get(".".join(parts[:n]))
+        if rule is not None:
+            return rule
+    return None
+
+
+def grants_no_less(old: ContractDocument, new: ContractDocument) -> bool:
+    """Whether ``new`` lets out everything ``old`` did (a stream may continue under it)."""
+    a, b = old.contract, new.contract
+    if _parties(a) != _parties(b):
+        return False
+    for path, action in a.fields.items():
+        if action is FieldAction.CLEAR and _effective(b.fields, path) is not FieldAction.CLEAR:
+            return False
+    for path, action in b.fields.items():  # a new drop inside something old let out whole
+        if action is FieldAction.DROP and _effective(a.fields, path) is FieldAction.CLEAR:
+            return False
+    return True

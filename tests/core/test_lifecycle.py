@@ -1,0 +1,214 @@
+"""The contract lifecycle: amendment chains and statements, at chosen moments."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.core.contracts import (
+    ContractState,
+    Verdict,
+    assess,
+    parse_contract,
+    parse_statement,
+    verify_signed_by,
+)
+from gateway.core.documents import canonical_bytes
+from gateway.core.jose import sign_detached, signing_key
+from gateway.core.lifecycle import build_history, grants_no_less
+from gateway.errors import SignatureInvalid
+from tests.core.test_contracts import KEYS, PRODUCTS, PUBLIC
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def at(month: int, day: int = 1) -> datetime:
+    return datetime(2026, month, day, tzinfo=UTC)
+
+
+def contract(
+    version: int,
+    *,
+    supersedes: str | None = None,
+    signers=("acme", "globex"),
+    fields: dict[str, str] | None = None,
+    valid_from: str = "2026-01-01T00:00:00Z",
+    valid_until: str = "2026-12-31T00:00:00Z",
+    consumer: str = "globex",
+) -> Any:
+    data: dict[str, Any] = {
+        "contract": "c",
+        "version": version,
+        "provider": "acme",
+        "consumer": consumer,
+        "product": "orders",
+        "purpose": "p",
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+        "fields": fields or {"order_id": "clear"},
+    }
+    if supersedes:
+        data["supersedes"] = supersedes
+    canonical = canonical_bytes(data)
+    data["signatures"] = [sign_detached(canonical, signing_key(KEYS[o]), org=o) for o in signers]
+    doc = parse_contract(data, source=f"v{version}")
+    return doc, assess(doc, products=PRODUCTS, keys=PUBLIC, gateway_org="acme", now=T0)
+
+
+def statement(
+    kind: str,
+    version_hash: str,
+    *,
+    by: str = "acme",
+    when: datetime | None = None,
+    signer: str | None = None,
+) -> Any:
+    when = when or at(4)
+    data = {
+        "statement": kind,
+        "contract": "c",
+        "contract_version": version_hash,
+        "issued_by": by,
+        "issued_at": when.isoformat(),
+        "reason": f"{kind} for testing",
+    }
+    data["signatures"] = [
+        sign_detached(canonical_bytes(data), signing_key(KEYS[signer or by]), org=signer or by)
+    ]
+    doc = parse_statement(data, source=kind)
+    try:
+        verify_signed_by(doc.canonical, doc.statement.signatures, (by,), PUBLIC)
+        return doc, None
+    except SignatureInvalid as exc:
+        return doc, Verdict(ContractState.REFUSED, exc.code, exc.detail)
+
+
+def test_draft_active_expired() -> None:
+    draft = build_history("c", [contract(1, signers=("acme",))])
+    assert draft.status_at(T0).verdict.state is ContractState.DRAFT
+    history = build_history("c", [contract(1)])
+    assert history.status_at(T0).verdict.state is ContractState.ACTIVE
+    assert history.status_at(datetime(2027, 1, 1, tzinfo=UTC)).verdict.reason == "expired"
+    assert history.status_at(datetime(2025, 1, 1, tzinfo=UTC)).verdict.reason == "not_yet_valid"
+
+
+def test_amendment_governs_once_signed_and_started() -> None:
+    v1 = contract(1)
+    v2 = contract(
+        2,
+        supersedes=v1[0].hash,
+        valid_from="2026-06-01T00:00:00Z",
+        fields={"order_id": "clear", "amount": "clear"},
+    )
+    history = build_history("c", [v2, v1])  # any order
+    assert [v.chained for v in history.versions] == [True, True]
+    assert history.status_at(at(5)).governing == v1[0]
+    assert history.status_at(at(7)).governing == v2[0]
+    draft = contract(2, supersedes=v1[0].hash, signers=("acme",))
+    pending = build_history("c", [v1, draft])
+    assert pending.status_at(at(7)).governing == v1[0], "a draft amendment is not in force"
+    assert pending.versions[1].check.state is ContractState.DRAFT
+
+
+@pytest.mark.parametrize("case", ["wrong_hash", "gap", "after_draft", "new_consumer"])
+def test_broken_chains_are_refused(case: str) -> None:
+    v1 = contract(1)
+    if case == "wrong_hash":
+        versions = [v1, contract(2, supersedes="sha256:" + "0" * 64)]
+    elif case == "gap":
+        versions = [v1, contract(3, supersedes=v1[0].hash)]
+    elif case == "after_draft":
+        v2 = contract(2, supersedes=v1[0].hash, signers=("acme",))
+        versions = [v1, v2, contract(3, supersedes=v2[0].hash)]
+    else:
+        versions = [
+            v1,
+            contract(2, supersedes=v1[0].hash, consumer="initech", signers=("acme", "initech")),
+        ]
+    history = build_history("c", versions)
+    assert history.versions[-1].chained is False
+    assert history.versions[-1].check.reason == "broken_chain"
+    assert history.status_at(at(7)).governing == v1[0]
+
+
+def test_suspend_resume_revoke() -> None:
+    v1 = contract(1)
+    h = v1[0].hash
+    history = build_history(
+        "c",
+        [v1],
+        [
+            statement("suspend", h, when=at(4)),
+            statement("resume", h, when=at(5)),
+            statement("revoke", h, by="globex", when=at(6)),
+        ],
+    )
+    assert all(s.accepted for s in history.statements)
+    assert history.status_at(at(3)).verdict.state is ContractState.ACTIVE
+    suspended = history.status_at(at(4, 15)).verdict
+    assert (suspended.state, suspended.reason) == (ContractState.SUSPENDED, "suspended")
+    assert "suspend for testing" in suspended.detail
+    assert history.status_at(at(5, 15)).verdict.state is ContractState.ACTIVE
+    assert history.status_at(at(7)).verdict.state is ContractState.REVOKED
+
+
+@pytest.mark.parametrize(
+    ("statements", "refused_reason"),
+    [
+        ([("resume", "acme", 4)], "not_suspended"),
+        ([("suspend", "acme", 4), ("suspend", "acme", 5)], "already_suspended"),
+        ([("suspend", "globex", 4)], "provider_only"),
+        ([("revoke", "acme", 4), ("resume", "acme", 5)], "already_revoked"),
+        ([("revoke", "acme", 4), ("revoke", "globex", 5)], "already_revoked"),
+        ([("revoke", "initech", 4)], "not_a_party"),
+    ],
+)
+def test_illegal_transitions_are_refused(
+    statements: list[tuple[str, str, int]], refused_reason: str
+) -> None:
+    v1 = contract(1)
+    said = [statement(kind, v1[0].hash, by=by, when=at(month)) for kind, by, month in statements]
+    history = build_history("c", [v1], said)
+    assert history.statements[-1].accepted is False
+    assert history.statements[-1].reason == refused_reason
+
+
+def test_statement_signed_by_someone_else_or_for_unknown_version() -> None:
+    v1 = contract(1)
+    forged = statement("revoke", v1[0].hash, by="globex", signer="acme")
+    unknown = statement("revoke", "sha256:" + "1" * 64, by="globex")
+    history = build_history("c", [v1], [forged, unknown])
+    assert [s.reason for s in history.statements] == ["signature_invalid", "unknown_version"]
+    assert history.status_at(at(7)).verdict.state is ContractState.ACTIVE
+
+
+def doc_with(fields: dict[str, str]) -> Any:
+    return contract(1, fields=fields)[0]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "continues"),
+    [
+        ({"a": "clear"}, {"a": "clear", "b": "clear"}, True),
+        ({"a.x": "clear"}, {"a": "clear"}, True),
+        ({"a": "clear", "b": "clear"}, {"a": "clear"}, False),
+        ({"a": "clear"}, {"a": "clear", "a.secret": "drop"}, False),
+        ({"a": "clear"}, {"a.x": "clear"}, False),
+    ],
+)
+def test_grants_no_less(old: dict[str, str], new: dict[str, str], continues: bool) -> None:
+    assert grants_no_less(doc_with(old), doc_with(new)) is continues
+
+
+paths = st.lists(st.sampled_from("abc"), min_size=1, max_size=2).map(".".join)
+field_sets = st.dictionaries(paths, st.sampled_from(["clear", "drop"]), min_size=1, max_size=4)
+
+
+@given(field_sets)
+def test_a_version_always_grants_no_less_than_itself(fields: dict[str, str]) -> None:
+    doc = doc_with(fields)
+    assert grants_no_less(doc, doc)
