@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.cursor import CursorCodec
@@ -11,6 +13,8 @@ from gateway.services.authorization import AccessTokenVerifier, PartnerAuthoriza
 from gateway.services.registry import Registry, load_registry
 from gateway.services.streams import SourceFactory, StreamLimits, StreamService
 from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,12 +25,25 @@ class Gateway:
     tokens: AccessTokenVerifier
     streams: StreamService
 
+    def reload(self) -> None:
+        """Read contracts and keys again and swap them in for every service at once."""
+        self.registry = read_registry(self.settings)
+        log.info("contracts reloaded: %d contracts", len(self.registry.histories))
+
+    def watched(self) -> list[Path]:
+        contracts = self.settings.contracts_dir
+        return [contracts, contracts / "products", self.settings.keys_dir]
+
+
+def read_registry(settings: Settings) -> Registry:
+    return load_registry(
+        settings.contracts_dir, settings.keys_dir, gateway_org=settings.org, now=datetime.now(UTC)
+    )
+
 
 def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
     secrets = load_or_create(settings.state_dir)
-    registry = load_registry(
-        settings.contracts_dir, settings.keys_dir, gateway_org=settings.org, now=datetime.now(UTC)
-    )
+    registry = read_registry(settings)
     issuer = settings.issuer()
     # Services read the registry through the container, so a reload swaps it for all of them.
     gateway = Gateway(

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from gateway.adapters.stores.state_dir import write_private
 from gateway.core.contracts import ContractState, parse_contract
-from gateway.core.documents import load_yaml, with_signatures
+from gateway.core.documents import canonical_bytes, load_yaml, with_signatures
 from gateway.core.jose import (
     generate_org_keys,
     parse_private_jwks,
@@ -27,6 +28,7 @@ from gateway.errors import DocumentInvalid, GatewayError
 from gateway.services.registry import (
     KEYS_SUFFIX,
     Registry,
+    load_registry,
     read_documents,
     read_keys,
     read_products,
@@ -184,6 +186,81 @@ def contract_verify(
         click.echo(f"REFUSED {refusal.source}: {refusal.reason}: {refusal.detail}")
         failed = True
     sys.exit(1 if failed else 0)
+
+
+def write_statement(
+    kind: str,
+    contract_id: str,
+    *,
+    reason: str,
+    key_path: Path,
+    contracts_dir: Path,
+    keys_dir: Path,
+    org: str | None = None,
+    now: datetime | None = None,
+) -> Path:
+    """Sign a suspend/resume/revoke statement about the version in force and store it beside."""
+    org = org or org_of_key_file(key_path)
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    registry = load_registry(contracts_dir, keys_dir, gateway_org=None, now=now)
+    history = registry.histories.get(contract_id)
+    if history is None or not history.chain:
+        raise click.ClickException(f"no contract {contract_id!r} signed by both parties")
+    version = history.status_at(now).governing or history.chain[-1]
+    data = {
+        "statement": kind,
+        "contract": contract_id,
+        "contract_version": version.hash,
+        "issued_by": org,
+        "issued_at": now.isoformat().replace("+00:00", "Z"),
+        "reason": reason,
+    }
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    signature = sign_detached(
+        canonical_bytes(load_yaml(text, source="statement")), read_signing_key(key_path), org=org
+    )
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    path = contracts_dir / f"{contract_id}.{stamp}.{kind}.yaml"
+    path.write_text(with_signatures(text, [signature]))
+    return path
+
+
+def _statement_command(kind: str) -> None:
+    helps = {
+        "suspend": "Suspend a contract (provider; reversible by `resume`).",
+        "resume": "Resume a suspended contract (provider).",
+        "revoke": "Revoke a contract for good (either party), with the reason.",
+    }
+
+    @contract.command(kind, help=helps[kind])
+    @click.argument("contract_id")
+    @click.option("--reason", required=True)
+    @click.option("--key", "key_path", required=True, type=click.Path(exists=True, path_type=Path))
+    @click.option("--contracts-dir", type=click.Path(path_type=Path), default=Path("contracts"))
+    @click.option("--keys-dir", type=click.Path(path_type=Path), default=Path("keys"))
+    @click.option("--org", default=None)
+    def command(
+        contract_id: str,
+        reason: str,
+        key_path: Path,
+        contracts_dir: Path,
+        keys_dir: Path,
+        org: str | None,
+    ) -> None:
+        path = write_statement(
+            kind,
+            contract_id,
+            reason=reason,
+            key_path=key_path,
+            contracts_dir=contracts_dir,
+            keys_dir=keys_dir,
+            org=org,
+        )
+        click.echo(f"{kind}: {path}")
+
+
+for _kind in ("suspend", "resume", "revoke"):
+    _statement_command(_kind)
 
 
 # -- serving ----------------------------------------------------------------------------------

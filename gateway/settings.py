@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
     token_lifetime_seconds: int = Field(default=600, ge=1, le=86_400)
     heartbeat_seconds: float = Field(default=15.0, gt=0)
+    #: How often the contracts and keys directories are checked for changes (0 disables).
+    watch_seconds: float = Field(default=0.25, ge=0)
     #: A stream whose client does not take a write within this time is dropped.
     send_timeout_seconds: float = Field(default=30.0, gt=0)
     #: Longest lifetime accepted for a client assertion (RFC 7523 ``exp - now``).

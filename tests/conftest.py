@@ -136,10 +136,16 @@ class World:
         valid_until: str = "2099-12-31T23:59:59Z",
         signers: tuple[str, ...] | None = None,
         extra: str = "",
+        version: int = 1,
+        supersedes: str | None = None,
     ) -> Path:
-        path = self.contracts_dir / f"{contract_id}.yaml"
+        name = contract_id if version == 1 else f"{contract_id}.v{version}"
+        path = self.contracts_dir / f"{name}.yaml"
+        if supersedes:
+            extra += f"supersedes: {supersedes}\n"
         path.write_text(
-            f"contract: {contract_id}\nversion: 1\nprovider: {provider}\nconsumer: {consumer}\n"
+            f"contract: {contract_id}\nversion: {version}\n"
+            f"provider: {provider}\nconsumer: {consumer}\n"
             f"product: orders\npurpose: Testing\nvalid_from: {valid_from}\n"
             f"valid_until: {valid_until}\n{fields}{extra}signatures: []\n"
         )

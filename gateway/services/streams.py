@@ -19,7 +19,9 @@ from typing import Protocol
 import anyio
 import anyio.to_thread
 
+from gateway.core.contracts import ContractDocument
 from gateway.core.cursor import OFFSET_BEGINNING, CursorCodec
+from gateway.core.lifecycle import grants_no_less
 from gateway.core.projection import compile_fields
 from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
 from gateway.errors import InvalidRequest
@@ -74,7 +76,8 @@ class Start:
 @dataclass(frozen=True, slots=True)
 class StreamLimits:
     batch_records: int = 1000
-    poll_seconds: float = 0.5
+    #: The longest a stream waits for records before re-checking its token and contract.
+    poll_seconds: float = 0.25
     heartbeat_seconds: float = 15.0
 
 
@@ -87,6 +90,7 @@ class Stream:
         service: StreamService,
         partner: Partner,
         contract_id: str,
+        version: ContractDocument,
         source: RecordSource,
         encoder: RecordEncoder,
         limiter: anyio.CapacityLimiter,
@@ -94,6 +98,8 @@ class Stream:
         self._service = service
         self.partner = partner
         self.contract_id = contract_id
+        #: The contract version this stream relies on (amendments that grant no less replace it).
+        self.version = version
         self._source = source
         self.encoder = encoder
         self._limiter = limiter
@@ -116,13 +122,25 @@ class Stream:
             self._source.has_unread, positions, limiter=self._limiter
         )
 
-    def end_reason(self) -> str | None:
-        """Why the stream must end now, or ``None`` while it may go on."""
+    def end_reason(self) -> tuple[str, str | None] | None:
+        """Why the stream must end now (reason, detail), or ``None`` while it may go on."""
         now = self._service.clock()
         if now >= self.partner.token_expires_at:
-            return "token_expired"
-        verdict = self._service.registry().verdict(self.contract_id, now)
-        return None if verdict.active else verdict.reason
+            return "token_expired", None
+        status = self._service.registry().status(self.contract_id, now)
+        if not status.verdict.active or status.governing is None:
+            return status.verdict.reason, status.verdict.detail
+        if status.governing.hash != self.version.hash:
+            if not grants_no_less(self.version, status.governing):
+                detail = f"version {status.governing.contract.version} changes the terms"
+                return "superseded", detail
+            log.info(
+                "stream on %s continues under version %d",
+                self.contract_id,
+                status.governing.contract.version,
+            )
+            self.version = status.governing
+        return None
 
     async def events(self) -> AsyncIterator[bytes]:
         """Encoded events until the client leaves, the token expires or the contract ends."""
@@ -130,9 +148,10 @@ class Stream:
         last_write = time.monotonic()
         try:
             while True:
-                reason = self.end_reason()
-                if reason is not None:
-                    yield self.encoder.end(reason)
+                ending = self.end_reason()
+                if ending is not None:
+                    reason, detail = ending
+                    yield self.encoder.end(reason, **({"detail": detail} if detail else {}))
                     return
                 batch = await self.fetch(limits.batch_records, limits.poll_seconds)
                 if batch.records:
@@ -213,6 +232,7 @@ class StreamService:
             service=self,
             partner=partner,
             contract_id=contract_id,
+            version=doc,
             source=source,
             encoder=encoder,
             limiter=limiter,

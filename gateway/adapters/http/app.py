@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
 from fastapi import FastAPI
 
 from gateway import __version__
 from gateway.adapters.http import problems
 from gateway.adapters.http.routes import contracts, oauth
 from gateway.bootstrap import Gateway
+from gateway.services.watcher import watch
 
 
 def create_app(gateway: Gateway) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tasks:
+            interval = gateway.settings.watch_seconds
+            if interval > 0:
+                tasks.start_soon(watch, gateway.watched(), interval, gateway.reload)
+            yield
+            tasks.cancel_scope.cancel()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Exchange Gateway",
         version=__version__,
         description="Partner API: OAuth2 client credentials, contracts, SSE/NDJSON streams, pull.",

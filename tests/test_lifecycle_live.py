@@ -1,0 +1,205 @@
+"""Lifecycle changes take effect on live streams over real sockets, without a restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.cli import write_statement
+from gateway.core.documents import canonical_hash, load_yaml
+from tests.conftest import RunningGateway, World
+from tests.sse import Event, parse_events
+
+CONTRACT = "acme-globex-orders"
+
+
+class LiveStream:
+    """An SSE connection read in the background, timestamping every event."""
+
+    def __init__(self, http: httpx.Client, gw: RunningGateway, org: str = "globex") -> None:
+        self.events: list[tuple[float, Event]] = []
+        self._response = http.send(
+            http.build_request(
+                "GET",
+                f"{gw.url}/v1/contracts/{CONTRACT}/stream",
+                headers={"Authorization": f"Bearer {gw.token(org)}", "Accept": "text/event-stream"},
+            ),
+            stream=True,
+        )
+        assert self._response.status_code == 200
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        pending = b""
+        try:
+            for chunk in self._response.iter_raw():
+                pending += chunk
+                cut = pending.rfind(b"\n\n") + 2
+                if cut >= 2:
+                    now = time.monotonic()
+                    self.events.extend((now, e) for e in parse_events(pending[:cut]))
+                    pending = pending[cut:]
+        except httpx.HTTPError:
+            pass
+
+    def wait_end(self, timeout: float = 10) -> tuple[float, dict[str, Any]]:
+        self._thread.join(timeout)
+        ends = [(t, e.json()) for t, e in self.events if e.event == "end"]
+        assert ends, "the stream did not end"
+        return ends[0]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [e.json() for _, e in self.events if e.event == "record"]
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def refused_reason(http: httpx.Client, gw: RunningGateway) -> str:
+    response = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}/records",
+        headers={"Authorization": f"Bearer {gw.token('globex')}"},
+    )
+    assert response.status_code == 403, response.text
+    return str(response.json()["reason"])
+
+
+def statement(world: World, kind: str, org: str = "acme") -> Path:
+    return write_statement(
+        kind,
+        CONTRACT,
+        reason=f"{kind} in a test",
+        key_path=world.private[org],
+        contracts_dir=world.contracts_dir,
+        keys_dir=world.keys_dir,
+        org=org,
+    )
+
+
+@pytest.mark.parametrize(("kind", "org"), [("revoke", "globex"), ("suspend", "acme")])
+def test_a_statement_ends_the_live_stream_within_a_second(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client, kind: str, org: str
+) -> None:
+    gw = serve()
+    stream = LiveStream(http, gw)
+    time.sleep(0.5)
+    written = time.monotonic()
+    statement(world, kind, org)
+    ended_at, end = stream.wait_end()
+    reason = {"revoke": "revoked", "suspend": "suspended"}[kind]
+    assert end["reason"] == reason
+    assert f"{kind} in a test" in end["detail"]
+    assert ended_at - written < 1.0, f"ended {ended_at - written:.2f}s after the statement"
+    assert refused_reason(http, gw) == reason
+    stream.close()
+
+
+def test_resume_lets_partners_back_in(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client, produce_orders: Any
+) -> None:
+    produce_orders(world.topic, 3)
+    gw = serve()
+    statement(world, "suspend")
+    time.sleep(0.6)
+    assert refused_reason(http, gw) == "suspended"
+    time.sleep(1.1)  # statements are stamped to the second: the resume must come after
+    statement(world, "resume")
+    time.sleep(0.6)
+    body = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}/records",
+        headers={"Authorization": f"Bearer {gw.token('globex')}"},
+        params={"wait": "2"},
+    ).json()
+    assert len(body["records"]) == 3
+
+
+def amend(world: World, fields: str) -> Path:
+    v1 = world.contracts_dir / f"{CONTRACT}.yaml"
+    return world.add_contract(
+        CONTRACT,
+        "globex",
+        version=2,
+        supersedes=canonical_hash(load_yaml(v1.read_text(), source="v1")),
+        fields=fields,
+    )
+
+
+def test_an_amendment_that_narrows_the_fields_ends_the_stream(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client
+) -> None:
+    gw = serve()
+    stream = LiveStream(http, gw)
+    time.sleep(0.5)
+    written = time.monotonic()
+    amend(world, "fields:\n  order_id: clear\n")
+    ended_at, end = stream.wait_end()
+    assert end["reason"] == "superseded"
+    assert ended_at - written < 1.0
+    # Reconnecting under the new terms works, and projects by version 2.
+    listed = http.get(
+        f"{gw.url}/v1/contracts", headers={"Authorization": f"Bearer {gw.token('globex')}"}
+    ).json()["contracts"]
+    assert (listed[0]["version"], listed[0]["fields"]) == (2, {"order_id": "clear"})
+
+
+def test_an_amendment_that_widens_the_fields_keeps_the_stream(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client, produce_orders: Any
+) -> None:
+    gw = serve()
+    stream = LiveStream(http, gw)
+    time.sleep(0.3)
+    amend(
+        world,
+        "fields:\n  order_id: clear\n  amount: clear\n  customer.country: clear\n"
+        "  currency: clear\n",
+    )
+    time.sleep(1.0)
+    produce_orders(world.topic, 5)
+    deadline = time.monotonic() + 10
+    while len(stream.records()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(stream.records()) == 5
+    assert not [e for _, e in stream.events if e.event == "end"]
+    stream.close()
+
+
+def test_expiry_ends_the_stream_on_time(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client
+) -> None:
+    (world.contracts_dir / f"{CONTRACT}.yaml").unlink()
+    until = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    world.add_contract(CONTRACT, "globex", valid_until=until.isoformat().replace("+00:00", "Z"))
+    gw = serve()
+    stream = LiveStream(http, gw)
+    _, end = stream.wait_end()
+    assert end["reason"] == "expired"
+    assert datetime.now(UTC) - until < timedelta(seconds=1)
+    assert refused_reason(http, gw) == "expired"
+
+
+def test_an_invalid_file_never_takes_down_the_others(
+    serve: Callable[..., RunningGateway],
+    world: World,
+    http: httpx.Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gw = serve()
+    stream = LiveStream(http, gw)
+    (world.contracts_dir / "broken.yaml").write_text("contract: [unclosed\n")
+    (world.contracts_dir / "acme-initech-orders.yaml").write_text("contract: acme-initech-orders\n")
+    time.sleep(1.0)
+    assert not [e for _, e in stream.events if e.event == "end"]
+    listed = http.get(
+        f"{gw.url}/v1/contracts", headers={"Authorization": f"Bearer {gw.token('globex')}"}
+    ).json()["contracts"]
+    assert [c["contract"] for c in listed] == [CONTRACT]
+    assert any("broken.yaml" in r.getMessage() for r in caplog.records)
+    stream.close()
