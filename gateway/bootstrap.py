@@ -7,9 +7,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.adapters.ledger.kafka import KafkaLedger
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.cursor import CursorCodec
-from gateway.services.authorization import AccessTokenVerifier, PartnerAuthorizationServer
+from gateway.core.ledger import timestamp
+from gateway.services.authorization import (
+    AccessTokenVerifier,
+    PartnerAuthorizationServer,
+    PartnerClient,
+)
+from gateway.services.observer import ContractObserver
 from gateway.services.registry import Registry, load_registry
 from gateway.services.streams import SourceFactory, StreamLimits, StreamService
 from gateway.settings import Settings
@@ -24,11 +31,20 @@ class Gateway:
     authorization: PartnerAuthorizationServer
     tokens: AccessTokenVerifier
     streams: StreamService
+    ledger: KafkaLedger
+    observer: ContractObserver
 
     def reload(self) -> None:
         """Read contracts and keys again and swap them in for every service at once."""
         self.registry = read_registry(self.settings)
         log.info("contracts reloaded: %d contracts", len(self.registry.histories))
+        self.observe()
+
+    def observe(self) -> None:
+        self.observer.observe(self.registry, datetime.now(UTC))
+
+    def close(self) -> None:
+        self.ledger.close()
 
     def watched(self) -> list[Path]:
         contracts = self.settings.contracts_dir
@@ -43,6 +59,15 @@ def read_registry(settings: Settings) -> Registry:
 
 def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
     secrets = load_or_create(settings.state_dir)
+    ledger = KafkaLedger(
+        settings.kafka.librdkafka_config(), settings.ledger_topic, settings.replica
+    )
+    ledger.start()
+
+    def token_issued(client: PartnerClient) -> None:
+        details = {"client": client.client_id, "org": client.org, "method": client.auth_method}
+        ledger.record(timestamp(datetime.now(UTC)), "token_issued", details)
+
     registry = read_registry(settings)
     issuer = settings.issuer()
     # Services read the registry through the container, so a reload swaps it for all of them.
@@ -56,6 +81,7 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
             assertion_max_lifetime=settings.assertion_max_lifetime_seconds,
             org_keys=lambda: gateway.registry.keys,
             registered=settings.clients,
+            on_issued=token_issued,
         ),
         tokens=AccessTokenVerifier(issuer, secrets.signing_keys),
         streams=StreamService(
@@ -63,6 +89,10 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
             sources=sources,
             codec=CursorCodec(secrets.cursor_secret),
             limits=StreamLimits(heartbeat_seconds=settings.heartbeat_seconds),
+            ledger=ledger,
         ),
+        ledger=ledger,
+        observer=ContractObserver(ledger),
     )
+    gateway.observe()
     return gateway

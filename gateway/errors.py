@@ -11,7 +11,8 @@ the code raises them by what went wrong in the domain. The hierarchy::
     ├── ContractNotActive              the caller's contract exists but may not be used now
     ├── DocumentInvalid                a product, contract or key document is malformed
     │   └── SignatureInvalid           a signature does not verify
-    └── BrokerUnavailable              Kafka cannot be reached or the product's topic is missing
+    ├── BrokerUnavailable              Kafka cannot be reached or the product's topic is missing
+    └── LedgerUnavailable              deliveries cannot be recorded, so none may start
 
 Messages never contain secrets, tokens or record contents.
 """
@@ -76,3 +77,8 @@ class SignatureInvalid(DocumentInvalid):
 class BrokerUnavailable(GatewayError):
     code = "broker_unavailable"
     title = "Broker unavailable"
+
+
+class LedgerUnavailable(GatewayError):
+    code = "ledger_unavailable"
+    title = "Ledger unavailable"

@@ -6,6 +6,7 @@ elsewhere. Secrets are ``SecretStr`` and unwrapped only where a client configura
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -87,6 +88,10 @@ class Settings(BaseSettings):
     #: Longest lifetime accepted for a client assertion (RFC 7523 ``exp - now``).
     assertion_max_lifetime_seconds: int = Field(default=300, ge=10, le=3600)
     clients: list[RegisteredClient] = Field(default_factory=list)
+    #: The Kafka topic holding the ledger (created with infinite retention if missing).
+    ledger_topic: str = "exchange-gateway.ledger"
+    #: This replica's name in the ledger (each process writes its own chain under it).
+    replica: str = Field(default_factory=socket.gethostname)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
     def issuer(self) -> str:

@@ -190,7 +190,7 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
     """Start the gateway with uvicorn on a free loopback port (real sockets)."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(**overrides: Any) -> RunningGateway:
+    def start(*, ready: bool = True, **overrides: Any) -> RunningGateway:
         port = free_port()
         options: dict[str, Any] = {
             "contracts_dir": world.contracts_dir,
@@ -199,6 +199,7 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
             "port": port,
             "org": "acme",
             "kafka": KafkaSettings(bootstrap_servers=kafka_bootstrap),
+            "ledger_topic": f"ledger-{uuid.uuid4().hex[:8]}",
         }
         settings = Settings(**{**options, **overrides})
         config = settings.kafka.librdkafka_config()
@@ -209,7 +210,7 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 10
-        while not server.started:
+        while not server.started or (ready and gateway.ledger.problem() is not None):
             assert time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.02)
         servers.append((server, thread))

@@ -299,12 +299,31 @@ def test_broker_unavailable_is_503(
     assert response.headers["retry-after"]
 
 
-def test_kafka_unreachable_is_503(serve: Callable[..., RunningGateway], http: httpx.Client) -> None:
+def test_kafka_unreachable_fails_closed(
+    serve: Callable[..., RunningGateway], http: httpx.Client
+) -> None:
     from gateway.adapters.kafka.embedded import free_port
     from gateway.settings import KafkaSettings
 
-    gw = serve(kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"))
+    gw = serve(ready=False, kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"))
     headers = {"Authorization": f"Bearer {gw.token('globex')}"}
     response = http.get(f"{gw.url}/v1/contracts/{OWN}/records", headers=headers)
-    body = assert_problem(response, 503, "broker_unavailable")
-    assert "Kafka" in body["detail"]
+    # Nothing can be recorded, so nothing may be delivered: the ledger check comes first.
+    body = assert_problem(response, 503, "ledger_unavailable")
+    assert response.headers["retry-after"]
+    assert "recorded" in body["detail"]
+    health = http.get(f"{gw.url}/healthz")
+    assert health.status_code == 503
+    assert health.json()["status"] == "degraded"
+
+
+def test_a_broker_that_does_not_answer_is_broker_unavailable() -> None:
+    from gateway.adapters.kafka.embedded import free_port
+    from gateway.adapters.kafka.source import KafkaRecordSource
+    from gateway.errors import BrokerUnavailable
+
+    source = KafkaRecordSource({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, "t")
+    with pytest.raises(BrokerUnavailable) as info:
+        source.partitions()
+    source.close()
+    assert info.value.code == "broker_unavailable"

@@ -211,11 +211,13 @@ class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         assertion_max_lifetime: int,
         org_keys: Callable[[], Mapping[str, KeySet]],
         registered: list[RegisteredClient],
+        on_issued: Callable[[PartnerClient], None] | None = None,
     ) -> None:
         super().__init__(scopes_supported=None)
         self.issuer = issuer
         self.token_endpoint = f"{issuer}/oauth/token"
         self._org_keys = org_keys
+        self._on_issued = on_issued
         self._signing_keys = signing_keys
         self._registered = {c.client_id: c for c in registered}
         self.register_grant(_ClientCredentials)
@@ -244,6 +246,8 @@ class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def save_token(self, token: dict[str, Any], request: _Request) -> None:
         client: PartnerClient = request.client
         log.info("token issued to client %s of %s", client.client_id, client.org)
+        if self._on_issued is not None:
+            self._on_issued(client)
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         return None

@@ -21,11 +21,13 @@ import anyio.to_thread
 
 from gateway.core.contracts import ContractDocument
 from gateway.core.cursor import OFFSET_BEGINNING, CursorCodec
+from gateway.core.ledger import timestamp
 from gateway.core.lifecycle import grants_no_less
 from gateway.core.projection import compile_fields
 from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, LedgerUnavailable
 from gateway.services.authorization import Partner
+from gateway.services.ledger import Ledger
 from gateway.services.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ class Stream:
         source: RecordSource,
         encoder: RecordEncoder,
         limiter: anyio.CapacityLimiter,
+        kind: str,
+        stream_format: StreamFormat,
     ) -> None:
         self._service = service
         self.partner = partner
@@ -104,6 +108,14 @@ class Stream:
         self.encoder = encoder
         self._limiter = limiter
         self.records_sent = 0
+        self.bytes_sent = 0
+        self.kind = kind
+        self.format = stream_format
+        self.versions = [version.hash]
+        self.started = service.clock()
+        self.start_positions = dict(encoder.positions)
+        #: Why the delivery ended, for the ledger (a client that leaves: "disconnected").
+        self.ended_because = "disconnected" if kind == "stream" else "answered"
         self._closed = False
 
     def _fetch_encoded(self, max_records: int, timeout: float) -> EncodedBatch:
@@ -114,6 +126,7 @@ class Stream:
             self._fetch_encoded, max_records, timeout, limiter=self._limiter
         )
         self.records_sent += batch.records
+        self.bytes_sent += len(batch.data)
         return batch
 
     async def has_unread(self) -> bool:
@@ -140,6 +153,7 @@ class Stream:
                 status.governing.contract.version,
             )
             self.version = status.governing
+            self.versions.append(status.governing.hash)
         return None
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -151,6 +165,7 @@ class Stream:
                 ending = self.end_reason()
                 if ending is not None:
                     reason, detail = ending
+                    self.ended_because = reason
                     yield self.encoder.end(reason, **({"detail": detail} if detail else {}))
                     return
                 batch = await self.fetch(limits.batch_records, limits.poll_seconds)
@@ -170,11 +185,33 @@ class Stream:
         self._closed = True
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._source.close, limiter=self._limiter)
+        ended = self._service.clock()
+        self._service.ledger.record(
+            timestamp(ended),
+            self.kind,
+            {
+                "contract": self.contract_id,
+                "version": self.versions[0],
+                "versions": self.versions,
+                "org": self.partner.org,
+                "client": self.partner.client_id,
+                "format": self.format.value,
+                "from": {str(p): o for p, o in self.start_positions.items()},
+                "to": {str(p): o for p, o in self.encoder.positions.items()},
+                "records": self.records_sent,
+                "bytes": self.bytes_sent,
+                "started": timestamp(self.started),
+                "ended": timestamp(ended),
+                "end_reason": self.ended_because,
+            },
+        )
         log.info(
-            "stream closed: contract %s, org %s, %d records",
+            "%s closed: contract %s, org %s, %d records (%s)",
+            self.kind,
             self.contract_id,
             self.partner.org,
             self.records_sent,
+            self.ended_because,
         )
 
 
@@ -186,9 +223,11 @@ class StreamService:
         sources: SourceFactory,
         codec: CursorCodec,
         limits: StreamLimits,
+        ledger: Ledger,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.registry = registry
+        self.ledger = ledger
         self._sources = sources
         self._codec = codec
         self.limits = limits
@@ -202,10 +241,14 @@ class StreamService:
         cursor: str | None,
         start: Start,
         stream_format: StreamFormat,
+        kind: str = "stream",
     ) -> Stream:
         registry = self.registry()
         doc = registry.active_contract_for(partner.org, contract_id, self.clock())
         resumed = self._codec.decode(contract_id, cursor) if cursor else None
+        problem = self.ledger.problem()
+        if problem is not None:  # fail closed: no delivery that cannot be recorded
+            raise LedgerUnavailable(f"deliveries cannot be recorded now: {problem}")
         topic = registry.products[doc.contract.product].topic
         limiter = anyio.CapacityLimiter(1)
 
@@ -236,6 +279,8 @@ class StreamService:
             source=source,
             encoder=encoder,
             limiter=limiter,
+            kind=kind,
+            stream_format=stream_format,
         )
 
     @staticmethod

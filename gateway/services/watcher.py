@@ -34,13 +34,20 @@ def fingerprint(directories: Iterable[Path]) -> Fingerprint:
     return tuple(sorted(entries))
 
 
-async def watch(directories: list[Path], interval: float, reload: Callable[[], None]) -> None:
-    """Call ``reload`` (in a worker thread) whenever the directories' contents change."""
+async def watch(
+    directories: list[Path],
+    interval: float,
+    reload: Callable[[], None],
+    tick: Callable[[], None],
+) -> None:
+    """Call ``reload`` (in a worker thread) whenever the directories' contents change, and
+    ``tick`` every interval otherwise (for what changes with time alone)."""
     last = await anyio.to_thread.run_sync(fingerprint, directories)
     while True:
         await anyio.sleep(interval)
         current = await anyio.to_thread.run_sync(fingerprint, directories)
         if current == last:
+            await anyio.to_thread.run_sync(tick)
             continue
         last = current
         try:

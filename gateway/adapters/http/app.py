@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
 
 from gateway import __version__
 from gateway.adapters.http import problems
@@ -21,9 +22,12 @@ def create_app(gateway: Gateway) -> FastAPI:
         async with anyio.create_task_group() as tasks:
             interval = gateway.settings.watch_seconds
             if interval > 0:
-                tasks.start_soon(watch, gateway.watched(), interval, gateway.reload)
+                tasks.start_soon(
+                    watch, gateway.watched(), interval, gateway.reload, gateway.observe
+                )
             yield
             tasks.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(gateway.close)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -37,7 +41,11 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(contracts.router)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> Response:
+        """Ready when deliveries can be recorded (fail closed: otherwise no stream may start)."""
+        problem = gateway.ledger.problem()
+        if problem is None:
+            return JSONResponse({"status": "ok", "ledger": "ok"})
+        return JSONResponse({"status": "degraded", "ledger": problem}, status_code=503)
 
     return app

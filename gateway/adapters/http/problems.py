@@ -22,6 +22,7 @@ from gateway.errors import (
     ContractNotFound,
     GatewayError,
     InvalidRequest,
+    LedgerUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ _STATUS: list[tuple[type[GatewayError], int]] = [
     (ContractNotActive, 403),
     (ContractNotFound, 404),
     (BrokerUnavailable, 503),
+    (LedgerUnavailable, 503),
 ]
 
 
@@ -72,7 +74,7 @@ def gateway_error_response(error: GatewayError) -> Response:
         )
     if isinstance(error, ContractNotActive):
         extra["reason"] = error.reason
-    if isinstance(error, BrokerUnavailable):
+    if isinstance(error, BrokerUnavailable | LedgerUnavailable):
         headers["Retry-After"] = "5"
     return problem(status, error.code, error.title, error.detail, headers=headers, **extra)
 

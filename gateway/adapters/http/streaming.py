@@ -33,6 +33,7 @@ class StreamResponse(EventSourceResponse):
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
+            self._stream.ended_because = "send_timeout"
             log.info("stream dropped: the client did not take data within the send timeout")
         except OSError:
             log.info("stream dropped: the connection failed")

@@ -120,6 +120,7 @@ async def records(
         cursor=cursor,
         start=Start.parse(start),
         stream_format=StreamFormat.NDJSON,
+        kind="pull",
     )
     batch = await gateway.streams.pull(opened, limit=limit, wait=wait)
     items = batch.data.rstrip(b"\n").replace(b"\n", b",")

@@ -1,0 +1,133 @@
+"""What was sent to a partner, when, under which contract versions, from the ledger's entries.
+
+A delivery's records and offsets are what the gateway wrote to the connection. A client may
+hang up before reading all of it; its next cursor (the next delivery's first offsets) shows
+where it really was, so overlapping ranges are records sent again on resumption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+DELIVERY_KINDS = ("stream", "pull")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    kind: str
+    started: str
+    ended: str
+    org: str
+    client: str
+    format: str
+    versions: list[str]
+    records: int
+    bytes: int
+    #: Per partition, the first and last offset delivered (inclusive); absent when none.
+    ranges: dict[str, tuple[int | None, int]]
+    end_reason: str
+
+
+@dataclass
+class Report:
+    contract: str
+    deliveries: list[Delivery] = field(default_factory=list)
+    #: version hash → version number, from the ledger's contract entries.
+    version_numbers: dict[str, int] = field(default_factory=dict)
+
+    def totals_by_version(self) -> dict[str, dict[str, int]]:
+        totals: dict[str, dict[str, int]] = {}
+        for d in self.deliveries:
+            t = totals.setdefault(d.versions[0], {"deliveries": 0, "records": 0, "bytes": 0})
+            t["deliveries"] += 1
+            t["records"] += d.records
+            t["bytes"] += d.bytes
+        return totals
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "contract": self.contract,
+            "versions": self.version_numbers,
+            "totals_by_version": self.totals_by_version(),
+            "deliveries": [asdict(d) for d in self.deliveries],
+        }
+
+
+def _ranges(start: Mapping[str, int], end: Mapping[str, int]) -> dict[str, tuple[int | None, int]]:
+    ranges: dict[str, tuple[int | None, int]] = {}
+    for partition, stop in end.items():
+        begin = start.get(partition, -2)
+        if stop > max(begin, 0) or (begin < 0 and stop > 0):
+            # From the partition's beginning (-2), the first offset is unknown here: None.
+            ranges[partition] = (begin if begin >= 0 else None, stop - 1)
+    return ranges
+
+
+def build_report(
+    entries: Iterable[Mapping[str, Any]],
+    contract: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Report:
+    report = Report(contract)
+    for entry in entries:
+        if entry.get("contract") != contract:
+            continue
+        if entry.get("kind") == "contract" and entry.get("event") == "version":
+            report.version_numbers[str(entry["version"])] = int(entry["number"])
+        if entry.get("kind") not in DELIVERY_KINDS:
+            continue
+        started = datetime.fromisoformat(str(entry["started"]))
+        ended = datetime.fromisoformat(str(entry["ended"]))
+        if (since and ended < since) or (until and started > until):
+            continue
+        report.deliveries.append(
+            Delivery(
+                kind=str(entry["kind"]),
+                started=str(entry["started"]),
+                ended=str(entry["ended"]),
+                org=str(entry["org"]),
+                client=str(entry["client"]),
+                format=str(entry["format"]),
+                versions=list(entry["versions"]),
+                records=int(entry["records"]),
+                bytes=int(entry["bytes"]),
+                ranges=_ranges(entry["from"], entry["to"]),
+                end_reason=str(entry["end_reason"]),
+            )
+        )
+    report.deliveries.sort(key=lambda d: d.started)
+    return report
+
+
+def render_table(report: Report) -> str:
+    def version(h: str) -> str:
+        number = report.version_numbers.get(h)
+        return f"v{number}" if number else h[:15]
+
+    lines = [f"Deliveries under contract {report.contract} (records and offsets sent)", ""]
+    lines.append(
+        f"{'started':24} {'ended':24} {'kind':6} {'org':10} {'versions':9} {'records':>8} "
+        f"{'bytes':>10}  offsets (partition: first-last)  end"
+    )
+    for d in report.deliveries:
+        ranges = (
+            ", ".join(
+                f"{p}: {'start' if a is None else a}-{b}" for p, (a, b) in sorted(d.ranges.items())
+            )
+            or "-"
+        )
+        versions = ",".join(version(h) for h in d.versions)
+        lines.append(
+            f"{d.started:24} {d.ended:24} {d.kind:6} {d.org:10} {versions:9} "
+            f"{d.records:>8} {d.bytes:>10}  {ranges}  {d.end_reason}"
+        )
+    lines.append("")
+    for h, t in report.totals_by_version().items():
+        counts = f"{t['deliveries']} deliveries, {t['records']} records, {t['bytes']} bytes"
+        lines.append(f"{version(h)}: {counts}")
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.core.ledger import Chain, verify
+
+
+def chain(n: int, name: str = "r1/a") -> list[dict[str, Any]]:
+    c = Chain(name)
+    return [
+        c.append(f"2026-11-21T10:00:{i:02d}.000Z", "token_issued", {"org": "globex", "i": i})
+        for i in range(n)
+    ]
+
+
+def kinds(entries: list[dict[str, Any]]) -> set[str]:
+    return {p.kind for p in verify(entries)}
+
+
+def test_intact_chains_interleaved() -> None:
+    a, b = chain(5, "r1/a"), chain(5, "r2/b")
+    mixed = [e for pair in zip(a, b, strict=True) for e in pair]
+    assert verify(mixed) == []
+    assert a[0]["prev"] is None
+    assert a[1]["prev"] == a[0]["hash"]
+
+
+@given(st.integers(0, 9), st.sampled_from(["org", "i", "time", "kind"]))
+def test_any_edit_is_detected(index: int, key: str) -> None:
+    entries = chain(10)
+    entries[index][key] = "tampered"
+    assert "edited" in kinds(entries)
+
+
+@given(st.integers(0, 9))
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(index: int) -> None:
+    from gateway.core.ledger import entry_hash
+
+    entries = chain(10)
+    entries[index]["org"] = "initech"
+    entries[index]["hash"] = entry_hash(entries[index])
+    found = verify(entries)
+    if index < 9:
+        assert [p.kind for p in found] == ["edited"]
+        assert found[0].seq == index + 1
+    # The last entry of a chain can be rewritten consistently: that is what anchors are for.
+
+
+@given(st.integers(0, 8))
+def test_any_removal_is_detected(index: int) -> None:
+    entries = chain(10)
+    del entries[index]
+    assert "removed" in kinds(entries)
+
+
+@given(st.integers(0, 8), st.integers(1, 9))
+def test_any_reordering_is_detected(index: int, distance: int) -> None:
+    entries = chain(10)
+    other = min(index + distance, 9)
+    if other == index:
+        return
+    swapped = copy.deepcopy(entries)
+    swapped[index], swapped[other] = swapped[other], swapped[index]
+    assert kinds(swapped) & {"reordered", "removed"}
+
+
+def test_garbage_is_malformed_not_a_crash() -> None:
+    assert kinds([{"malformed": True}, {"chain": 3}]) == {"malformed"}
