@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import click
 import yaml
 
 from gateway.adapters.stores.state_dir import write_private
-from gateway.core.contracts import ContractState, parse_contract
+from gateway.core.contracts import ContractState, parse_contract, parse_product
 from gateway.core.documents import canonical_bytes, load_yaml, with_signatures
 from gateway.core.jose import (
     generate_org_keys,
@@ -122,7 +123,8 @@ def sign_file(path: Path, key_path: Path, org: str | None = None) -> str:
     data = load_yaml(text, source=str(path))
     doc = parse_contract(data, source=str(path))
     others = [s for s in doc.contract.signatures if signature_header(s).get("org") != org]
-    path.write_text(with_signatures(text, [*others, sign_detached(doc.canonical, key, org=org)]))
+    signature = sign_detached(doc.canonical, key, org=org, signed_at=int(time.time()))
+    path.write_text(with_signatures(text, [*others, signature]))
     return org
 
 
@@ -186,6 +188,139 @@ def contract_verify(
         click.echo(f"REFUSED {refusal.source}: {refusal.reason}: {refusal.detail}")
         failed = True
     sys.exit(1 if failed else 0)
+
+
+def _read_contract(path: Path) -> Any:
+    try:
+        text = path.read_text()
+        return parse_contract(load_yaml(text, source=str(path)), source=str(path), text=text)
+    except DocumentInvalid as exc:
+        raise click.ClickException(exc.detail) from None
+
+
+@contract.command("new")
+@click.argument("product_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--consumer", required=True, help="The partner organisation.")
+@click.option("--id", "contract_id", default=None, help="Default: PROVIDER-CONSUMER-PRODUCT.")
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--months", type=int, default=12, show_default=True, help="Validity from today.")
+def contract_new(
+    product_file: Path, consumer: str, contract_id: str | None, out: Path | None, months: int
+) -> None:
+    """A draft contract for a product: every field of its schema listed, all `drop`."""
+    text = product_file.read_text()
+    try:
+        product = parse_product(
+            load_yaml(text, source=str(product_file)), source=str(product_file), text=text
+        )
+    except DocumentInvalid as exc:
+        raise click.ClickException(exc.detail) from None
+    contract_id = contract_id or f"{product.owner}-{consumer}-{product.product}"
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    data = {
+        "contract": contract_id,
+        "version": 1,
+        "provider": product.owner,
+        "consumer": consumer,
+        "product": product.product,
+        "purpose": "Describe why the partner receives this data",
+        "valid_from": start.isoformat().replace("+00:00", "Z"),
+        "valid_until": (start + timedelta(days=30 * months)).isoformat().replace("+00:00", "Z"),
+        "fields": dict.fromkeys(product.field_paths() or ["CHANGE-ME"], "drop"),
+    }
+    header = (
+        f"# Draft contract: {product.owner} shares '{product.product}' with {consumer}.\n"
+        "# Every field is `drop`: change to `clear` what the partner may receive, state the\n"
+        "# purpose, then both parties sign with `gateway contract sign`.\n"
+    )
+    out = out or product_file.parent.parent / f"{contract_id}.yaml"
+    if out.exists():
+        raise click.ClickException(f"{out} exists")
+    out.write_text(header + yaml.safe_dump(data, sort_keys=False) + "signatures: []\n")
+    click.echo(f"draft written to {out}")
+
+
+@contract.command("show")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def contract_show(file: Path) -> None:
+    """A contract document in words: parties, terms, fields, signatures."""
+    doc = _read_contract(file)
+    c = doc.contract
+    click.echo(f"{c.contract} v{c.version}  [{doc.hash}]")
+    if c.supersedes:
+        click.echo(f"  supersedes {c.supersedes}")
+    click.echo(f"  {c.provider} shares '{c.product}' with {c.consumer}")
+    click.echo(f"  purpose: {c.purpose}")
+    for limitation in c.limitations:
+        click.echo(f"  limitation: {limitation}")
+    if c.terms:
+        click.echo(f"  terms: {c.terms.reference} ({c.terms.sha256})")
+    if c.retention:
+        click.echo(f"  retention: {c.retention.period}; {c.retention.deletion}")
+    if c.jurisdiction:
+        click.echo(f"  jurisdiction: {c.jurisdiction}")
+    click.echo(f"  valid {c.valid_from.isoformat()} to {c.valid_until.isoformat()}")
+    for path, action in c.fields.items():
+        click.echo(f"  field {path}: {action.value}")
+    for signature in c.signatures:
+        click.echo(f"  {describe_signature(signature)}")
+    if not c.signatures:
+        click.echo("  not signed")
+
+
+def describe_signature(signature: str) -> str:
+    try:
+        header = signature_header(signature)
+    except GatewayError:
+        return "signature: not a compact JWS"
+    when = header.get("iat")
+    at = (
+        datetime.fromtimestamp(when, UTC).isoformat()
+        if isinstance(when, int)
+        else "time not stated"
+    )
+    return f"signed by {header.get('org')} with key {header.get('kid')} ({header.get('alg')}), {at}"
+
+
+@contract.command("diff")
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def contract_diff(a: Path, b: Path) -> None:
+    """What changes from contract A to contract B (fields first)."""
+    from gateway.core.diff import diff_contracts
+
+    old, new = _read_contract(a), _read_contract(b)
+    click.echo(f"{old.contract.contract} v{old.contract.version} -> v{new.contract.version}")
+    changes = diff_contracts(old.contract, new.contract)
+    for change in changes:
+        click.echo(f"  {change.describe()}")
+    if not changes:
+        click.echo("  no change in the terms")
+
+
+@contract.command("history")
+@click.argument("contract_id")
+@click.option("--contracts-dir", type=click.Path(path_type=Path), default=Path("contracts"))
+@click.option("--keys-dir", type=click.Path(path_type=Path), default=Path("keys"))
+def contract_history(contract_id: str, contracts_dir: Path, keys_dir: Path) -> None:
+    """Every version and statement of a contract, and its state now."""
+    now = datetime.now(UTC)
+    registry = load_registry(contracts_dir, keys_dir, gateway_org=None, now=now)
+    history = registry.histories.get(contract_id)
+    if history is None:
+        raise click.ClickException(f"no contract {contract_id!r} in {contracts_dir}")
+    status = history.status_at(now)
+    click.echo(f"{contract_id}: {status.verdict.reason} ({status.verdict.detail})")
+    for entry in history.versions:
+        c = entry.doc.contract
+        mark = "*" if status.governing is entry.doc else " "
+        state = "in the chain" if entry.chained else f"{entry.check.reason}: {entry.check.detail}"
+        click.echo(f" {mark} v{c.version} {entry.doc.hash} {entry.doc.source}: {state}")
+    for said in history.statements:
+        s = said.doc.statement
+        verdict = "accepted" if said.accepted else f"refused ({said.reason})"
+        said_when = f"{s.issued_at.isoformat()} {s.statement.value} by {s.issued_by}"
+        click.echo(f"   {said_when}: {s.reason} [{verdict}]")
 
 
 def write_statement(

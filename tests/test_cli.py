@@ -247,3 +247,83 @@ def test_serve_with_tls(world: World, kafka_bootstrap: str, tmp_path: Path) -> N
             ).json()
         assert meta["issuer"] == f"https://127.0.0.1:{port}"
     assert b"serving plain HTTP" not in output[0]
+
+
+def test_contract_new_show_diff_history(world: World) -> None:
+    from gateway.cli import write_statement
+    from gateway.core.documents import canonical_hash, load_yaml
+
+    runner = CliRunner()
+    product = world.contracts_dir / "products" / "orders.yaml"
+    product.write_text(
+        product.read_text()
+        + "schema:\n  properties:\n    order_id: {type: string}\n"
+        + "    customer:\n      properties:\n        country: {type: string}\n"
+    )
+    made = runner.invoke(
+        main, ["contract", "new", str(product), "--consumer", "initech", "--id", "drafted"]
+    )
+    assert made.exit_code == 0, made.output
+    draft = world.contracts_dir / "drafted.yaml"
+    assert load_yaml(draft.read_text(), source="d")["fields"] == {
+        "order_id": "drop",
+        "customer.country": "drop",
+    }
+
+    v1 = world.contracts_dir / "acme-globex-orders.yaml"
+    shown = runner.invoke(main, ["contract", "show", str(v1)])
+    assert "acme shares 'orders' with globex" in shown.output
+    assert shown.output.count("signed by ") == 2
+    assert "time not stated" not in shown.output  # signing time is in the protected header
+
+    v2 = world.add_contract(
+        "acme-globex-orders",
+        "globex",
+        version=2,
+        supersedes=canonical_hash(load_yaml(v1.read_text(), source="v1")),
+        fields="fields:\n  order_id: clear\n  amount: clear\n  customer.country: clear\n"
+        "  currency: clear\n",
+    )
+    diff = runner.invoke(main, ["contract", "diff", str(v1), str(v2)])
+    assert diff.output.splitlines()[1:] == ["  + field currency: clear"]
+
+    write_statement(
+        "suspend",
+        "acme-globex-orders",
+        reason="audit",
+        key_path=world.private["acme"],
+        contracts_dir=world.contracts_dir,
+        keys_dir=world.keys_dir,
+    )
+    history = runner.invoke(
+        main,
+        [
+            "contract",
+            "history",
+            "acme-globex-orders",
+            "--contracts-dir",
+            str(world.contracts_dir),
+            "--keys-dir",
+            str(world.keys_dir),
+        ],
+    )
+    assert history.exit_code == 0, history.output
+    lines = history.output.splitlines()
+    assert lines[0].startswith("acme-globex-orders: suspended")
+    assert " * v2 " in history.output
+    assert "   v1 " in history.output
+    assert "suspend by acme: audit [accepted]" in history.output
+
+
+def test_malformed_documents_name_line_and_field(world: World) -> None:
+    bad = world.contracts_dir / "bad.yaml"
+    bad.write_text(
+        "contract: bad\nversion: 1\nprovider: acme\nconsumer: globex\nproduct: orders\n"
+        "purpose: p\nvalid_from: 2026-01-01T00:00:00Z\nvalid_until: 2027-01-01T00:00:00Z\n"
+        "fields:\n  order_id: clear\n  amount: publish\nsignatures: []\n"
+    )
+    result = CliRunner().invoke(
+        main, ["contract", "verify", str(bad), "--keys-dir", str(world.keys_dir)]
+    )
+    assert result.exit_code == 1
+    assert "line 11, fields.amount:" in result.output

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.core.documents import canonical_bytes, canonical_hash
+from gateway.core.documents import canonical_bytes, canonical_hash, key_lines
 from gateway.core.jose import signature_header, verify_detached
 from gateway.errors import DocumentInvalid, SignatureInvalid
 
@@ -61,6 +61,22 @@ class Product(BaseModel):
     description: str
     #: JSON Schema of the record value (documentation now; validation of contract paths later).
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    def field_paths(self) -> list[str]:
+        """Dot paths of the schema's leaf properties (objects are walked into)."""
+        paths: list[str] = []
+
+        def walk(schema: Any, prefix: str) -> None:
+            properties = schema.get("properties") if isinstance(schema, dict) else None
+            if not isinstance(properties, dict) or not properties:
+                if prefix:
+                    paths.append(prefix)
+                return
+            for name, sub in properties.items():
+                walk(sub, f"{prefix}.{name}" if prefix else str(name))
+
+        walk(self.json_schema or {}, "")
+        return paths
 
 
 DocumentHash = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
@@ -208,36 +224,43 @@ class Verdict:
         return self.state is ContractState.ACTIVE
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, naming the field: readable by the person who wrote the document."""
+def describe_validation_error(exc: ValidationError, text: str | None = None) -> str:
+    """One part per problem, naming the field and, given the YAML text, its line."""
+    lines = key_lines(text) if text else {}
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "document"
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "document"
         message = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+        parts.append(f"line {line}, {where}: {message}" if line else f"{where}: {message}")
     return "; ".join(parts)
 
 
-def parse_product(data: dict[str, Any], *, source: str) -> Product:
+def parse_product(data: dict[str, Any], *, source: str, text: str | None = None) -> Product:
     try:
         return Product.model_validate(data)
     except ValidationError as exc:
-        raise DocumentInvalid(f"{source}: {describe_validation_error(exc)}") from None
+        raise DocumentInvalid(f"{source}: {describe_validation_error(exc, text)}") from None
 
 
-def parse_contract(data: dict[str, Any], *, source: str) -> ContractDocument:
+def parse_contract(
+    data: dict[str, Any], *, source: str, text: str | None = None
+) -> ContractDocument:
     try:
         contract = Contract.model_validate(data)
     except ValidationError as exc:
-        raise DocumentInvalid(f"{source}: {describe_validation_error(exc)}") from None
+        raise DocumentInvalid(f"{source}: {describe_validation_error(exc, text)}") from None
     return ContractDocument(contract, canonical_bytes(data), canonical_hash(data), source)
 
 
-def parse_statement(data: dict[str, Any], *, source: str) -> StatementDocument:
+def parse_statement(
+    data: dict[str, Any], *, source: str, text: str | None = None
+) -> StatementDocument:
     try:
         statement = Statement.model_validate(data)
     except ValidationError as exc:
-        raise DocumentInvalid(f"{source}: {describe_validation_error(exc)}") from None
+        raise DocumentInvalid(f"{source}: {describe_validation_error(exc, text)}") from None
     return StatementDocument(statement, canonical_bytes(data), canonical_hash(data), source)
 
 

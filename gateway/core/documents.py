@@ -92,3 +92,27 @@ def with_signatures(text: str, signatures: list[str]) -> str:
         kept.pop()
     block = ["signatures:", *(f"  - {s}" for s in signatures)] if signatures else ["signatures: []"]
     return "\n".join([*kept, *block]) + "\n"
+
+
+def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
+    """The line of every key (and list item) in a YAML document, by path: for error messages."""
+    try:
+        root = yaml.compose(text, Loader=_JsonModelLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple[str | int, ...], int] = {}
+
+    def walk(node: yaml.Node | None, path: tuple[str | int, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                here = (*path, str(key.value))
+                lines[here] = key.start_mark.line + 1
+                walk(value, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                here = (*path, index)
+                lines[here] = value.start_mark.line + 1
+                walk(value, here)
+
+    walk(root, ())
+    return lines

@@ -25,7 +25,10 @@ _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
 
 #: JWS registry for contract signatures: the ``org`` header names the signing organisation.
 CONTRACT_JWS_REGISTRY = jws.JWSRegistry(
-    header_registry={"org": HeaderParameter("Signing organisation", "str", True)},
+    header_registry={
+        "org": HeaderParameter("Signing organisation", "str", True),
+        "iat": HeaderParameter("Signing time (seconds since the epoch)", "int", False),
+    },
     algorithms=list(SIGNING_ALGORITHMS),
 )
 
@@ -88,9 +91,15 @@ def signing_key(keys: KeySet) -> OKPKey:
     raise DocumentInvalid("the key set has no Ed25519 signing key (use: sig)")
 
 
-def sign_detached(payload: bytes, key: OKPKey, *, org: str) -> str:
-    """Compact JWS over ``payload`` with the payload left out (``header..signature``)."""
-    header = {"alg": "EdDSA", "kid": key.kid, "org": org}
+def sign_detached(payload: bytes, key: OKPKey, *, org: str, signed_at: int | None = None) -> str:
+    """Compact JWS over ``payload`` with the payload left out (``header..signature``).
+
+    The protected header names the signing organisation (``org``) and, when given, the time
+    of signing (``iat``), both covered by the signature.
+    """
+    header: dict[str, Any] = {"alg": "EdDSA", "kid": key.kid, "org": org}
+    if signed_at is not None:
+        header["iat"] = signed_at
     with eddsa_allowed():
         value = jws.serialize_compact(header, payload, key, registry=CONTRACT_JWS_REGISTRY)
     return jws.detach_content(value)

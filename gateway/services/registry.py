@@ -111,7 +111,8 @@ def read_keys(keys_dir: Path, registry: Registry) -> None:
 def read_products(products_dir: Path, registry: Registry) -> None:
     for path in _files(products_dir, "*.y*ml"):
         try:
-            product = parse_product(load_yaml(path.read_text(), source=str(path)), source=str(path))
+            text = path.read_text()
+            product = parse_product(load_yaml(text, source=str(path)), source=str(path), text=text)
         except (DocumentInvalid, OSError) as exc:
             registry.refuse(str(path), "invalid_document", getattr(exc, "detail", str(exc)))
             continue
@@ -127,14 +128,15 @@ def read_documents(
     for path in paths:
         source = str(path)
         try:
-            data = load_yaml(path.read_text(), source=source)
+            text = path.read_text()
+            data = load_yaml(text, source=source)
             if "statement" in data:
-                said = parse_statement(data, source=source)
+                said = parse_statement(data, source=source, text=text)
                 statements.setdefault(said.statement.contract, []).append(
                     (said, _statement_check(said, registry))
                 )
                 continue
-            doc = parse_contract(data, source=source)
+            doc = parse_contract(data, source=source, text=text)
         except (DocumentInvalid, OSError) as exc:
             registry.refuse(source, "invalid_document", getattr(exc, "detail", str(exc)))
             continue

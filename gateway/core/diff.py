@@ -1,0 +1,51 @@
+"""A readable difference between two contract versions, for people (CLI and legal pages)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.core.contracts import Contract
+
+_IGNORED = {"signatures", "version", "supersedes"}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    what: str  # "field" or a top-level member
+    name: str
+    before: Any
+    after: Any
+
+    def describe(self) -> str:
+        if self.before is None:
+            return f"+ {self.what} {self.name}: {self.after}"
+        if self.after is None:
+            return f"- {self.what} {self.name}: {self.before}"
+        return f"~ {self.what} {self.name}: {self.before} -> {self.after}"
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def diff_contracts(a: Contract, b: Contract) -> list[Change]:
+    """Field rules first (added, removed, changed action), then every other changed member."""
+    changes: list[Change] = []
+    for path in sorted(set(a.fields) | set(b.fields)):
+        before, after = a.fields.get(path), b.fields.get(path)
+        if before != after:
+            changes.append(Change("field", path, before and before.value, after and after.value))
+    for name in Contract.model_fields:
+        if name in _IGNORED or name == "fields":
+            continue
+        before, after = _plain(getattr(a, name)), _plain(getattr(b, name))
+        if before != after:
+            changes.append(Change("member", name, before or None, after or None))
+    return changes
