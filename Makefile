@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format bench clean
+# Web pages are tested in Debian's chromium (Playwright drives it; no browser download).
+CHROMIUM := /usr/bin/chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +22,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
 
-test: lint
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+test: lint $(CHROMIUM)
 	$(BIN)/pytest
 
 format: $(STAMP)

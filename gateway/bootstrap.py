@@ -6,8 +6,9 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from gateway.adapters.ledger.kafka import KafkaLedger
+from gateway.adapters.ledger.kafka import KafkaLedger, read_entries
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.cursor import CursorCodec
 from gateway.core.ledger import timestamp
@@ -45,6 +46,12 @@ class Gateway:
 
     def close(self) -> None:
         self.ledger.close()
+
+    def ledger_entries(self) -> list[dict[str, Any]]:
+        """Everything in the ledger topic (blocking: call from a worker thread)."""
+        return list(
+            read_entries(self.settings.kafka.librdkafka_config(), self.settings.ledger_topic)
+        )
 
     def watched(self) -> list[Path]:
         contracts = self.settings.contracts_dir

@@ -46,6 +46,8 @@ class InvalidCursor(InvalidRequest):
 class AuthenticationFailed(GatewayError):
     code = "invalid_token"
     title = "Authentication failed"
+    #: The ``WWW-Authenticate`` challenge; ``None`` means a Bearer challenge (RFC 6750).
+    challenge: str | None = None
 
 
 class ContractNotFound(GatewayError):

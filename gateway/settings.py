@@ -61,6 +61,13 @@ class RegisteredClient(BaseModel):
     secret_hash: SecretStr
 
 
+class LegalUser(BaseModel):
+    """Someone who may read the legal review pages (HTTP Basic; only an Argon2 hash is kept)."""
+
+    username: str
+    password_hash: SecretStr
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_nested_delimiter="__", extra="ignore"
@@ -88,6 +95,8 @@ class Settings(BaseSettings):
     #: Longest lifetime accepted for a client assertion (RFC 7523 ``exp - now``).
     assertion_max_lifetime_seconds: int = Field(default=300, ge=10, le=3600)
     clients: list[RegisteredClient] = Field(default_factory=list)
+    #: Users with the ``legal`` role: read-only access to /legal.
+    legal_users: list[LegalUser] = Field(default_factory=list)
     #: The Kafka topic holding the ledger (created with infinite retention if missing).
     ledger_topic: str = "exchange-gateway.ledger"
     #: This replica's name in the ledger (each process writes its own chain under it).

@@ -17,12 +17,29 @@ class Change:
     before: Any
     after: Any
 
+    @property
+    def before_text(self) -> str | None:
+        return None if self.before is None else _text(self.before)
+
+    @property
+    def after_text(self) -> str | None:
+        return None if self.after is None else _text(self.after)
+
     def describe(self) -> str:
         if self.before is None:
-            return f"+ {self.what} {self.name}: {self.after}"
+            return f"+ {self.what} {self.name}: {self.after_text}"
         if self.after is None:
-            return f"- {self.what} {self.name}: {self.before}"
-        return f"~ {self.what} {self.name}: {self.before} -> {self.after}"
+            return f"- {self.what} {self.name}: {self.before_text}"
+        return f"~ {self.what} {self.name}: {self.before_text} -> {self.after_text}"
+
+
+def _text(value: Any) -> str:
+    """Nested members as ``key: value; …`` and lists as ``a; b``, for people."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_text(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(_text(v) for v in value)
+    return str(value)
 
 
 def _plain(value: Any) -> Any:

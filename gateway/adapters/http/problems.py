@@ -69,9 +69,8 @@ def gateway_error_response(error: GatewayError) -> Response:
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if isinstance(error, AuthenticationFailed):
-        headers["WWW-Authenticate"] = (
-            f'Bearer error="invalid_token", error_description="{error.detail}"'
-        )
+        bearer = f'Bearer error="invalid_token", error_description="{error.detail}"'
+        headers["WWW-Authenticate"] = error.challenge or bearer
     if isinstance(error, ContractNotActive):
         extra["reason"] = error.reason
     if isinstance(error, BrokerUnavailable | LedgerUnavailable):

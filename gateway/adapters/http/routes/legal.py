@@ -1,0 +1,178 @@
+"""Read-only review pages for legal, server-rendered, printable, no JavaScript.
+
+Only users with the ``legal`` role (``GATEWAY_LEGAL_USERS``, HTTP Basic) may open them; a
+partner's bearer token never does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.to_thread
+from argon2 import PasswordHasher
+from argon2.exceptions import Argon2Error
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi.templating import Jinja2Templates
+
+from gateway.adapters.http.deps import GatewayDep
+from gateway.core.diff import diff_contracts
+from gateway.core.jose import signature_header
+from gateway.core.lifecycle import ContractHistory
+from gateway.errors import AuthenticationFailed, ContractNotFound, GatewayError
+from gateway.services.report import build_report
+
+templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+_basic = HTTPBasic(auto_error=False, realm="legal")
+_hasher = PasswordHasher()
+
+
+class LegalAuthenticationFailed(AuthenticationFailed):
+    code = "legal_login_required"
+    challenge = 'Basic realm="legal", charset="UTF-8"'
+
+
+def legal_user(
+    gateway: GatewayDep, credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
+) -> str:
+    if credentials is None:
+        raise LegalAuthenticationFailed("the legal pages need a legal user's credentials")
+    for user in gateway.settings.legal_users:
+        if secrets.compare_digest(user.username, credentials.username):
+            try:
+                if _hasher.verify(user.password_hash.get_secret_value(), credentials.password):
+                    return user.username
+            except Argon2Error:
+                break
+    raise LegalAuthenticationFailed("unknown user or wrong password")
+
+
+router = APIRouter(prefix="/legal", tags=["legal"], dependencies=[Depends(legal_user)])
+
+
+@dataclass
+class Signature:
+    org: str
+    kid: str
+    alg: str
+    signed_at: str
+
+
+def signatures(values: list[str]) -> list[Signature]:
+    found = []
+    for value in values:
+        try:
+            header = signature_header(value)
+        except GatewayError:
+            continue
+        when = header.get("iat")
+        at = datetime.fromtimestamp(when, UTC).isoformat() if isinstance(when, int) else "-"
+        found.append(
+            Signature(str(header.get("org")), str(header.get("kid")), str(header.get("alg")), at)
+        )
+    return found
+
+
+def _history(gateway: Any, contract_id: str) -> ContractHistory:
+    history: ContractHistory | None = gateway.registry.histories.get(contract_id)
+    if history is None:
+        raise ContractNotFound(f"no contract {contract_id!r}")
+    return history
+
+
+@router.get("", response_class=HTMLResponse)
+def contracts(request: Request, gateway: GatewayDep) -> HTMLResponse:
+    now = datetime.now(UTC)
+    rows = []
+    for cid, history in sorted(gateway.registry.histories.items()):
+        status = history.status_at(now)
+        doc = status.governing or history.latest
+        signed = {s.org for s in signatures(doc.contract.signatures)}
+        rows.append(
+            {
+                "id": cid,
+                "doc": doc,
+                "c": doc.contract,
+                "status": status.verdict,
+                "signed": [
+                    (org, org in signed) for org in (doc.contract.provider, doc.contract.consumer)
+                ],
+            }
+        )
+    return templates.TemplateResponse(request, "legal/contracts.html", {"rows": rows, "now": now})
+
+
+@router.get("/contracts/{contract_id}", response_class=HTMLResponse)
+def contract(request: Request, contract_id: str, gateway: GatewayDep) -> HTMLResponse:
+    now = datetime.now(UTC)
+    history = _history(gateway, contract_id)
+    status = history.status_at(now)
+    doc = status.governing or history.latest
+    product = gateway.registry.products.get(doc.contract.product)
+    schema = (product.json_schema or {}) if product else {}
+    versions = []
+    previous = None
+    for entry in history.versions:
+        versions.append(
+            {
+                "entry": entry,
+                "c": entry.doc.contract,
+                "signatures": signatures(entry.doc.contract.signatures),
+                "changes": diff_contracts(previous.contract, entry.doc.contract)
+                if previous
+                else [],
+                "governing": status.governing is entry.doc,
+            }
+        )
+        previous = entry.doc
+    fields = [
+        {"path": path, "action": action.value, "classification": classification(schema, path)}
+        for path, action in doc.contract.fields.items()
+    ]
+    return templates.TemplateResponse(
+        request,
+        "legal/contract.html",
+        {
+            "doc": doc,
+            "c": doc.contract,
+            "status": status.verdict,
+            "fields": fields,
+            "versions": versions,
+            "statements": history.statements,
+            "now": now,
+            "signatures": signatures(doc.contract.signatures),
+        },
+    )
+
+
+def classification(schema: dict[str, Any], path: str) -> str:
+    """The product schema's ``x-classification`` for a field, if it states one."""
+    node: Any = schema
+    for part in path.split("."):
+        properties = node.get("properties") if isinstance(node, dict) else None
+        node = properties.get(part) if isinstance(properties, dict) else None
+        if node is None:
+            return "-"
+    return str(node.get("x-classification", "-")) if isinstance(node, dict) else "-"
+
+
+@router.get("/contracts/{contract_id}/deliveries", response_class=HTMLResponse)
+async def deliveries(request: Request, contract_id: str, gateway: GatewayDep) -> HTMLResponse:
+    history = _history(gateway, contract_id)
+    entries = await anyio.to_thread.run_sync(gateway.ledger_entries)
+    report = build_report(entries, contract_id)
+    return templates.TemplateResponse(
+        request,
+        "legal/deliveries.html",
+        {
+            "c": history.latest.contract,
+            "report": report,
+            "totals": report.totals_by_version(),
+            "now": datetime.now(UTC),
+        },
+    )

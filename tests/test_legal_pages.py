@@ -1,0 +1,147 @@
+"""The legal review pages in a real headless browser (Debian chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+from pydantic import SecretStr
+
+from gateway.core.documents import canonical_hash, load_yaml
+from gateway.services.authorization import hash_client_secret
+from gateway.settings import LegalUser
+from tests.conftest import RunningGateway, World
+from tests.test_lifecycle_live import statement
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CONTRACT = "acme-globex-orders"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is installed by `make test`"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def reviewed(
+    serve: Callable[..., RunningGateway], world: World, produce_orders: Any, http: httpx.Client
+) -> RunningGateway:
+    """A contract with an amendment, a suspension and a delivery to review."""
+    product = world.contracts_dir / "products" / "orders.yaml"
+    product.write_text(
+        product.read_text()
+        + "schema:\n  properties:\n    customer:\n      properties:\n"
+        + "        country: {type: string, x-classification: personal}\n"
+    )
+    v1 = world.contracts_dir / f"{CONTRACT}.yaml"
+    world.add_contract(
+        CONTRACT,
+        "globex",
+        version=2,
+        supersedes=canonical_hash(load_yaml(v1.read_text(), source="v1")),
+        fields="fields:\n  order_id: clear\n  amount: clear\n  customer.country: clear\n"
+        "  currency: clear\n",
+        extra="jurisdiction: Netherlands\nterms:\n  reference: https://acme.example/dsa-2026\n"
+        f"  sha256: sha256:{'a' * 64}\nretention:\n  period: P90D\n  deletion: Delete after use\n",
+    )
+    produce_orders(world.topic, 5)
+    user = LegalUser(username="lena", password_hash=SecretStr(hash_client_secret(PASSWORD)))
+    gw = serve(legal_users=[user])
+    body = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}/records",
+        headers={"Authorization": f"Bearer {gw.token('globex')}"},
+        params={"wait": "3"},
+    ).json()
+    assert len(body["records"]) == 5
+    statement(world, "suspend")
+    time.sleep(0.6)  # the watcher picks the statement up
+    return gw
+
+
+def test_legal_review_in_the_browser(reviewed: RunningGateway, browser: Browser) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(http_credentials={"username": "lena", "password": PASSWORD})
+    page = context.new_page()
+
+    page.goto(f"{reviewed.url}/legal")
+    rows = page.locator("tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("acme → globex")
+    expect(rows.nth(0)).to_contain_text("suspended")
+    expect(rows.nth(0)).to_contain_text("acme: signed, globex: signed")
+    expect(rows.nth(1)).to_contain_text("active")
+    page.screenshot(path=ARTIFACTS / "legal-contracts.png", full_page=True)
+
+    page.get_by_role("link", name=CONTRACT).click()
+    expect(page.locator("h1")).to_contain_text(f"{CONTRACT} v2")
+    expect(page.locator("dl")).to_contain_text("Netherlands")
+    expect(page.locator("dl")).to_contain_text("P90D")
+    fields = page.locator("table").first
+    expect(fields).to_contain_text("customer.country")
+    expect(fields.locator("tr", has_text="customer.country")).to_contain_text("personal")
+    expect(page.get_by_text("Version 2 (in force)")).to_be_visible()
+    diff = page.locator("table.diff")
+    expect(diff).to_contain_text("currency")
+    expect(diff.locator("ins")).to_contain_text(["clear"])
+    expect(page.locator("body")).to_contain_text("suspend")
+    expect(page.locator("body")).to_contain_text("EdDSA")
+    page.screenshot(path=ARTIFACTS / "legal-contract.png", full_page=True)
+
+    page.emulate_media(media="print")
+    expect(page.locator("header nav")).to_be_hidden()
+    page.pdf(path=ARTIFACTS / "legal-contract.pdf")
+    page.emulate_media(media="screen")
+
+    page.get_by_role("link", name="Delivery history").click()
+    sessions = page.locator("table").nth(1)
+    expect(sessions).to_contain_text("pull")
+    expect(sessions).to_contain_text("globex (globex)")
+    expect(page.locator("table").first).to_contain_text("v2")  # delivered under the amendment
+    page.screenshot(path=ARTIFACTS / "legal-deliveries.png", full_page=True)
+    context.close()
+
+
+def test_no_partner_token_or_missing_login_opens_them(
+    reviewed: RunningGateway, browser: Browser, http: httpx.Client
+) -> None:
+    token = reviewed.token("globex")
+    for path in (
+        "/legal",
+        f"/legal/contracts/{CONTRACT}",
+        f"/legal/contracts/{CONTRACT}/deliveries",
+    ):
+        refused = http.get(reviewed.url + path, headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Basic")
+        assert refused.json()["code"] == "legal_login_required"
+        wrong = http.get(reviewed.url + path, auth=("lena", "wrong"))
+        assert wrong.status_code == 401
+    # In the browser: the page answers with a Basic challenge, never the content.
+    for headers in ({}, {"Authorization": f"Bearer {token}"}):
+        context = browser.new_context(extra_http_headers=headers)
+        with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):
+            context.new_page().goto(f"{reviewed.url}/legal")
+        context.close()
