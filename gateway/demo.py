@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka
 from gateway.services.authorization import hash_client_secret
-from gateway.settings import RegisteredClient, Settings
+from gateway.settings import LegalUser, RegisteredClient, Settings
 
 PROVIDER, PARTNER = "acme", "globex"
 COUNTRIES = ["NL", "DE", "FR", "BE", "SE", "ES"]
@@ -105,6 +105,9 @@ def run_demo(*, port: int, workdir: Path, source: Path = Path("contracts")) -> N
                 client_id=client_id, org=PARTNER, secret_hash=SecretStr(hash_client_secret(secret))
             )
         ],
+        legal_users=[
+            LegalUser(username="legal", password_hash=SecretStr(hash_client_secret(secret)))
+        ],
     )
     url = settings.issuer()
     key = private_dir / f"{PARTNER}{PRIVATE_SUFFIX}"
@@ -113,6 +116,7 @@ def run_demo(*, port: int, workdir: Path, source: Path = Path("contracts")) -> N
         create_topic(config, "acme.orders", partitions=2)
         producer = threading.Thread(target=order_events, args=(stop, config, "acme.orders"))
         producer.start()
+        kafka_at = config["bootstrap.servers"]
         print(
             f"""
 Exchange Gateway demo: {url}  (Ctrl-C stops everything)
@@ -139,6 +143,10 @@ As the partner globex:
   # or let the client do it all, with a checkpoint file
   .venv/bin/gateway consume --contract acme-globex-orders --key {key} --gateway {url} \\
        --checkpoint {workdir}/globex.cursor
+
+As legal: open {url}/legal (user legal, password {secret}); the ledger:
+  .venv/bin/gateway ledger report --contract acme-globex-orders --bootstrap-servers {kafka_at}
+  .venv/bin/gateway ledger verify --bootstrap-servers {kafka_at}
 """,
             flush=True,
         )

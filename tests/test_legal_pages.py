@@ -77,6 +77,7 @@ def reviewed(
     ).json()
     assert len(body["records"]) == 5
     statement(world, "suspend")
+    (world.contracts_dir / "half-written.yaml").write_text("contract: [oops\n")
     time.sleep(0.6)  # the watcher picks the statement up
     return gw
 
@@ -87,8 +88,9 @@ def test_legal_review_in_the_browser(reviewed: RunningGateway, browser: Browser)
     page = context.new_page()
 
     page.goto(f"{reviewed.url}/legal")
-    rows = page.locator("tbody tr")
+    rows = page.locator("table").first.locator("tbody tr")
     expect(rows).to_have_count(2)
+    expect(page.locator("table.refused")).to_contain_text("half-written.yaml")
     expect(rows.nth(0)).to_contain_text("acme → globex")
     expect(rows.nth(0)).to_contain_text("suspended")
     expect(rows.nth(0)).to_contain_text("acme: signed, globex: signed")

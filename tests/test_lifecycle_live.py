@@ -203,3 +203,15 @@ def test_an_invalid_file_never_takes_down_the_others(
     assert [c["contract"] for c in listed] == [CONTRACT]
     assert any("broken.yaml" in r.getMessage() for r in caplog.records)
     stream.close()
+
+
+def test_replicas_sharing_the_directory_converge(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client
+) -> None:
+    first, second = serve(), serve()
+    streams = [LiveStream(http, first), LiveStream(http, second)]
+    time.sleep(0.5)
+    statement(world, "revoke", "globex")
+    for stream in streams:
+        assert stream.wait_end()[1]["reason"] == "revoked"
+    assert refused_reason(http, first) == refused_reason(http, second) == "revoked"

@@ -104,7 +104,10 @@ def contracts(request: Request, gateway: GatewayDep) -> HTMLResponse:
                 ],
             }
         )
-    return templates.TemplateResponse(request, "legal/contracts.html", {"rows": rows, "now": now})
+    refused = gateway.registry.refusals
+    return templates.TemplateResponse(
+        request, "legal/contracts.html", {"rows": rows, "refused": refused, "now": now}
+    )
 
 
 @router.get("/contracts/{contract_id}", response_class=HTMLResponse)
