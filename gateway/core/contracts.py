@@ -16,7 +16,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from joserfc.jwk import KeySet
 from pydantic import (
@@ -38,6 +38,9 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", m
 FieldPath = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*$", max_length=512)
 ]
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class FieldAction(enum.StrEnum):
@@ -237,30 +240,28 @@ def describe_validation_error(exc: ValidationError, text: str | None = None) -> 
     return "; ".join(parts)
 
 
-def parse_product(data: dict[str, Any], *, source: str, text: str | None = None) -> Product:
+def _validated(model: type[_Model], data: dict[str, Any], source: str, text: str | None) -> _Model:
     try:
-        return Product.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise DocumentInvalid(f"{source}: {describe_validation_error(exc, text)}") from None
+
+
+def parse_product(data: dict[str, Any], *, source: str, text: str | None = None) -> Product:
+    return _validated(Product, data, source, text)
 
 
 def parse_contract(
     data: dict[str, Any], *, source: str, text: str | None = None
 ) -> ContractDocument:
-    try:
-        contract = Contract.model_validate(data)
-    except ValidationError as exc:
-        raise DocumentInvalid(f"{source}: {describe_validation_error(exc, text)}") from None
+    contract = _validated(Contract, data, source, text)
     return ContractDocument(contract, canonical_bytes(data), canonical_hash(data), source)
 
 
 def parse_statement(
     data: dict[str, Any], *, source: str, text: str | None = None
 ) -> StatementDocument:
-    try:
-        statement = Statement.model_validate(data)
-    except ValidationError as exc:
-        raise DocumentInvalid(f"{source}: {describe_validation_error(exc, text)}") from None
+    statement = _validated(Statement, data, source, text)
     return StatementDocument(statement, canonical_bytes(data), canonical_hash(data), source)
 
 
