@@ -10,6 +10,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,15 @@ def test_contract_sign_and_verify(world: World) -> None:
     assert "OK " in both.output  # the good contracts are still reported good
 
 
+def wait_ready(url: str, timeout: float = 20, **client: Any) -> None:
+    """Until /healthz says ready (the ledger writes), as a readiness probe would."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5, **client) as http:
+        while http.get(f"{url}/healthz").status_code != 200:
+            assert time.monotonic() < deadline, "the gateway did not become ready"
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def gateway_serve(world: World, bootstrap: str, *extra: str) -> Iterator[tuple[int, list[bytes]]]:
     """`gateway serve` as a subprocess; yields its port and (filled at exit) its output."""
@@ -117,6 +127,7 @@ def gateway_serve(world: World, bootstrap: str, *extra: str) -> Iterator[tuple[i
 @pytest.fixture
 def served(world: World, kafka_bootstrap: str) -> Iterator[str]:
     with gateway_serve(world, kafka_bootstrap, "--org", "acme") as (port, output):
+        wait_ready(f"http://127.0.0.1:{port}")
         yield f"http://127.0.0.1:{port}"
     assert b"serving plain HTTP" in output[0]
 
@@ -169,6 +180,7 @@ def test_demo_runs_and_its_printed_commands_work(tmp_path: Path) -> None:
     )
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
+        wait_ready(f"http://127.0.0.1:{port}")
         key = tmp_path / "demo" / "private" / "globex.private.jwks.json"
         assert not (REPO / "keys" / "globex.jwks.json").exists(), "demo keys stay out of the repo"
         token = subprocess.run(
