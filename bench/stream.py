@@ -29,21 +29,24 @@ from gateway.adapters.kafka.source import STREAM_CONSUMER_DEFAULTS, KafkaRecordS
 from gateway.bootstrap import build_gateway
 from gateway.cli import PRIVATE_SUFFIX, generate_keys, sign_file
 from gateway.client import GatewayClient
-from gateway.core.contracts import FieldAction
+from gateway.core.contracts import FieldRule
 from gateway.core.cursor import OFFSET_BEGINNING as CURSOR_BEGINNING
 from gateway.core.cursor import CursorCodec
 from gateway.core.projection import compile_fields
 from gateway.core.records import RecordEncoder, StreamFormat
 from gateway.settings import KafkaSettings, Settings
 
+CLEAR_RULE = FieldRule.model_validate("clear")
+DROP_RULE = FieldRule.model_validate("drop")
+
 FIELDS = {
-    "order_id": FieldAction.CLEAR,
-    "amount": FieldAction.CLEAR,
-    "currency": FieldAction.CLEAR,
-    "placed_at": FieldAction.CLEAR,
-    "status": FieldAction.CLEAR,
-    "customer.country": FieldAction.CLEAR,
-    "items": FieldAction.CLEAR,
+    "order_id": CLEAR_RULE,
+    "amount": CLEAR_RULE,
+    "currency": CLEAR_RULE,
+    "placed_at": CLEAR_RULE,
+    "status": CLEAR_RULE,
+    "customer.country": CLEAR_RULE,
+    "items": CLEAR_RULE,
 }
 
 

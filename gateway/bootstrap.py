@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.adapters.ledger.kafka import KafkaLedger, read_entries
+from gateway.adapters.stores.keys import DataKeyStore, LocalKeySource
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.cursor import CursorCodec
 from gateway.core.ledger import timestamp
@@ -17,6 +18,7 @@ from gateway.services.authorization import (
     PartnerAuthorizationServer,
     PartnerClient,
 )
+from gateway.services.datakeys import DataKeyService
 from gateway.services.observer import ContractObserver
 from gateway.services.registry import Registry, load_registry
 from gateway.services.streams import SourceFactory, StreamLimits, StreamService
@@ -97,6 +99,15 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
             codec=CursorCodec(secrets.cursor_secret),
             limits=StreamLimits(heartbeat_seconds=settings.heartbeat_seconds),
             ledger=ledger,
+            datakeys=DataKeyService(
+                DataKeyStore(
+                    settings.state_dir / "data-keys",
+                    LocalKeySource(settings.state_dir / "kek.key"),
+                ),
+                max_records=settings.data_key_max_records,
+                max_age=settings.data_key_max_age_seconds,
+            ),
+            pseudonym_secret=secrets.pseudonym_secret,
         ),
         ledger=ledger,
         observer=ContractObserver(ledger),

@@ -260,8 +260,10 @@ def contract_show(file: Path) -> None:
     if c.jurisdiction:
         click.echo(f"  jurisdiction: {c.jurisdiction}")
     click.echo(f"  valid {c.valid_from.isoformat()} to {c.valid_until.isoformat()}")
-    for path, action in c.fields.items():
-        click.echo(f"  field {path}: {action.value}")
+    for path, rule in c.fields.items():
+        click.echo(f"  field {path}: {rule}")
+    if c.filter:
+        click.echo(f"  filter: {c.filter}")
     for signature in c.signatures:
         click.echo(f"  {describe_signature(signature)}")
     if not c.signatures:

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     clients: list[RegisteredClient] = Field(default_factory=list)
     #: Users with the ``legal`` role: read-only access to /legal.
     legal_users: list[LegalUser] = Field(default_factory=list)
+    #: A new data key (epoch) for encrypted fields after this many records or seconds.
+    data_key_max_records: int = Field(default=1_000_000, ge=1)
+    data_key_max_age_seconds: float = Field(default=86_400, gt=0)
     #: The Kafka topic holding the ledger (created with infinite retention if missing).
     ledger_topic: str = "exchange-gateway.ledger"
     #: This replica's name in the ledger (each process writes its own chain under it).

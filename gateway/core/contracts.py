@@ -27,16 +27,21 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from gateway.core.documents import canonical_bytes, canonical_hash, key_lines
+from gateway.core.filters import FilterSyntaxError, parse_filter
 from gateway.core.jose import signature_header, verify_detached
 from gateway.errors import DocumentInvalid, SignatureInvalid
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=128)]
 FieldPath = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*$", max_length=512)
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z0-9_$@-]+(\[\])?(\.[A-Za-z0-9_$@-]+(\[\])?)*$", max_length=512
+    ),
 ]
 
 
@@ -48,9 +53,70 @@ class FieldAction(enum.StrEnum):
 
     CLEAR = "clear"
     DROP = "drop"
+    ENCRYPT = "encrypt"  # a JWE only the consumer can decrypt
+    HASH = "hash"  # a keyed pseudonym, stable within one contract version
+    MASK = "mask"  # characters replaced by a declared pattern
 
 
-_LATER_ACTIONS = frozenset({"encrypt", "hash", "mask"})
+class Mask(BaseModel):
+    """``keep_first``/``keep_last`` characters stay; the others become ``char``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep_first: int = Field(default=0, ge=0, le=64)
+    keep_last: int = Field(default=0, ge=0, le=64)
+    char: str = Field(default="*", min_length=1, max_length=1)
+
+    def apply(self, value: Any) -> Any:
+        if value is None:
+            return None
+        text = value if isinstance(value, str) else str(value)
+        keep = self.keep_first + self.keep_last
+        if len(text) <= keep:
+            return self.char * len(text)
+        tail = text[len(text) - self.keep_last :] if self.keep_last else ""
+        return text[: self.keep_first] + self.char * (len(text) - keep) + tail
+
+
+class FieldRule(BaseModel):
+    """A field's rule as written in a contract: ``clear``, ``drop``, ``encrypt``, ``hash``, or
+    ``{mask: {keep_first: 0, keep_last: 4, char: "*"}}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: FieldAction
+    mask: Mask | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_document(cls, value: Any) -> Any:
+        if isinstance(value, FieldAction | str):
+            if value == "mask":
+                raise ValueError("mask needs a pattern, e.g. {mask: {keep_last: 4}}")
+            if value not in {a.value for a in FieldAction}:
+                raise ValueError(
+                    f"unknown action {value!r}: use clear, drop, encrypt, hash or {{mask: …}}"
+                )
+            return {"action": value}
+        if isinstance(value, Mapping) and set(value) == {"mask"}:
+            return {"action": "mask", "mask": value["mask"]}
+        if isinstance(value, Mapping) and "action" in value:
+            return value
+        raise ValueError(
+            "a field rule is clear, drop, encrypt, hash or {mask: {keep_first, keep_last, char}}"
+        )
+
+    @model_serializer
+    def _as_document(self) -> Any:
+        if self.mask is not None:
+            return {"mask": self.mask.model_dump()}
+        return self.action.value
+
+    def __str__(self) -> str:
+        if self.mask is not None:
+            m = self.mask
+            return f"mask (keep first {m.keep_first}, last {m.keep_last}, with {m.char!r})"
+        return self.action.value
 
 
 class Product(BaseModel):
@@ -135,19 +201,19 @@ class Contract(BaseModel):
     jurisdiction: str | None = None
     valid_from: AwareDatetime
     valid_until: AwareDatetime
-    fields: dict[FieldPath, FieldAction] = Field(min_length=1)
+    fields: dict[FieldPath, FieldRule] = Field(min_length=1)
+    #: Only records matching this expression are sent (see ``core/filters.py``).
+    filter: str | None = None
     signatures: list[str] = Field(default_factory=list)
 
-    @field_validator("fields", mode="before")
+    @field_validator("filter")
     @classmethod
-    def _known_actions(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            for path, action in value.items():
-                if action in _LATER_ACTIONS:
-                    raise ValueError(
-                        f"field {path!r}: action {action!r} is not supported by this gateway "
-                        "version; the contract is refused rather than sent unprotected"
-                    )
+    def _parsable_filter(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_filter(value)
+            except FilterSyntaxError as exc:
+                raise ValueError(exc.detail) from None
         return value
 
     @model_validator(mode="after")

@@ -58,7 +58,7 @@ def diff_contracts(a: Contract, b: Contract) -> list[Change]:
     for path in sorted(set(a.fields) | set(b.fields)):
         before, after = a.fields.get(path), b.fields.get(path)
         if before != after:
-            changes.append(Change("field", path, before and before.value, after and after.value))
+            changes.append(Change("field", path, before and str(before), after and str(after)))
     for name in Contract.model_fields:
         if name in _IGNORED or name == "fields":
             continue

@@ -32,6 +32,7 @@ from gateway.core.contracts import (
     ContractDocument,
     ContractState,
     FieldAction,
+    FieldRule,
     StatementDocument,
     StatementKind,
     Verdict,
@@ -181,7 +182,7 @@ def _parties(contract: Contract) -> tuple[str, str, str]:
     return (contract.provider, contract.consumer, contract.product)
 
 
-def _effective(fields: Mapping[str, FieldAction], path: str) -> FieldAction | None:
+def _effective(fields: Mapping[str, FieldRule], path: str) -> FieldRule | None:
     """The rule that decides ``path``: its own, or its nearest listed ancestor's."""
     parts = path.split(".")
     for n in range(len(parts), 0, -1):
@@ -191,15 +192,24 @@ def _effective(fields: Mapping[str, FieldAction], path: str) -> FieldAction | No
     return None
 
 
+def _sent(rule: FieldRule | None) -> bool:
+    return rule is not None and rule.action is not FieldAction.DROP
+
+
 def grants_no_less(old: ContractDocument, new: ContractDocument) -> bool:
-    """Whether ``new`` lets out everything ``old`` did (a stream may continue under it)."""
+    """Whether a stream relying on ``old`` may go on under ``new`` unchanged.
+
+    Everything ``old`` sent is still sent in the same form, nothing inside it changes form, and
+    the row filter is the same (or gone).
+    """
     a, b = old.contract, new.contract
-    if _parties(a) != _parties(b):
+    if _parties(a) != _parties(b) or (b.filter is not None and b.filter != a.filter):
         return False
-    for path, action in a.fields.items():
-        if action is FieldAction.CLEAR and _effective(b.fields, path) is not FieldAction.CLEAR:
+    for path, rule in a.fields.items():
+        if _sent(rule) and _effective(b.fields, path) != rule:
             return False
-    for path, action in b.fields.items():  # a new drop inside something old let out whole
-        if action is FieldAction.DROP and _effective(a.fields, path) is FieldAction.CLEAR:
+    for path, rule in b.fields.items():  # a new rule inside something old sent whole
+        before = _effective(a.fields, path)
+        if _sent(before) and before != rule and path not in a.fields:
             return False
     return True

@@ -28,7 +28,9 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.core.cursor import CursorCodec, CursorWriter
-from gateway.core.projection import FieldNode, project_value
+from gateway.core.filters import Expr
+from gateway.core.projection import CompiledFields, project_value
+from gateway.core.protection import ContractProtector
 
 
 class SourceRecord(Protocol):
@@ -69,9 +71,12 @@ def _key_members(key: str | bytes | None) -> dict[str, Any]:
 @dataclass(slots=True)
 class EncodedBatch:
     data: bytes
+    #: Records sent (a record the row filter leaves out is not counted, but is passed).
     records: int
     #: The cursor after the batch's last record (``None`` if the batch was empty).
     cursor: str | None
+    #: Data keys announced in this batch (``{"kid", "jwe"}``), before the records using them.
+    keys: list[dict[str, str]]
 
 
 class RecordEncoder:
@@ -81,12 +86,17 @@ class RecordEncoder:
         self,
         *,
         contract_id: str,
-        fields: FieldNode,
+        fields: CompiledFields,
         codec: CursorCodec,
         positions: dict[int, int],
         stream_format: StreamFormat,
+        row_filter: Expr | None = None,
+        protector: ContractProtector | None = None,
     ) -> None:
         self._fields = fields
+        self._filter = row_filter
+        self.protector = protector
+        self._announced: set[str] = set()
         self._cursor = CursorWriter(codec, contract_id, positions)
         self._sse = stream_format is StreamFormat.SSE
 
@@ -97,33 +107,59 @@ class RecordEncoder:
     def cursor(self) -> str:
         return self._cursor.cursor()
 
-    def record_object(self, record: SourceRecord) -> tuple[dict[str, Any], bool]:
-        """The partner-facing object for ``record`` and whether its value was accepted."""
+    def record_object(self, record: SourceRecord) -> tuple[dict[str, Any], bool | None]:
+        """The partner-facing object for ``record``: accepted (True), refused (False), or
+        left out by the contract's row filter (None)."""
         ts_type, ts = record.timestamp()
         obj: dict[str, Any] = {
             "partition": record.partition(),
             "offset": record.offset(),
             "timestamp": format_timestamp(ts) if ts_type else None,
         }
-        obj.update(_key_members(record.key()))
         raw = record.value()
         try:
             value = orjson.loads(raw) if raw is not None else None
         except orjson.JSONDecodeError:
             value = None
         if not isinstance(value, dict):
+            obj.update(_key_members(record.key()))
             obj["refused"] = "value_not_json_object"
             return obj, False
-        obj["value"] = project_value(value, self._fields)
+        if self._filter is not None and not self._filter.evaluate(value):
+            return obj, None
+        obj.update(_key_members(record.key()))
+        protector = self.protector
+        if protector is not None:
+            protector.position = f"{obj['partition']}:{obj['offset']}"
+        obj["value"] = project_value(value, self._fields, protector)
         return obj, True
+
+    def _announce(self) -> dict[str, str] | None:
+        """The current data key, the first time this stream uses it."""
+        key = self.protector.data_key if self.protector else None
+        if not self._fields.encrypted or key is None or key.kid in self._announced:
+            return None
+        self._announced.add(key.kid)
+        return key.announcement()
 
     def encode(self, records: Sequence[SourceRecord]) -> EncodedBatch:
         parts: list[bytes] = []
+        keys: list[dict[str, str]] = []
         cursor: str | None = None
+        sent = 0
+        passed = False  # the cursor moved past records that were not sent
         advance = self._cursor.advance
         for record in records:
             obj, accepted = self.record_object(record)
             cursor = advance(obj["partition"], obj["offset"] + 1)
+            if accepted is None:
+                passed = True
+                continue
+            passed = False
+            sent += 1
+            if accepted and (announced := self._announce()) is not None:
+                keys.append(announced)
+                parts.append(self.keys_event([announced]))
             if self._sse:
                 kind = b"record" if accepted else b"refused"
                 parts.append(
@@ -133,7 +169,20 @@ class RecordEncoder:
             else:
                 obj["cursor"] = cursor
                 parts.append(orjson.dumps(obj) + b"\n")
-        return EncodedBatch(b"".join(parts), len(parts), cursor)
+        if passed and cursor is not None:
+            # Records at the end were left out by the filter: still move the partner's cursor
+            # past them (SSE: an event with only an id sets Last-Event-ID, dispatches nothing).
+            parts.append(
+                b"id: %s\n\n" % cursor.encode("ascii")
+                if self._sse
+                else orjson.dumps({"event": "position", "cursor": cursor}) + b"\n"
+            )
+        return EncodedBatch(b"".join(parts), sent, cursor, keys)
+
+    def keys_event(self, keys: list[dict[str, str]]) -> bytes:
+        if self._sse:
+            return b"event: keys\ndata: %s\n\n" % orjson.dumps({"keys": keys})
+        return orjson.dumps({"event": "keys", "keys": keys}) + b"\n"
 
     def heartbeat(self) -> bytes:
         return b": heartbeat\n\n" if self._sse else b'{"event":"heartbeat"}\n'

@@ -19,14 +19,17 @@ from typing import Protocol
 import anyio
 import anyio.to_thread
 
-from gateway.core.contracts import ContractDocument
+from gateway.core.contracts import ContractDocument, FieldAction
 from gateway.core.cursor import OFFSET_BEGINNING, CursorCodec
+from gateway.core.filters import parse_filter
 from gateway.core.ledger import timestamp
 from gateway.core.lifecycle import grants_no_less
 from gateway.core.projection import compile_fields
+from gateway.core.protection import ContractProtector, pseudonym_key
 from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
 from gateway.errors import InvalidRequest, LedgerUnavailable
 from gateway.services.authorization import Partner
+from gateway.services.datakeys import DataKeyService, encryption_key
 from gateway.services.ledger import Ledger
 from gateway.services.registry import Registry
 
@@ -98,8 +101,10 @@ class Stream:
         limiter: anyio.CapacityLimiter,
         kind: str,
         stream_format: StreamFormat,
+        encrypts: bool = False,
     ) -> None:
         self._service = service
+        self._encrypts = encrypts
         self.partner = partner
         self.contract_id = contract_id
         #: The contract version this stream relies on (amendments that grant no less replace it).
@@ -119,7 +124,13 @@ class Stream:
         self._closed = False
 
     def _fetch_encoded(self, max_records: int, timeout: float) -> EncodedBatch:
-        return self.encoder.encode(self._source.fetch(max_records, timeout))
+        records = self._source.fetch(max_records, timeout)
+        if self._encrypts and records:
+            self._service.refresh_data_key(self)
+        batch = self.encoder.encode(records)
+        if self._encrypts:
+            self._service.datakeys.count(self.contract_id, batch.records)
+        return batch
 
     async def fetch(self, max_records: int, timeout: float) -> EncodedBatch:
         batch = await anyio.to_thread.run_sync(
@@ -144,7 +155,11 @@ class Stream:
         if not status.verdict.active or status.governing is None:
             return status.verdict.reason, status.verdict.detail
         if status.governing.hash != self.version.hash:
-            if not grants_no_less(self.version, status.governing):
+            # Pseudonyms belong to one version: a stream that sends any cannot carry over.
+            hashes = any(
+                r.action is FieldAction.HASH for r in self.version.contract.fields.values()
+            )
+            if hashes or not grants_no_less(self.version, status.governing):
                 detail = f"version {status.governing.contract.version} changes the terms"
                 return "superseded", detail
             log.info(
@@ -224,10 +239,14 @@ class StreamService:
         codec: CursorCodec,
         limits: StreamLimits,
         ledger: Ledger,
+        datakeys: DataKeyService,
+        pseudonym_secret: bytes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.registry = registry
         self.ledger = ledger
+        self.datakeys = datakeys
+        self._pseudonym_secret = pseudonym_secret
         self._sources = sources
         self._codec = codec
         self.limits = limits
@@ -251,8 +270,22 @@ class StreamService:
             raise LedgerUnavailable(f"deliveries cannot be recorded now: {problem}")
         topic = registry.products[doc.contract.product].topic
         limiter = anyio.CapacityLimiter(1)
+        fields = compile_fields(doc.contract.fields)
+        row_filter = parse_filter(doc.contract.filter) if doc.contract.filter else None
+        recipient = (
+            encryption_key(registry.keys.get(doc.contract.consumer), doc.contract.consumer)
+            if fields.encrypted
+            else None
+        )
+        protector = (
+            ContractProtector(pseudonym_key(self._pseudonym_secret, contract_id, doc.hash), None)
+            if fields.protected
+            else None
+        )
 
         def positioned() -> tuple[RecordSource, dict[int, int]]:
+            if protector is not None and recipient is not None:
+                protector.use(self.datakeys.current(contract_id, recipient))
             source = self._sources(topic)
             try:
                 positions = self._positions(source, resumed, start)
@@ -265,10 +298,12 @@ class StreamService:
         source, positions = await anyio.to_thread.run_sync(positioned, limiter=limiter)
         encoder = RecordEncoder(
             contract_id=contract_id,
-            fields=compile_fields(doc.contract.fields),
+            fields=fields,
             codec=self._codec,
             positions=positions,
             stream_format=stream_format,
+            row_filter=row_filter,
+            protector=protector,
         )
         log.info("stream opened: contract %s, org %s", contract_id, partner.org)
         return Stream(
@@ -281,6 +316,7 @@ class StreamService:
             limiter=limiter,
             kind=kind,
             stream_format=stream_format,
+            encrypts=fields.encrypted,
         )
 
     @staticmethod
@@ -296,6 +332,14 @@ class StreamService:
         if start.kind == "time" and start.moment is not None:
             return source.at_time(partitions, start.moment)
         return dict.fromkeys(partitions, OFFSET_BEGINNING)
+
+    def refresh_data_key(self, stream: Stream) -> None:
+        """Rotate to a new data key when one is due (blocking: from the stream's thread)."""
+        consumer = stream.version.contract.consumer
+        recipient = encryption_key(self.registry().keys.get(consumer), consumer)
+        protector = stream.encoder.protector
+        if protector is not None:
+            protector.use(self.datakeys.current(stream.contract_id, recipient))
 
     async def pull(self, stream: Stream, *, limit: int, wait: float) -> EncodedBatch:
         """Up to ``limit`` records; waits up to ``wait`` seconds while nothing is new.

@@ -116,7 +116,8 @@ def test_unknown_product_and_wrong_provider() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("order_id: clear", "order_id: encrypt"), "not supported"),
+        (("order_id: clear", "order_id: mask"), "mask needs a pattern"),
+        (("signatures: []", "filter: amount >\nsignatures: []"), "filter: expected a field"),
         (("order_id: clear", "order_id: publish"), "fields.order_id"),
         (("signatures: []", "quotas: {records_per_second: 5}\nsignatures: []"), "quotas"),
         (("contract: acme-globex-orders", "contract: Acme Orders"), "contract"),

@@ -5,10 +5,13 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.contracts import FieldAction
+from gateway.core.contracts import FieldRule
 from gateway.core.projection import compile_fields, project_value
 
-CLEAR, DROP = FieldAction.CLEAR, FieldAction.DROP
+CLEAR_RULE = FieldRule.model_validate("clear")
+DROP_RULE = FieldRule.model_validate("drop")
+
+CLEAR, DROP = CLEAR_RULE, DROP_RULE
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
@@ -32,7 +35,7 @@ def leaf_paths(value: Any, prefix: str = "") -> set[str]:
     return {prefix.rstrip(".")}
 
 
-def allowed(path: str, fields: dict[str, FieldAction]) -> bool:
+def allowed(path: str, fields: dict[str, FieldRule]) -> bool:
     """A leaf may leave iff its nearest listed ancestor-or-self says clear."""
     parts = path.split(".")
     for n in range(len(parts), 0, -1):
@@ -43,7 +46,7 @@ def allowed(path: str, fields: dict[str, FieldAction]) -> bool:
 
 
 @given(records, rules)
-def test_only_allowed_paths_leave(record: dict[str, Any], fields: dict[str, FieldAction]) -> None:
+def test_only_allowed_paths_leave(record: dict[str, Any], fields: dict[str, FieldRule]) -> None:
     out = project_value(record, compile_fields(fields))
     for path in leaf_paths(out):
         if path:

@@ -3,10 +3,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from gateway.core.contracts import FieldAction
+from gateway.core.contracts import FieldRule
 from gateway.core.cursor import CursorCodec
 from gateway.core.projection import compile_fields
 from gateway.core.records import RecordEncoder, StreamFormat, format_timestamp
+
+CLEAR_RULE = FieldRule.model_validate("clear")
+DROP_RULE = FieldRule.model_validate("drop")
 
 
 @dataclass
@@ -38,7 +41,7 @@ codec = CursorCodec(b"s" * 32)
 def encoder(fmt: StreamFormat) -> RecordEncoder:
     return RecordEncoder(
         contract_id="c",
-        fields=compile_fields({"a": FieldAction.CLEAR}),
+        fields=compile_fields({"a": CLEAR_RULE}),
         codec=codec,
         positions={0: -2, 1: -2},
         stream_format=fmt,

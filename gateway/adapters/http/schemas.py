@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from gateway.core.contracts import ContractDocument, FieldAction, Verdict
+from gateway.core.contracts import ContractDocument, FieldRule, Verdict
 
 
 class ContractPublic(BaseModel):
@@ -18,7 +18,8 @@ class ContractPublic(BaseModel):
     purpose: str
     valid_from: datetime
     valid_until: datetime
-    fields: dict[str, FieldAction]
+    fields: dict[str, FieldRule]
+    filter: str | None = None
     state: str
     hash: str
 
@@ -35,6 +36,7 @@ class ContractPublic(BaseModel):
             valid_from=c.valid_from,
             valid_until=c.valid_until,
             fields=c.fields,
+            filter=c.filter,
             state=verdict.reason,
             hash=doc.hash,
         )

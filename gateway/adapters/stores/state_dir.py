@@ -1,7 +1,9 @@
 """The gateway's own secrets, created on first start in the state directory.
 
 - ``gateway-signing.jwks.json``: the P-256 key signing access tokens (private, 0600);
-- ``cursor.key``: the secret protecting cursors.
+- ``cursor.key``: the secret protecting cursors;
+- ``pseudonym.key``: the master secret of keyed pseudonyms (never leaves the gateway);
+- ``kek.key`` and ``data-keys/``: see ``keys.py``.
 
 Replicas behind one load balancer must share both (mount the same state directory or
 distribute the two files as secrets): a token or cursor from one replica is valid at all.
@@ -19,12 +21,15 @@ from joserfc.jwk import ECKey, KeySet
 
 SIGNING_KEY_FILE = "gateway-signing.jwks.json"
 CURSOR_KEY_FILE = "cursor.key"
+PSEUDONYM_KEY_FILE = "pseudonym.key"
 
 
 @dataclass(frozen=True)
 class GatewaySecrets:
     signing_keys: KeySet
     cursor_secret: bytes
+    #: The master secret from which each contract version's pseudonym key is derived.
+    pseudonym_secret: bytes
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -41,7 +46,14 @@ def load_or_create(state_dir: Path) -> GatewaySecrets:
         key = ECKey.generate_key("P-256", parameters={"use": "sig", "alg": "ES256"}, auto_kid=True)
         write_private(key_path, json.dumps(KeySet([key]).as_dict(private=True)).encode())
     signing_keys = KeySet.import_key_set(json.loads(key_path.read_text()))
-    cursor_path = state_dir / CURSOR_KEY_FILE
-    if not cursor_path.exists():
-        write_private(cursor_path, secrets.token_bytes(32))
-    return GatewaySecrets(signing_keys, cursor_path.read_bytes())
+    return GatewaySecrets(
+        signing_keys,
+        _secret(state_dir / CURSOR_KEY_FILE),
+        _secret(state_dir / PSEUDONYM_KEY_FILE),
+    )
+
+
+def _secret(path: Path) -> bytes:
+    if not path.exists():
+        write_private(path, secrets.token_bytes(32))
+    return path.read_bytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
@@ -13,6 +14,8 @@ from gateway.adapters.http.problems import problem
 from gateway.adapters.http.schemas import ContractPublic, ContractsPublic
 from gateway.adapters.http.streaming import StreamResponse
 from gateway.core.records import StreamFormat
+from gateway.errors import InvalidRequest
+from gateway.services.datakeys import encryption_key
 from gateway.services.streams import Start
 
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
@@ -123,7 +126,35 @@ async def records(
         kind="pull",
     )
     batch = await gateway.streams.pull(opened, limit=limit, wait=wait)
-    items = batch.data.rstrip(b"\n").replace(b"\n", b",")
+    # The NDJSON lines of records (control lines, like key announcements, carry "event").
+    items = [line for line in batch.data.splitlines() if not line.startswith(b'{"event"')]
     next_cursor = batch.cursor or opened.encoder.cursor()
-    body = b'{"records":[' + items + b'],"cursor":' + orjson.dumps(next_cursor) + b"}"
+    body = b'{"records":[%s],"cursor":%s,"keys":%s}' % (
+        b",".join(items),
+        orjson.dumps(next_cursor),
+        orjson.dumps(batch.keys),
+    )
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/{contract_id}/keys")
+async def keys(
+    contract_id: str,
+    partner: CurrentPartner,
+    gateway: GatewayDep,
+    kid: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """The contract's data keys, each wrapped to the caller's current encryption key."""
+    registry = gateway.streams.registry()
+    doc = registry.contract_for(partner.org, contract_id, gateway.streams.clock())
+    recipient = encryption_key(registry.keys.get(partner.org), partner.org)
+    wrapped = await anyio.to_thread.run_sync(
+        gateway.streams.datakeys.wrapped, doc.contract.contract, recipient, kid
+    )
+    if kid is not None and not wrapped:
+        raise InvalidRequest(f"no data key {kid!r} for this contract", code="unknown_key")
+    return Response(
+        orjson.dumps({"keys": wrapped}),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )

@@ -134,8 +134,8 @@ def contract(request: Request, contract_id: str, gateway: GatewayDep) -> HTMLRes
         )
         previous = entry.doc
     fields = [
-        {"path": path, "action": action.value, "classification": classification(schema, path)}
-        for path, action in doc.contract.fields.items()
+        {"path": path, "action": str(rule), "classification": classification(schema, path)}
+        for path, rule in doc.contract.fields.items()
     ]
     return templates.TemplateResponse(
         request,

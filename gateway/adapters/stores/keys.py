@@ -1,0 +1,107 @@
+"""Where provider-side secrets for field protection live.
+
+- ``LocalKeySource``: the key-encryption key (KEK) in a 0600 file of the state directory. A KMS
+  plugs in by implementing ``KeySource`` (``seal``/``open`` with the KMS's encrypt/decrypt, or
+  envelope encryption with a KMS-held key) and naming the class in ``GATEWAY_KEY_SOURCE``.
+- ``DataKeyStore``: every data key ever made, sealed under the KEK, one JSON line each, in
+  ``data-keys/<contract>.jsonl``. Keys are never deleted, so records in a partner's replay
+  window can always be decrypted. Replicas share the state directory, hence the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.adapters.stores.state_dir import write_private
+
+
+class KeySource(Protocol):
+    """Seals and opens small secrets with a key the gateway's files do not hold in clear."""
+
+    def seal(self, secret: bytes, context: bytes) -> bytes: ...
+    def open(self, sealed: bytes, context: bytes) -> bytes: ...
+
+
+class LocalKeySource:
+    """AES-256-GCM under a KEK kept in a 0600 file (created on first use)."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            write_private(path, AESGCM.generate_key(bit_length=256))
+        self._aead = AESGCM(path.read_bytes())
+
+    def seal(self, secret: bytes, context: bytes) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + self._aead.encrypt(nonce, secret, context)
+
+    def open(self, sealed: bytes, context: bytes) -> bytes:
+        return self._aead.decrypt(sealed[:12], sealed[12:], context)
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    kid: str
+    created: float
+    recipient_kid: str
+    secret: bytes
+
+
+class DataKeyStore:
+    def __init__(self, directory: Path, source: KeySource) -> None:
+        self._directory = directory
+        self._source = source
+
+    def _path(self, contract_id: str) -> Path:
+        return self._directory / f"{contract_id}.jsonl"
+
+    @contextmanager
+    def _locked(self, contract_id: str) -> Iterator[IO[str]]:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path(contract_id), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "r+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield handle
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read(self, handle: IO[str], contract_id: str) -> list[StoredKey]:
+        handle.seek(0)
+        keys = []
+        for line in handle:
+            if line.strip():
+                item = json.loads(line)
+                sealed = base64.b64decode(item["sealed"])
+                secret = self._source.open(sealed, f"{contract_id}/{item['kid']}".encode())
+                keys.append(StoredKey(item["kid"], item["created"], item["recipient_kid"], secret))
+        return keys
+
+    def all(self, contract_id: str) -> list[StoredKey]:
+        if not self._path(contract_id).exists():
+            return []
+        with self._locked(contract_id) as handle:
+            return self._read(handle, contract_id)
+
+    def append(self, contract_id: str, key: StoredKey) -> None:
+        sealed = self._source.seal(key.secret, f"{contract_id}/{key.kid}".encode())
+        line = {
+            "kid": key.kid,
+            "created": key.created,
+            "recipient_kid": key.recipient_kid,
+            "sealed": base64.b64encode(sealed).decode(),
+        }
+        with self._locked(contract_id) as handle:
+            handle.write(json.dumps(line) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())

@@ -1,0 +1,102 @@
+"""Data keys for encrypted fields: one per contract and epoch, wrapped to the consumer's key.
+
+A new epoch starts after ``max_records`` encrypted records or ``max_age`` seconds, and at once
+when the consumer's encryption key (``use: enc`` in ``keys/<org>.jwks.json``) changes. Wrapping
+is a compact JWE (``ECDH-ES+A256KW``, ``A256GCM``, ``kid`` of the consumer's key) whose
+plaintext is the data key as a JWK (``kty: oct``, ``alg: A256GCM``, ``kid``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+from joserfc import jwe
+from joserfc.jwk import KeySet, OKPKey
+
+from gateway.adapters.stores.keys import DataKeyStore, StoredKey
+from gateway.core.protection import DataKey, data_key_jwk, new_data_key_secret
+from gateway.errors import ContractNotActive
+
+
+class NoEncryptionKey(ContractNotActive):
+    """The consumer publishes no X25519 ``use: enc`` key, so nothing can be encrypted to it."""
+
+
+def encryption_key(keys: KeySet | None, org: str) -> OKPKey:
+    for key in keys or []:
+        if isinstance(key, OKPKey) and key.curve_name == "X25519" and key.get("use") == "enc":
+            return key
+    raise NoEncryptionKey(
+        f"{org} publishes no X25519 encryption key (use: enc)", reason="no_encryption_key"
+    )
+
+
+def wrap(secret: bytes, kid: str, recipient: OKPKey) -> str:
+    header = {"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": recipient.kid}
+    plaintext = json.dumps(data_key_jwk(kid, secret))
+    return jwe.encrypt_compact(header, plaintext, recipient)
+
+
+class DataKeyService:
+    def __init__(
+        self,
+        store: DataKeyStore,
+        *,
+        max_records: int,
+        max_age: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._max_records = max_records
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current: dict[str, tuple[StoredKey, DataKey]] = {}
+        self._used: dict[str, int] = {}
+
+    def current(self, contract_id: str, recipient: OKPKey) -> DataKey:
+        """The data key to encrypt with now (a new epoch when due). Blocking (file I/O)."""
+        with self._lock:
+            found = self._current.get(contract_id)
+            if found is None:
+                stored = self._store.all(contract_id)
+                if stored:
+                    latest = stored[-1]
+                    found = (
+                        latest,
+                        DataKey(
+                            latest.kid, latest.secret, wrap(latest.secret, latest.kid, recipient)
+                        ),
+                    )
+            if found is None or self._due(contract_id, found[0], recipient):
+                found = self._rotate(contract_id, recipient)
+            self._current[contract_id] = found
+            return found[1]
+
+    def count(self, contract_id: str, records: int) -> None:
+        with self._lock:
+            self._used[contract_id] = self._used.get(contract_id, 0) + records
+
+    def _due(self, contract_id: str, key: StoredKey, recipient: OKPKey) -> bool:
+        return (
+            key.recipient_kid != recipient.kid
+            or self._clock() - key.created >= self._max_age
+            or self._used.get(contract_id, 0) >= self._max_records
+        )
+
+    def _rotate(self, contract_id: str, recipient: OKPKey) -> tuple[StoredKey, DataKey]:
+        secret = new_data_key_secret()
+        kid = f"{contract_id}.{secrets.token_hex(6)}"
+        stored = StoredKey(kid, self._clock(), str(recipient.kid), secret)
+        self._store.append(contract_id, stored)
+        self._used[contract_id] = 0
+        return stored, DataKey(kid, secret, wrap(secret, kid, recipient))
+
+    def wrapped(self, contract_id: str, recipient: OKPKey, kid: str | None) -> list[dict[str, str]]:
+        """Every data key of the contract (or the one named), wrapped to the current key."""
+        keys = [k for k in self._store.all(contract_id) if kid is None or k.kid == kid]
+        return [{"kid": k.kid, "jwe": wrap(k.secret, k.kid, recipient)} for k in keys]
