@@ -576,9 +576,18 @@ def demo(port: int, workdir: Path) -> None:
 
 def _client(gateway_url: str, key_path: Path, org: str | None) -> Any:
     from gateway.client import GatewayClient
+    from gateway.services.datakeys import NoEncryptionKey, encryption_key
 
+    keys = parse_private_jwks(json.loads(key_path.read_text()), source=str(key_path))
+    try:
+        enc = encryption_key(keys, "you")
+    except NoEncryptionKey:
+        enc = None
     return GatewayClient(
-        gateway_url, org=org or org_of_key_file(key_path), key=read_signing_key(key_path)
+        gateway_url,
+        org=org or org_of_key_file(key_path),
+        key=read_signing_key(key_path),
+        encryption_key=enc,
     )
 
 

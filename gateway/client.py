@@ -28,6 +28,7 @@ from joserfc import jwt
 from joserfc.jwk import OKPKey
 
 from gateway.core.jose import eddsa_allowed
+from gateway.fieldcrypto import FieldDecryptor, leaves, looks_encrypted
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,19 @@ def _raise_for_problem(response: httpx.Response) -> None:
 
 class GatewayClient:
     def __init__(
-        self, base_url: str, *, org: str, key: OKPKey, http: httpx.Client | None = None
+        self,
+        base_url: str,
+        *,
+        org: str,
+        key: OKPKey,
+        encryption_key: OKPKey | None = None,
+        http: httpx.Client | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.org = org
         self._key = key
+        self._encryption_key = encryption_key
+        self._decryptors: dict[str, FieldDecryptor] = {}
         self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, read=60.0))
         self._token: str | None = None
         self._token_endpoint: str | None = None
@@ -129,11 +138,43 @@ class GatewayClient:
         with connect_sse(self._http, "GET", url, params=params, headers=headers) as source:
             _raise_for_problem(source.response)
             for event in source.iter_sse():
-                if event.event in ("record", "refused"):
+                if event.event == "record":
+                    yield event.id, self.verified(contract, json.loads(event.data))
+                elif event.event == "refused":
                     yield event.id, json.loads(event.data)
+                elif event.event == "keys":
+                    for announced in json.loads(event.data)["keys"]:
+                        self._decryptor(contract).add(announced["kid"], announced["jwe"])
                 elif event.event == "end":
                     raise StreamEnded(json.loads(event.data).get("reason", "unknown"))
         raise StreamEnded("disconnected")
+
+    def _decryptor(self, contract: str) -> FieldDecryptor:
+        if self._encryption_key is None:
+            raise ValueError("this contract encrypts fields: give the client your encryption key")
+        if contract not in self._decryptors:
+            self._decryptors[contract] = FieldDecryptor(contract, self._encryption_key)
+        return self._decryptors[contract]
+
+    def fetch_keys(self, contract: str, kid: str) -> None:
+        response = self._http.get(
+            f"{self.base_url}/v1/contracts/{contract}/keys",
+            params={"kid": kid},
+            headers=self._auth(),
+        )
+        _raise_for_problem(response)
+        for wrapped in response.json()["keys"]:
+            self._decryptor(contract).add(wrapped["kid"], wrapped["jwe"])
+
+    def verified(self, contract: str, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with its encrypted fields decrypted and checked (``FieldVerificationError``
+        names contract, partition, offset and field when one is not right)."""
+        if not any(looks_encrypted(v) for _, v in leaves(record.get("value"), "")):
+            return record
+        decryptor = self._decryptor(contract)
+        for kid in decryptor.missing_kids(record):
+            self.fetch_keys(contract, kid)
+        return decryptor.decrypt(record)
 
     def records(
         self, contract: str, *, cursor: str | None, start: str | None = None

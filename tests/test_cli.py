@@ -269,7 +269,8 @@ def test_contract_new_show_diff_history(world: World) -> None:
     product = world.contracts_dir / "products" / "orders.yaml"
     product.write_text(
         product.read_text()
-        + "schema:\n  properties:\n    order_id: {type: string}\n"
+        + "schema:\n  properties:\n    order_id: {type: string}\n    amount: {type: number}\n"
+        + "    currency: {type: string}\n"
         + "    customer:\n      properties:\n        country: {type: string}\n"
     )
     made = runner.invoke(
@@ -279,6 +280,8 @@ def test_contract_new_show_diff_history(world: World) -> None:
     draft = world.contracts_dir / "drafted.yaml"
     assert load_yaml(draft.read_text(), source="d")["fields"] == {
         "order_id": "drop",
+        "amount": "drop",
+        "currency": "drop",
         "customer.country": "drop",
     }
 

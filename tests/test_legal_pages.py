@@ -53,7 +53,8 @@ def reviewed(
     product = world.contracts_dir / "products" / "orders.yaml"
     product.write_text(
         product.read_text()
-        + "schema:\n  properties:\n    customer:\n      properties:\n"
+        + "schema:\n  properties:\n    order_id: {type: string}\n    amount: {type: number}\n"
+        + "    currency: {type: string}\n    customer:\n      properties:\n"
         + "        country: {type: string, x-classification: personal}\n"
     )
     v1 = world.contracts_dir / f"{CONTRACT}.yaml"

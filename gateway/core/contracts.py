@@ -131,6 +131,27 @@ class Product(BaseModel):
     #: JSON Schema of the record value (documentation now; validation of contract paths later).
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
 
+    def allows_path(self, path: str) -> bool:
+        """False when the schema says ``path`` cannot exist: an object level that lists its
+        ``properties`` without the name (unless ``additionalProperties`` allows more), or
+        ``name[]`` on something that is not an array."""
+        node: Any = self.json_schema
+        for part in path.split("."):
+            if not isinstance(node, dict):
+                return True
+            name = part.removesuffix("[]")
+            properties = node.get("properties")
+            if not isinstance(properties, dict):
+                return True  # the schema does not describe this level
+            if name not in properties:
+                return node.get("additionalProperties") not in (None, False)
+            node = properties[name]
+            if part.endswith("[]"):
+                if isinstance(node, dict) and node.get("type") not in (None, "array"):
+                    return False
+                node = node.get("items") if isinstance(node, dict) else None
+        return True
+
     def field_paths(self) -> list[str]:
         """Dot paths of the schema's leaf properties (objects are walked into)."""
         paths: list[str] = []
@@ -378,6 +399,12 @@ def assess(
     if product.owner != contract.provider:
         return _refused(
             "wrong_provider", f"product {product.product!r} is owned by {product.owner!r}"
+        )
+    impossible = [path for path in contract.fields if not product.allows_path(path)]
+    if impossible:
+        return _refused(
+            "unknown_field",
+            f"the schema of {product.product!r} says these cannot exist: {', '.join(impossible)}",
         )
     try:
         verify_signatures(doc, keys)

@@ -21,7 +21,7 @@ import base64
 import enum
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,7 +30,7 @@ import orjson
 from gateway.core.cursor import CursorCodec, CursorWriter
 from gateway.core.filters import Expr
 from gateway.core.projection import CompiledFields, project_value
-from gateway.core.protection import ContractProtector
+from gateway.core.protection import ContractProtector, DataKey
 
 
 class SourceRecord(Protocol):
@@ -92,10 +92,13 @@ class RecordEncoder:
         stream_format: StreamFormat,
         row_filter: Expr | None = None,
         protector: ContractProtector | None = None,
+        data_key: Callable[[], DataKey] | None = None,
     ) -> None:
         self._fields = fields
         self._filter = row_filter
         self.protector = protector
+        #: Gives the data key for each record with encrypted fields (epochs rotate per record).
+        self.data_key = data_key
         self._announced: set[str] = set()
         self._cursor = CursorWriter(codec, contract_id, positions)
         self._sse = stream_format is StreamFormat.SSE
@@ -131,6 +134,10 @@ class RecordEncoder:
         protector = self.protector
         if protector is not None:
             protector.position = f"{obj['partition']}:{obj['offset']}"
+            if self._fields.encrypted and self.data_key is not None:
+                key = self.data_key()
+                if protector.data_key is not key:
+                    protector.use(key)
         obj["value"] = project_value(value, self._fields, protector)
         return obj, True
 

@@ -77,9 +77,12 @@ class DataKeyService:
             self._current[contract_id] = found
             return found[1]
 
-    def count(self, contract_id: str, records: int) -> None:
+    def for_record(self, contract_id: str, recipient: OKPKey) -> DataKey:
+        """The key for one more encrypted record: counts it, and starts a new epoch when due."""
+        key = self.current(contract_id, recipient)
         with self._lock:
-            self._used[contract_id] = self._used.get(contract_id, 0) + records
+            self._used[contract_id] = self._used.get(contract_id, 0) + 1
+        return key
 
     def _due(self, contract_id: str, key: StoredKey, recipient: OKPKey) -> bool:
         return (

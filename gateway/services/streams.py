@@ -126,11 +126,8 @@ class Stream:
     def _fetch_encoded(self, max_records: int, timeout: float) -> EncodedBatch:
         records = self._source.fetch(max_records, timeout)
         if self._encrypts and records:
-            self._service.refresh_data_key(self)
-        batch = self.encoder.encode(records)
-        if self._encrypts:
-            self._service.datakeys.count(self.contract_id, batch.records)
-        return batch
+            self._service.refresh_recipient(self)
+        return self.encoder.encode(records)
 
     async def fetch(self, max_records: int, timeout: float) -> EncodedBatch:
         batch = await anyio.to_thread.run_sync(
@@ -305,6 +302,9 @@ class StreamService:
             row_filter=row_filter,
             protector=protector,
         )
+        if recipient is not None:
+            datakeys = self.datakeys
+            encoder.data_key = lambda: datakeys.for_record(contract_id, recipient)
         log.info("stream opened: contract %s, org %s", contract_id, partner.org)
         return Stream(
             service=self,
@@ -333,13 +333,12 @@ class StreamService:
             return source.at_time(partitions, start.moment)
         return dict.fromkeys(partitions, OFFSET_BEGINNING)
 
-    def refresh_data_key(self, stream: Stream) -> None:
-        """Rotate to a new data key when one is due (blocking: from the stream's thread)."""
+    def refresh_recipient(self, stream: Stream) -> None:
+        """Encrypt to the consumer's current key (a change in ``keys/`` starts a new epoch)."""
         consumer = stream.version.contract.consumer
         recipient = encryption_key(self.registry().keys.get(consumer), consumer)
-        protector = stream.encoder.protector
-        if protector is not None:
-            protector.use(self.datakeys.current(stream.contract_id, recipient))
+        datakeys, contract_id = self.datakeys, stream.contract_id
+        stream.encoder.data_key = lambda: datakeys.for_record(contract_id, recipient)
 
     async def pull(self, stream: Stream, *, limit: int, wait: float) -> EncodedBatch:
         """Up to ``limit`` records; waits up to ``wait`` seconds while nothing is new.
