@@ -613,6 +613,27 @@ def token(key_path: Path, gateway_url: str, org: str | None) -> None:
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None)
 @click.option("--from", "start", default=None, help="earliest | latest | RFC 3339 time")
 @click.option("--max-records", type=int, default=None)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append NDJSON to this file (fsynced before each checkpoint).",
+)
+@click.option(
+    "--to-kafka",
+    "to_kafka",
+    default=None,
+    metavar="BOOTSTRAP",
+    help="Produce into your own Kafka cluster instead (with --topic).",
+)
+@click.option("--topic", default=None)
+@click.option(
+    "--checkpoint-every",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Records between checkpoints (the most a crash can repeat).",
+)
 def consume(
     contract_id: str,
     key_path: Path,
@@ -621,23 +642,39 @@ def consume(
     checkpoint: Path | None,
     start: str | None,
     max_records: int | None,
+    out: Path | None,
+    to_kafka: str | None,
+    topic: str | None,
+    checkpoint_every: int,
 ) -> None:
-    """Stream a contract's records to stdout as NDJSON, resuming from a checkpoint file."""
-    from gateway.client import GatewayClientError, StreamEnded
+    """Stream a contract's records, decrypted and verified, to stdout, a file or your Kafka.
+
+    The checkpoint file keeps the cursor and advances only after the sink has the records.
+    """
+    from gateway.client import FileSink, GatewayClientError, KafkaSink, Sink, StreamEnded
     from gateway.client import consume as run
+    from gateway.fieldcrypto import FieldVerificationError
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if (to_kafka is None) != (topic is None):
+        raise click.UsageError("--to-kafka and --topic go together")
+    sink: Sink
+    if to_kafka is not None and topic is not None:
+        sink = KafkaSink({"bootstrap.servers": to_kafka}, topic, contract_id)
+    else:
+        sink = FileSink(out.open("a") if out else sys.stdout)
     client = _client(gateway_url, key_path, org)
     try:
         run(
             client,
             contract_id,
             checkpoint=checkpoint or Path(f"{contract_id}.cursor"),
-            out=sys.stdout,
+            sink=sink,
             start=start,
             max_records=max_records,
+            checkpoint_every=checkpoint_every,
         )
-    except (GatewayClientError, StreamEnded) as exc:
+    except (GatewayClientError, StreamEnded, FieldVerificationError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
