@@ -4,7 +4,9 @@
 (B) the same consumer plus the gateway's record transform (projection, cursor, SSE encoding);
 (C) the gateway (uvicorn, real socket) serving one SSE client that counts bytes on a raw socket.
 
-Prints events/s for each and the ratios C/B and C/A (target: C/B >= 0.75).
+Prints events/s for each and the ratios C/B and C/A (target: C/B >= 0.75); then the transform's
+cost per record with plaintext fields (D) and with one field encrypted to the partner (E), and
+E/D (budget: <= 2).
 Usage: python bench/stream.py [--records N] [--partitions P]
 """
 
@@ -33,6 +35,7 @@ from gateway.core.contracts import FieldRule
 from gateway.core.cursor import OFFSET_BEGINNING as CURSOR_BEGINNING
 from gateway.core.cursor import CursorCodec
 from gateway.core.projection import compile_fields
+from gateway.core.protection import ContractProtector, DataKey, new_data_key_secret
 from gateway.core.records import RecordEncoder, StreamFormat
 from gateway.settings import KafkaSettings, Settings
 
@@ -104,7 +107,7 @@ def serve_and_count(settings: Settings, world: Path, total: int) -> float:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
+    while not server.started or gateway.ledger.problem() is not None:  # ready, as a probe sees
         time.sleep(0.02)
     key = world / "private" / f"globex{PRIVATE_SUFFIX}"
     from gateway.cli import read_signing_key
@@ -139,6 +142,52 @@ def serve_and_count(settings: Settings, world: Path, total: int) -> float:
     thread.join(timeout=10)
     print(f"    C received {received / 1e6:.1f} MB of SSE")
     return total / elapsed
+
+
+class SyntheticRecord:
+    """A Kafka record as the encoder sees it, for measuring the transform alone."""
+
+    __slots__ = ("_key", "_offset", "_value")
+
+    def __init__(self, offset: int) -> None:
+        self._offset, self._value, self._key = offset, record(offset), f"o-{offset}".encode()
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_795_000_000_000 + self._offset)
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+
+def transform_cost(encrypt: bool, records: list[SyntheticRecord]) -> float:
+    """Microseconds per record of the gateway's transform, optionally encrypting one field."""
+    rules = dict(FIELDS)
+    protector = None
+    if encrypt:
+        rules["customer.email"] = FieldRule.model_validate("encrypt")
+        key = DataKey("bench.1", new_data_key_secret(), "wrapped")
+        protector = ContractProtector(b"p" * 32, key)
+    encoder = RecordEncoder(
+        contract_id="bench",
+        fields=compile_fields(rules),
+        codec=CursorCodec(b"b" * 32),
+        positions={0: CURSOR_BEGINNING},
+        stream_format=StreamFormat.SSE,
+        protector=protector,
+    )
+    started = time.perf_counter()
+    for i in range(0, len(records), 1000):
+        encoder.encode(records[i : i + 1000])
+    return (time.perf_counter() - started) / len(records) * 1e6
 
 
 def main() -> None:
@@ -201,6 +250,12 @@ def main() -> None:
         print(f"(C) gateway, one SSE client:   {rate_c:>10,.0f} events/s")
         print(f"C/B = {rate_c / rate_b:.2f}  (target >= 0.75)")
         print(f"C/A = {rate_c / rate_a:.2f}")
+
+    synthetic = [SyntheticRecord(n) for n in range(100_000)]
+    plain, encrypted = transform_cost(False, synthetic), transform_cost(True, synthetic)
+    print(f"(D) transform, plaintext fields:      {plain:6.1f} us/record")
+    print(f"(E) transform, one field encrypted:   {encrypted:6.1f} us/record")
+    print(f"E/D = {encrypted / plain:.2f}  (budget <= 2.0)")
 
 
 if __name__ == "__main__":

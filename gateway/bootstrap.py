@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.adapters.ledger.kafka import KafkaLedger, read_entries
-from gateway.adapters.stores.keys import DataKeyStore, LocalKeySource
+from gateway.adapters.stores.keys import DataKeyStore, key_source
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.cursor import CursorCodec
 from gateway.core.ledger import timestamp
@@ -102,7 +102,7 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
             datakeys=DataKeyService(
                 DataKeyStore(
                     settings.state_dir / "data-keys",
-                    LocalKeySource(settings.state_dir / "kek.key"),
+                    key_source(settings.key_source, settings.state_dir),
                 ),
                 max_records=settings.data_key_max_records,
                 max_age=settings.data_key_max_age_seconds,

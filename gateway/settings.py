@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     clients: list[RegisteredClient] = Field(default_factory=list)
     #: Users with the ``legal`` role: read-only access to /legal.
     legal_users: list[LegalUser] = Field(default_factory=list)
+    #: ``module:Class`` of a ``KeySource`` (e.g. a KMS adapter) sealing data keys; by default
+    #: a key-encryption key in the state directory.
+    key_source: str | None = None
     #: A new data key (epoch) for encrypted fields after this many records or seconds.
     data_key_max_records: int = Field(default=1_000_000, ge=1)
     data_key_max_age_seconds: float = Field(default=86_400, gt=0)

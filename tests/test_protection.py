@@ -215,3 +215,42 @@ def test_a_path_the_schema_rules_out_refuses_the_contract(
     )
     assert response.status_code == 403
     assert response.json()["reason"] == "unknown_field"
+
+
+def test_a_new_partner_key_starts_a_new_epoch_at_once(
+    serve: Callable[..., RunningGateway],
+    world: World,
+    protected: list[dict[str, Any]],
+    http: httpx.Client,
+    kafka_config: dict[str, str],
+) -> None:
+    import time
+
+    from joserfc.jwk import OKPKey
+
+    gw = serve()
+    first = [
+        k for e in stream(http, gw, "globex", 6) if e.event == "keys" for k in e.json()["keys"]
+    ]
+    # globex publishes a new X25519 key (keeping its signing key, so the contract stays valid).
+    public = world.keys_dir / "globex.jwks.json"
+    private = json.loads(world.private["globex"].read_text())
+    new_enc = OKPKey.generate_key("X25519", parameters={"use": "enc"}, auto_kid=True)
+    private["keys"] = [k for k in private["keys"] if k.get("use") != "enc"] + [
+        new_enc.as_dict(private=True)
+    ]
+    world.private["globex"].write_text(json.dumps(private))
+    published = json.loads(public.read_text())
+    published["keys"] = [k for k in published["keys"] if k.get("use") != "enc"] + [
+        new_enc.as_dict(private=False)
+    ]
+    public.write_text(json.dumps(published))
+    time.sleep(0.6)  # the watcher reloads the keys
+    produce(kafka_config, world.topic, [("o-20", json.dumps(order(20)).encode())], partition=0)
+    events = stream(http, gw, "globex", 7)
+    announced = [k for e in events if e.event == "keys" for k in e.json()["keys"]]
+    assert announced[0]["kid"] != first[0]["kid"], "a new epoch for the new key"
+    decryptor = FieldDecryptor("acme-globex-orders", new_enc)
+    decryptor.add(announced[0]["kid"], announced[0]["jwe"])
+    last = [e.json() for e in events if e.event == "record"][-1]
+    assert decryptor.decrypt(last)["value"]["customer"]["email"] == "c20@x.example"

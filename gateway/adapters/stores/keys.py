@@ -1,8 +1,9 @@
 """Where provider-side secrets for field protection live.
 
 - ``LocalKeySource``: the key-encryption key (KEK) in a 0600 file of the state directory. A KMS
-  plugs in by implementing ``KeySource`` (``seal``/``open`` with the KMS's encrypt/decrypt, or
-  envelope encryption with a KMS-held key) and naming the class in ``GATEWAY_KEY_SOURCE``.
+  plugs in by implementing ``KeySource`` (``seal``/``open`` calling the KMS's encrypt/decrypt
+  with ``context`` as its encryption context / AAD) and naming it in ``GATEWAY_KEY_SOURCE``
+  (``module:Class``, constructed without arguments: it reads its own configuration).
 - ``DataKeyStore``: every data key ever made, sealed under the KEK, one JSON line each, in
   ``data-keys/<contract>.jsonl``. Keys are never deleted, so records in a partner's replay
   window can always be decrypted. Replicas share the state directory, hence the store.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import importlib
 import json
 import os
 import secrets
@@ -105,3 +107,13 @@ class DataKeyStore:
             handle.write(json.dumps(line) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def key_source(spec: str | None, state_dir: Path) -> KeySource:
+    """The configured ``KeySource``: ``module:Class``, or the local KEK file by default."""
+    if not spec:
+        return LocalKeySource(state_dir / "kek.key")
+    module_name, _, class_name = spec.partition(":")
+    module = importlib.import_module(module_name)
+    source: KeySource = getattr(module, class_name)()
+    return source
