@@ -302,11 +302,8 @@ class StreamService:
             row_filter=row_filter,
             protector=protector,
         )
-        if recipient is not None:
-            datakeys = self.datakeys
-            encoder.data_key = lambda: datakeys.for_record(contract_id, recipient)
         log.info("stream opened: contract %s, org %s", contract_id, partner.org)
-        return Stream(
+        stream = Stream(
             service=self,
             partner=partner,
             contract_id=contract_id,
@@ -318,6 +315,9 @@ class StreamService:
             stream_format=stream_format,
             encrypts=fields.encrypted,
         )
+        if fields.encrypted:
+            self.refresh_recipient(stream)
+        return stream
 
     @staticmethod
     def _positions(
