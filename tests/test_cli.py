@@ -28,18 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_keys_generate_writes_private_0600_and_public_only(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main,
-        [
-            "keys",
-            "generate",
-            "globex",
-            "--keys-dir",
-            str(tmp_path / "keys"),
-            "--private-dir",
-            str(tmp_path / "private"),
-        ],
-    )
+    args = ["keys", "generate", "globex", "--keys-dir", str(tmp_path / "keys")]
+    args += ["--private-dir", str(tmp_path / "private")]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     private = tmp_path / "private" / "globex.private.jwks.json"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
@@ -49,18 +40,7 @@ def test_keys_generate_writes_private_0600_and_public_only(tmp_path: Path) -> No
         ("OKP", "X25519", "enc"),
     }
     assert all("d" not in k and k["kid"] for k in public["keys"])
-    again = CliRunner().invoke(
-        main,
-        [
-            "keys",
-            "generate",
-            "globex",
-            "--keys-dir",
-            str(tmp_path / "keys"),
-            "--private-dir",
-            str(tmp_path / "private"),
-        ],
-    )
+    again = CliRunner().invoke(main, args)
     assert again.exit_code != 0
     assert "exists" in again.output
 
@@ -132,22 +112,16 @@ def served(world: World, kafka_bootstrap: str) -> Iterator[str]:
     assert b"serving plain HTTP" in output[0]
 
 
+def consume_command(world: World, url: str, checkpoint: Path, *extra: str) -> list[str]:
+    """`gateway consume` as globex on its contract, as a partner would run it."""
+    key = str(world.private["globex"])
+    args = ["--contract", "acme-globex-orders", "--key", key, "--gateway", url]
+    return [*GATEWAY, "consume", *args, "--checkpoint", str(checkpoint), *extra]
+
+
 def consume(world: World, url: str, checkpoint: Path, count: int) -> list[dict[str, Any]]:
     result = subprocess.run(
-        [
-            *GATEWAY,
-            "consume",
-            "--contract",
-            "acme-globex-orders",
-            "--key",
-            str(world.private["globex"]),
-            "--gateway",
-            url,
-            "--checkpoint",
-            str(checkpoint),
-            "--max-records",
-            str(count),
-        ],
+        consume_command(world, url, checkpoint, "--max-records", str(count)),
         capture_output=True,
         timeout=60,
         check=True,

@@ -6,7 +6,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from gateway.adapters.kafka.admin import create_topic, produce
 from gateway.adapters.kafka.embedded import EmbeddedKafka
 from tests.conftest import RunningGateway, World
+from tests.test_cli import consume_command
 from tests.test_protection import EMAIL, PROTECTED, order
 
 CHECKPOINT_EVERY = 25
@@ -76,26 +76,17 @@ def test_killing_the_client_20_times_loses_nothing(
     )
     gw = serve()
     create_topic({"bootstrap.servers": partner_kafka}, "globex.orders", 2)
-    command = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "consume",
-        "--contract",
-        "acme-globex-orders",
-        "--key",
-        str(world.private["globex"]),
-        "--gateway",
+    command = consume_command(
+        world,
         gw.url,
-        "--checkpoint",
-        str(tmp_path / "cursor"),
+        tmp_path / "cursor",
         "--to-kafka",
         partner_kafka,
         "--topic",
         "globex.orders",
         "--checkpoint-every",
         str(CHECKPOINT_EVERY),
-    ]
+    )
     rng = random.Random(4)
     for _ in range(KILLS):
         client = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -230,19 +230,18 @@ class _Parser:
         if self.depth > MAX_DEPTH:
             raise FilterSyntaxError(f"filter: nested deeper than {MAX_DEPTH}")
 
+    def junction(self, op: str, operand: Callable[[], Expr]) -> Expr:
+        operands = [operand()]
+        while self.at(op):
+            self.take(op)
+            operands.append(operand())
+        return operands[0] if len(operands) == 1 else Junction(op, tuple(operands))
+
     def or_(self) -> Expr:
-        operands = [self.and_()]
-        while self.at("or"):
-            self.take("or")
-            operands.append(self.and_())
-        return operands[0] if len(operands) == 1 else Junction("or", tuple(operands))
+        return self.junction("or", self.and_)
 
     def and_(self) -> Expr:
-        operands = [self.not_()]
-        while self.at("and"):
-            self.take("and")
-            operands.append(self.not_())
-        return operands[0] if len(operands) == 1 else Junction("and", tuple(operands))
+        return self.junction("and", self.not_)
 
     def not_(self) -> Expr:
         if self.at("not"):
