@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.adapters.ledger.kafka import KafkaLedger, read_entries
 from gateway.adapters.stores.keys import DataKeyStore, key_source
+from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, ResilientQuotaStore
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.cursor import CursorCodec
 from gateway.core.ledger import timestamp
@@ -20,6 +21,7 @@ from gateway.services.authorization import (
 )
 from gateway.services.datakeys import DataKeyService
 from gateway.services.observer import ContractObserver
+from gateway.services.quotas import QuotaService, QuotaStore
 from gateway.services.registry import Registry, load_registry
 from gateway.services.streams import SourceFactory, StreamLimits, StreamService
 from gateway.settings import Settings
@@ -36,6 +38,7 @@ class Gateway:
     streams: StreamService
     ledger: KafkaLedger
     observer: ContractObserver
+    quotas: QuotaService
 
     def reload(self) -> None:
         """Read contracts and keys again and swap them in for every service at once."""
@@ -66,6 +69,16 @@ def read_registry(settings: Settings) -> Registry:
     )
 
 
+def quota_store(settings: Settings) -> QuotaStore:
+    """Redis shared by the replicas when configured, else this process's memory."""
+    if settings.redis.url is None:
+        return MemoryQuotaStore()
+    redis = RedisQuotaStore.from_url(
+        settings.redis.url.get_secret_value(), settings.redis.timeout_seconds
+    )
+    return ResilientQuotaStore(redis, settings.quotas.replicas)
+
+
 def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
     secrets = load_or_create(settings.state_dir)
     ledger = KafkaLedger(
@@ -79,6 +92,7 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
 
     registry = read_registry(settings)
     issuer = settings.issuer()
+    quotas = QuotaService(quota_store(settings), settings.quotas)
     # Services read the registry through the container, so a reload swaps it for all of them.
     gateway = Gateway(
         settings=settings,
@@ -99,6 +113,7 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
             codec=CursorCodec(secrets.cursor_secret),
             limits=StreamLimits(heartbeat_seconds=settings.heartbeat_seconds),
             ledger=ledger,
+            quotas=quotas,
             datakeys=DataKeyService(
                 DataKeyStore(
                     settings.state_dir / "data-keys",
@@ -111,6 +126,7 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
         ),
         ledger=ledger,
         observer=ContractObserver(ledger),
+        quotas=quotas,
     )
     gateway.observe()
     return gateway

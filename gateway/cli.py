@@ -519,6 +519,11 @@ def run_server(settings: Settings) -> None:
             settings.port,
         )
     log.info("issuer %s; %d contracts loaded", settings.issuer(), len(gateway.registry.histories))
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
+        log.info("metrics on %s:%d/metrics", settings.host, settings.metrics_port)
     uvicorn.run(
         create_app(gateway),
         host=settings.host,

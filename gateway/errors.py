@@ -11,6 +11,7 @@ the code raises them by what went wrong in the domain. The hierarchy::
     ├── ContractNotActive              the caller's contract exists but may not be used now
     ├── DocumentInvalid                a product, contract or key document is malformed
     │   └── SignatureInvalid           a signature does not verify
+    ├── QuotaExceeded                  a concurrency, daily-volume or request-rate quota refuses
     ├── BrokerUnavailable              Kafka cannot be reached or the product's topic is missing
     └── LedgerUnavailable              deliveries cannot be recorded, so none may start
 
@@ -84,3 +85,27 @@ class BrokerUnavailable(GatewayError):
 class LedgerUnavailable(GatewayError):
     code = "ledger_unavailable"
     title = "Ledger unavailable"
+
+
+class QuotaExceeded(GatewayError):
+    """A quota refuses the request; ``retry_after`` says when trying again may succeed.
+
+    Codes: ``too_many_streams`` (a concurrency quota), ``quota_exhausted`` (the day's volume),
+    ``too_many_requests`` (a request rate, e.g. the token endpoint's).
+    """
+
+    code = "quota_exceeded"
+    title = "Quota exceeded"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str,
+        retry_after: int,
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
+        #: The ``RateLimit-Policy`` and ``RateLimit`` fields of the quota that refused.
+        self.fields = fields or {}

@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import BaseModel, Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.core.quotas import Quotas
+
 OrgId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
 
 
@@ -68,6 +70,29 @@ class LegalUser(BaseModel):
     password_hash: SecretStr
 
 
+class QuotaSettings(BaseModel):
+    """The operator's side of quotas (see ``services/quotas.py``)."""
+
+    #: Quotas of contracts that do not set them.
+    defaults: Quotas = Quotas(concurrent_streams=10)
+    #: No contract gets more than these, whatever it says.
+    ceilings: Quotas = Quotas()
+    #: Streams and pulls in progress per partner organisation, over all its contracts.
+    org_concurrent_streams: int | None = Field(default=50, ge=1)
+    #: Token requests per client id (brute-force protection of ``/oauth/token``).
+    token_requests_per_minute: int = Field(default=60, ge=1)
+    token_burst: int = Field(default=10, ge=1)
+    #: How many replicas share the quotas: without Redis each enforces quota/replicas.
+    replicas: int = Field(default=1, ge=1)
+
+
+class RedisSettings(BaseModel):
+    """Redis holding quota state shared by replicas (``redis://[:password@]host:port/db``)."""
+
+    url: SecretStr | None = None
+    timeout_seconds: float = Field(default=0.5, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_nested_delimiter="__", extra="ignore"
@@ -108,6 +133,10 @@ class Settings(BaseSettings):
     #: This replica's name in the ledger (each process writes its own chain under it).
     replica: str = Field(default_factory=socket.gethostname)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    #: Serve Prometheus metrics on this port (a separate listener, for the internal network).
+    metrics_port: int | None = None
 
     def issuer(self) -> str:
         if self.public_url:

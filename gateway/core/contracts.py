@@ -34,6 +34,7 @@ from pydantic import (
 from gateway.core.documents import canonical_bytes, canonical_hash, key_lines
 from gateway.core.filters import FilterSyntaxError, parse_filter
 from gateway.core.jose import signature_header, verify_detached
+from gateway.core.quotas import Quotas
 from gateway.errors import DocumentInvalid, SignatureInvalid
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=128)]
@@ -225,6 +226,8 @@ class Contract(BaseModel):
     fields: dict[FieldPath, FieldRule] = Field(min_length=1)
     #: Only records matching this expression are sent (see ``core/filters.py``).
     filter: str | None = None
+    #: How much and how fast (bounded by the gateway's ceilings; see ``core/quotas.py``).
+    quotas: Quotas | None = None
     signatures: list[str] = Field(default_factory=list)
 
     @field_validator("filter")

@@ -77,6 +77,10 @@ class EncodedBatch:
     cursor: str | None
     #: Data keys announced in this batch (``{"kid", "jwe"}``), before the records using them.
     keys: list[dict[str, str]]
+    #: Per record sent: (end of its bytes in ``data``, its index in the records read).
+    marks: list[tuple[int, int]]
+    #: The positions before the batch.
+    before: dict[int, int]
 
 
 class RecordEncoder:
@@ -100,6 +104,8 @@ class RecordEncoder:
         #: Gives the data key for each record with encrypted fields (epochs rotate per record).
         self.data_key = data_key
         self._announced: set[str] = set()
+        self._codec = codec
+        self._contract_id = contract_id
         self._cursor = CursorWriter(codec, contract_id, positions)
         self._sse = stream_format is StreamFormat.SSE
 
@@ -152,30 +158,36 @@ class RecordEncoder:
     def encode(self, records: Sequence[SourceRecord]) -> EncodedBatch:
         parts: list[bytes] = []
         keys: list[dict[str, str]] = []
+        marks: list[tuple[int, int]] = []
+        before = dict(self._cursor.positions)
         cursor: str | None = None
-        sent = 0
+        size = 0
         passed = False  # the cursor moved past records that were not sent
         advance = self._cursor.advance
-        for record in records:
+        for index, record in enumerate(records):
             obj, accepted = self.record_object(record)
             cursor = advance(obj["partition"], obj["offset"] + 1)
             if accepted is None:
                 passed = True
                 continue
             passed = False
-            sent += 1
             if accepted and (announced := self._announce()) is not None:
                 keys.append(announced)
-                parts.append(self.keys_event([announced]))
+                parts.append(event := self.keys_event([announced]))
+                size += len(event)
             if self._sse:
                 kind = b"record" if accepted else b"refused"
-                parts.append(
-                    b"event: %s\nid: %s\ndata: %s\n\n"
-                    % (kind, cursor.encode("ascii"), orjson.dumps(obj))
+                event = b"event: %s\nid: %s\ndata: %s\n\n" % (
+                    kind,
+                    cursor.encode("ascii"),
+                    orjson.dumps(obj),
                 )
             else:
                 obj["cursor"] = cursor
-                parts.append(orjson.dumps(obj) + b"\n")
+                event = orjson.dumps(obj) + b"\n"
+            parts.append(event)
+            size += len(event)
+            marks.append((size, index))
         if passed and cursor is not None:
             # Records at the end were left out by the filter: still move the partner's cursor
             # past them (SSE: an event with only an id sets Last-Event-ID, dispatches nothing).
@@ -184,7 +196,20 @@ class RecordEncoder:
                 if self._sse
                 else orjson.dumps({"event": "position", "cursor": cursor}) + b"\n"
             )
-        return EncodedBatch(b"".join(parts), sent, cursor, keys)
+        return EncodedBatch(b"".join(parts), len(marks), cursor, keys, marks, before)
+
+    def cut(
+        self, batch: EncodedBatch, records: Sequence[SourceRecord], max_bytes: int
+    ) -> EncodedBatch:
+        """The batch's longest run of whole records within ``max_bytes``; the stream's position
+        moves back to just after the last record kept (``records`` is what ``encode`` got)."""
+        kept = [mark for mark in batch.marks if mark[0] <= max_bytes]
+        end, last = kept[-1] if kept else (0, -1)
+        self._cursor = CursorWriter(self._codec, self._contract_id, batch.before)
+        cursor = None
+        for record in records[: last + 1]:
+            cursor = self._cursor.advance(record.partition() or 0, (record.offset() or 0) + 1)
+        return EncodedBatch(batch.data[:end], len(kept), cursor, batch.keys, kept, batch.before)
 
     def keys_event(self, keys: list[dict[str, str]]) -> bytes:
         if self._sse:

@@ -10,6 +10,9 @@ authlib's protocol core answers ``(status, body, headers)``; the HTTP adapter on
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import threading
 import time
@@ -17,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 from argon2 import PasswordHasher
 from argon2.exceptions import Argon2Error
@@ -194,6 +198,30 @@ class _Request(OAuth2Request):  # type: ignore[misc]
     @property
     def args(self) -> dict[str, str]:
         return {}
+
+
+def presented_client_id(request: TokenRequest) -> str | None:
+    """The client id a token request claims, before authentication (to rate-limit per client):
+    ``client_id``, else the HTTP Basic user name, else the assertion's unverified ``iss``."""
+    if request.form.get("client_id"):
+        return request.form["client_id"]
+    scheme, _, credentials = (request.authorization or "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            user = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return unquote(user.partition(":")[0]) or None
+    assertion = request.form.get("client_assertion", "")
+    if assertion.count(".") == 2:
+        try:
+            payload = assertion.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (binascii.Error, ValueError):
+            return None
+        issuer = claims.get("iss") if isinstance(claims, dict) else None
+        return issuer if isinstance(issuer, str) and issuer else None
+    return None
 
 
 IssuedHook = Callable[[PartnerClient, dict[str, Any]], None]

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -31,6 +31,7 @@ from gateway.errors import InvalidRequest, LedgerUnavailable
 from gateway.services.authorization import Partner
 from gateway.services.datakeys import DataKeyService, encryption_key
 from gateway.services.ledger import Ledger
+from gateway.services.quotas import QuotaService, StreamQuota
 from gateway.services.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,11 @@ class Stream:
         limiter: anyio.CapacityLimiter,
         kind: str,
         stream_format: StreamFormat,
+        quota: StreamQuota,
         encrypts: bool = False,
     ) -> None:
         self._service = service
+        self.quota = quota
         self._encrypts = encrypts
         self.partner = partner
         self.contract_id = contract_id
@@ -123,16 +126,25 @@ class Stream:
         self.ended_because = "disconnected" if kind == "stream" else "answered"
         self._closed = False
 
-    def _fetch_encoded(self, max_records: int, timeout: float) -> EncodedBatch:
+    def _fetch_encoded(
+        self, max_records: int, timeout: float
+    ) -> tuple[EncodedBatch, Sequence[SourceRecord]]:
         records = self._source.fetch(max_records, timeout)
         if self._encrypts and records:
             self._service.refresh_recipient(self)
-        return self.encoder.encode(records)
+        return self.encoder.encode(records), records
 
     async def fetch(self, max_records: int, timeout: float) -> EncodedBatch:
-        batch = await anyio.to_thread.run_sync(
+        """The next batch, within the quotas: cut short if the day's volume runs out."""
+        batch, records = await anyio.to_thread.run_sync(
             self._fetch_encoded, max_records, timeout, limiter=self._limiter
         )
+        if batch.data:
+            size = len(batch.data)
+            granted = await self.quota.reserve(size)
+            if granted < size:
+                batch = self.encoder.cut(batch, records, granted)
+            await self.quota.settle(granted, batch.records, len(batch.data))
         self.records_sent += batch.records
         self.bytes_sent += len(batch.data)
         return batch
@@ -143,14 +155,21 @@ class Stream:
             self._source.has_unread, positions, limiter=self._limiter
         )
 
-    def end_reason(self) -> tuple[str, str | None] | None:
-        """Why the stream must end now (reason, detail), or ``None`` while it may go on."""
+    def end_reason(self) -> tuple[str, dict[str, Any]] | None:
+        """Why the stream must end now (reason, extra members of the end event), or ``None``
+        while it may go on."""
         now = self._service.clock()
         if now >= self.partner.token_expires_at:
-            return "token_expired", None
+            return "token_expired", {}
+        exhausted = self.quota.exhausted
+        if exhausted is not None:
+            return "quota_exhausted", {
+                "retry_after": exhausted.retry_after,
+                "detail": exhausted.detail,
+            }
         status = self._service.registry().status(self.contract_id, now)
         if not status.verdict.active or status.governing is None:
-            return status.verdict.reason, status.verdict.detail
+            return status.verdict.reason, {"detail": status.verdict.detail}
         if status.governing.hash != self.version.hash:
             # Pseudonyms belong to one version: a stream that sends any cannot carry over.
             hashes = any(
@@ -158,13 +177,13 @@ class Stream:
             )
             if hashes or not grants_no_less(self.version, status.governing):
                 detail = f"version {status.governing.contract.version} changes the terms"
-                return "superseded", detail
+                return "superseded", {"detail": detail}
             log.info(
                 "stream on %s continues under version %d",
                 self.contract_id,
                 status.governing.contract.version,
             )
-            self.version = status.governing
+            self.version = self.quota.version = status.governing
             self.versions.append(status.governing.hash)
         return None
 
@@ -176,12 +195,18 @@ class Stream:
             while True:
                 ending = self.end_reason()
                 if ending is not None:
-                    reason, detail = ending
+                    reason, extra = ending
                     self.ended_because = reason
-                    yield self.encoder.end(reason, **({"detail": detail} if detail else {}))
+                    yield self.encoder.end(reason, **extra)
                     return
-                batch = await self.fetch(limits.batch_records, limits.poll_seconds)
-                if batch.records:
+                await self.quota.renew()
+                if (delay := self.quota.delay()) > 0:  # within the rate quotas
+                    await anyio.sleep(min(delay, limits.poll_seconds))
+                    batch = None
+                else:
+                    size = self.quota.batch_size(limits.batch_records)
+                    batch = await self.fetch(size, limits.poll_seconds)
+                if batch is not None and batch.data:
                     yield batch.data
                     last_write = time.monotonic()
                 elif time.monotonic() - last_write >= limits.heartbeat_seconds:
@@ -197,6 +222,7 @@ class Stream:
         self._closed = True
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._source.close, limiter=self._limiter)
+            await self.quota.close()
         ended = self._service.clock()
         self._service.ledger.record(
             timestamp(ended),
@@ -236,12 +262,14 @@ class StreamService:
         codec: CursorCodec,
         limits: StreamLimits,
         ledger: Ledger,
+        quotas: QuotaService,
         datakeys: DataKeyService,
         pseudonym_secret: bytes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.registry = registry
         self.ledger = ledger
+        self.quotas = quotas
         self.datakeys = datakeys
         self._pseudonym_secret = pseudonym_secret
         self._sources = sources
@@ -292,7 +320,14 @@ class StreamService:
                 raise
             return source, positions
 
-        source, positions = await anyio.to_thread.run_sync(positioned, limiter=limiter)
+        # Quotas come last among refusals, and a stream that fails to start frees its slot.
+        quota = await self.quotas.open(contract_id, partner.org, doc)
+        try:
+            source, positions = await anyio.to_thread.run_sync(positioned, limiter=limiter)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await quota.close()
+            raise
         encoder = RecordEncoder(
             contract_id=contract_id,
             fields=fields,
@@ -313,6 +348,7 @@ class StreamService:
             limiter=limiter,
             kind=kind,
             stream_format=stream_format,
+            quota=quota,
             encrypts=fields.encrypted,
         )
         if fields.encrypted:
@@ -350,9 +386,11 @@ class StreamService:
         deadline = time.monotonic() + wait
         try:
             while True:
+                await anyio.sleep(stream.quota.delay())  # within the rate quotas
                 remaining = deadline - time.monotonic()
                 batch = await stream.fetch(
-                    limit, max(0.05, min(self.limits.poll_seconds, remaining))
+                    stream.quota.batch_size(limit),
+                    max(0.05, min(self.limits.poll_seconds, remaining)),
                 )
                 if batch.records:
                     return batch

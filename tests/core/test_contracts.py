@@ -119,7 +119,10 @@ def test_unknown_product_and_wrong_provider() -> None:
         (("order_id: clear", "order_id: mask"), "mask needs a pattern"),
         (("signatures: []", "filter: amount >\nsignatures: []"), "filter: expected a field"),
         (("order_id: clear", "order_id: publish"), "fields.order_id"),
-        (("signatures: []", "quotas: {records_per_second: 5}\nsignatures: []"), "quotas"),
+        (
+            ("signatures: []", "quotas: {records_per_minute: 5}\nsignatures: []"),
+            "quotas.records_per_minute",
+        ),
         (("contract: acme-globex-orders", "contract: Acme Orders"), "contract"),
         (("valid_until: 2027-12-31T23:59:59Z", "valid_until: 2025-01-01T00:00:00Z"), "valid_until"),
         (("valid_from: 2026-01-01T00:00:00Z", "valid_from: 2026-01-01T00:00:00"), "valid_from"),

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import __version__
 from gateway.adapters.http import problems
-from gateway.adapters.http.routes import contracts, legal, oauth
+from gateway.adapters.http.routes import contracts, legal, oauth, usage
 from gateway.bootstrap import Gateway
 from gateway.services.watcher import watch
 
@@ -27,6 +27,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                 )
             yield
             tasks.cancel_scope.cancel()
+        await gateway.quotas.close()
         await anyio.to_thread.run_sync(gateway.close)
 
     app = FastAPI(
@@ -39,6 +40,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     problems.install(app)
     app.include_router(oauth.router)
     app.include_router(contracts.router)
+    app.include_router(usage.router)
     app.include_router(legal.router)
 
     @app.get("/healthz", include_in_schema=False)

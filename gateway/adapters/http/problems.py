@@ -23,6 +23,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     LedgerUnavailable,
+    QuotaExceeded,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ _STATUS: list[tuple[type[GatewayError], int]] = [
     (AuthenticationFailed, 401),
     (ContractNotActive, 403),
     (ContractNotFound, 404),
+    (QuotaExceeded, 429),
     (BrokerUnavailable, 503),
     (LedgerUnavailable, 503),
 ]
@@ -75,6 +77,10 @@ def gateway_error_response(error: GatewayError) -> Response:
         extra["reason"] = error.reason
     if isinstance(error, BrokerUnavailable | LedgerUnavailable):
         headers["Retry-After"] = "5"
+    if isinstance(error, QuotaExceeded):
+        headers["Retry-After"] = str(error.retry_after)
+        headers.update(error.fields)
+        extra["retry_after"] = error.retry_after
     return problem(status, error.code, error.title, error.detail, headers=headers, **extra)
 
 

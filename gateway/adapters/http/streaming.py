@@ -20,10 +20,17 @@ log = logging.getLogger(__name__)
 
 
 class StreamResponse(EventSourceResponse):
-    def __init__(self, stream: Stream, stream_format: StreamFormat, send_timeout: float) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        stream_format: StreamFormat,
+        send_timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self._stream = stream
         super().__init__(
             stream.events(),
+            headers=headers,
             media_type=stream_format.value,
             ping=0,  # heartbeats are written by the stream in its own format
             send_timeout=send_timeout,

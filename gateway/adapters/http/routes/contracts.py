@@ -103,7 +103,12 @@ async def stream(
         start=Start.parse(start),
         stream_format=stream_format,
     )
-    return StreamResponse(opened, stream_format, send_timeout=gateway.settings.send_timeout_seconds)
+    return StreamResponse(
+        opened,
+        stream_format,
+        send_timeout=gateway.settings.send_timeout_seconds,
+        headers=await opened.quota.fields(),
+    )
 
 
 @router.get("/{contract_id}/records")
@@ -134,7 +139,8 @@ async def records(
         orjson.dumps(next_cursor),
         orjson.dumps(batch.keys),
     )
-    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store", **await opened.quota.fields()}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/{contract_id}/keys")

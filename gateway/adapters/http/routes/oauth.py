@@ -11,7 +11,8 @@ from fastapi.responses import Response
 
 from gateway.adapters.http.deps import GatewayDep
 from gateway.adapters.http.problems import problem
-from gateway.services.authorization import TokenRequest
+from gateway.errors import QuotaExceeded
+from gateway.services.authorization import TokenRequest, presented_client_id
 
 router = APIRouter(tags=["oauth"])
 
@@ -22,6 +23,7 @@ _ERROR_TITLES = {
     "unsupported_grant_type": "Unsupported grant type",
     "unauthorized_client": "Client not authorised for this grant",
     "invalid_scope": "Invalid scope",
+    "temporarily_unavailable": "Too many token requests",
 }
 
 
@@ -55,9 +57,16 @@ async def token(request: Request, gateway: GatewayDep) -> Response:
     if len(form) != len(pairs):
         return _token_problem(400, "invalid_request", "a parameter is given more than once", {})
     server = gateway.authorization
-    status, payload, headers = server.create_token_response(
-        TokenRequest(server.token_endpoint, form, request.headers.get("authorization"))
-    )
+    token_request = TokenRequest(server.token_endpoint, form, request.headers.get("authorization"))
+    # Brute-force protection per client; requests naming none share one bucket per address.
+    client = presented_client_id(token_request)
+    address = request.client.host if request.client else "unknown"
+    try:
+        await gateway.quotas.admit_token(f"client:{client}" if client else f"addr:{address}")
+    except QuotaExceeded as exc:
+        headers = {"Retry-After": str(exc.retry_after), **exc.fields}
+        return _token_problem(429, "temporarily_unavailable", exc.detail, headers)
+    status, payload, headers = server.create_token_response(token_request)
     header_map = {k: v for k, v in headers if k.lower() != "content-type"}
     if status >= 400:
         payload = payload if isinstance(payload, dict) else {}

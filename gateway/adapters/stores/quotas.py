@@ -1,0 +1,374 @@
+"""Where quota state lives: process memory, or Redis shared by all replicas.
+
+Both stores implement ``services.quotas.QuotaStore`` with the same semantics:
+
+- rate buckets are one GCRA number (``core/quotas.py``) that expires when the bucket is full;
+- daily volume is a counter per UTC day that expires after the day;
+- concurrency is a set of leases (holder → expiry): a stream renews its lease while it runs,
+  so the slots of a replica that died free up by themselves after ``ttl`` seconds.
+
+Redis state is changed only inside Lua scripts (atomic per call) and timed by the Redis server's
+clock (``TIME``), so replicas with skewed clocks still share one bucket correctly.
+
+``ResilientQuotaStore`` puts the two together: Redis while it answers; when it does not, each
+replica enforces ``quota / replicas`` from memory, logs it, and sets the
+``gateway_quota_store_degraded`` metric, and it tries Redis again every few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway import metrics
+from gateway.core.quotas import Rate, admit, throttle
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+#: How long a degraded replica waits before asking Redis again.
+REDIS_RETRY_SECONDS = 2.0
+
+
+class MemoryQuotaStore:
+    """Quota state of one process (the default, and the fallback when Redis is unreachable)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._tats: dict[str, float] = {}
+        self._volumes: dict[str, tuple[int, float]] = {}
+        self._leases: dict[str, dict[str, float]] = {}
+
+    def _prune(self, now: float) -> None:
+        if len(self._tats) > 4096:
+            self._tats = {k: tat for k, tat in self._tats.items() if tat > now}
+        if len(self._volumes) > 4096:
+            self._volumes = {k: v for k, v in self._volumes.items() if v[1] > now}
+
+    async def throttle(self, key: str, units: float, rate: Rate) -> float:
+        now = self._clock()
+        self._prune(now)
+        self._tats[key], wait = throttle(self._tats.get(key, now), now, units, rate)
+        return wait
+
+    async def admit(self, key: str, units: float, rate: Rate) -> float:
+        now = self._clock()
+        self._prune(now)
+        self._tats[key], retry_after = admit(self._tats.get(key, now), now, units, rate)
+        return retry_after
+
+    async def debt(self, key: str) -> float:
+        now = self._clock()
+        return max(0.0, self._tats.get(key, now) - now)
+
+    async def reserve(self, key: str, amount: int, limit: int, expires_at: float) -> int:
+        used = await self.volume(key)
+        granted = max(0, min(amount, limit - used))
+        self._volumes[key] = (used + granted, expires_at)
+        return granted
+
+    async def give_back(self, key: str, amount: int) -> None:
+        used, expires_at = self._volumes.get(key, (0, 0.0))
+        self._volumes[key] = (max(0, used - amount), expires_at)
+
+    async def volume(self, key: str) -> int:
+        used, expires_at = self._volumes.get(key, (0, 0.0))
+        return used if expires_at > self._clock() else 0
+
+    async def lease(self, keys: list[tuple[str, int | None]], holder: str, ttl: float) -> int:
+        now = self._clock()
+        for key, _ in keys:
+            held = self._leases.setdefault(key, {})
+            for other in [h for h, expiry in held.items() if expiry <= now]:
+                del held[other]
+        for index, (key, limit) in enumerate(keys):
+            held = self._leases[key]
+            if holder not in held and limit is not None and len(held) >= limit:
+                return index + 1
+        for key, _ in keys:
+            self._leases[key][holder] = now + ttl
+        return 0
+
+    async def release(self, keys: list[str], holder: str) -> None:
+        for key in keys:
+            self._leases.get(key, {}).pop(holder, None)
+
+    async def holders(self, key: str) -> int:
+        now = self._clock()
+        return sum(1 for expiry in self._leases.get(key, {}).values() if expiry > now)
+
+    async def close(self) -> None:
+        return None
+
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+"""
+
+# KEYS[1] bucket; ARGV units, interval, burst, mode ("throttle" | "admit").
+# Returns the wait (throttle) or the retry-after (admit; "0" = admitted) as a string, because
+# Lua numbers returned to Redis are truncated to integers.
+_GCRA = (
+    _NOW
+    + """
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + tonumber(ARGV[1]) * tonumber(ARGV[2])
+local over = new_tat - now - tonumber(ARGV[3])
+if ARGV[4] == 'admit' and over > 0 then return tostring(over) end
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX',
+           math.ceil((new_tat - now) * 1000) + 1000)
+if over < 0 then over = 0 end
+if ARGV[4] == 'admit' then return '0' end
+return tostring(over)
+"""
+)
+
+_DEBT = (
+    _NOW
+    + """
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then return '0' end
+return tostring(tat - now)
+"""
+)
+
+# KEYS[1] day counter; ARGV amount, limit, expires_at (Unix seconds). Returns what was granted.
+_RESERVE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local granted = math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - used)
+if granted < 0 then granted = 0 end
+redis.call('INCRBY', KEYS[1], granted)
+redis.call('EXPIREAT', KEYS[1], ARGV[3])
+return granted
+"""
+
+# KEYS lease sets; ARGV holder, ttl, then one limit per key (-1: none).
+# Returns 0 when leased in every set, else the 1-based index of the full set.
+_LEASE = (
+    _NOW
+    + """
+local holder, ttl = ARGV[1], tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local limit = tonumber(ARGV[2 + i])
+  if limit >= 0 and not redis.call('ZSCORE', key, holder)
+     and redis.call('ZCARD', key) >= limit then
+    return i
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now + ttl, holder)
+  redis.call('EXPIRE', key, math.ceil(ttl) * 2)
+end
+return 0
+"""
+)
+
+_HOLDERS = (
+    _NOW
+    + """
+return redis.call('ZCOUNT', KEYS[1], now, '+inf')
+"""
+)
+
+
+class RedisQuotaStore:
+    """Quota state shared by every replica through one Redis (keys under ``prefix``)."""
+
+    def __init__(self, client: Redis, prefix: str = "exg:") -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._gcra = client.register_script(_GCRA)
+        self._debt = client.register_script(_DEBT)
+        self._reserve = client.register_script(_RESERVE)
+        self._lease = client.register_script(_LEASE)
+        self._holders = client.register_script(_HOLDERS)
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float) -> RedisQuotaStore:
+        client = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+        )
+        return cls(client)
+
+    async def throttle(self, key: str, units: float, rate: Rate) -> float:
+        args: list[str | float] = [units, rate.interval, rate.burst, "throttle"]
+        return float(await self._gcra(keys=[self._prefix + key], args=args))
+
+    async def admit(self, key: str, units: float, rate: Rate) -> float:
+        args: list[str | float] = [units, rate.interval, rate.burst, "admit"]
+        return float(await self._gcra(keys=[self._prefix + key], args=args))
+
+    async def debt(self, key: str) -> float:
+        return float(await self._debt(keys=[self._prefix + key]))
+
+    async def reserve(self, key: str, amount: int, limit: int, expires_at: float) -> int:
+        args = [amount, limit, math.ceil(expires_at)]
+        return int(await self._reserve(keys=[self._prefix + key], args=args))
+
+    async def give_back(self, key: str, amount: int) -> None:
+        if amount > 0:
+            await self._redis.decrby(self._prefix + key, amount)
+
+    async def volume(self, key: str) -> int:
+        value = await self._redis.get(self._prefix + key)
+        return int(value) if value is not None else 0
+
+    async def lease(self, keys: list[tuple[str, int | None]], holder: str, ttl: float) -> int:
+        names = [self._prefix + key for key, _ in keys]
+        limits = [-1 if limit is None else limit for _, limit in keys]
+        return int(await self._lease(keys=names, args=[holder, ttl, *limits]))
+
+    async def release(self, keys: list[str], holder: str) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zrem(self._prefix + key, holder)
+            await pipe.execute()
+
+    async def holders(self, key: str) -> int:
+        return int(await self._holders(keys=[self._prefix + key]))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class ResilientQuotaStore:
+    """Redis while it answers; per-replica limits (``quota / replicas``) from memory when not.
+
+    Volume delivered while degraded is added to the Redis counters when Redis is back, so the
+    day's total stays right.
+    """
+
+    def __init__(
+        self,
+        primary: RedisQuotaStore,
+        replicas: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._primary = primary
+        self._fallback = MemoryQuotaStore()
+        self._replicas = max(1, replicas)
+        self._clock = clock
+        self._retry_at: float | None = None  # set while degraded
+        self._unsynced: dict[str, tuple[int, float]] = {}
+        metrics.QUOTA_STORE_DEGRADED.set(0)
+
+    @property
+    def degraded(self) -> bool:
+        return self._retry_at is not None
+
+    def _failed(self, exc: RedisError) -> None:
+        if self._retry_at is None:
+            log.warning(
+                "quota store: Redis unreachable (%s); enforcing quota/%d per replica until it "
+                "answers again",
+                type(exc).__name__,
+                self._replicas,
+            )
+            metrics.QUOTA_STORE_DEGRADED.set(1)
+        self._retry_at = self._clock() + REDIS_RETRY_SECONDS
+
+    async def _use_primary(self) -> bool:
+        if self._retry_at is None:
+            return True
+        if self._clock() < self._retry_at:
+            return False
+        try:  # try Redis again; on success hand over what was delivered meanwhile
+            for key, (amount, expires_at) in list(self._unsynced.items()):
+                await self._primary.reserve(key, amount, 2**62, expires_at)
+                del self._unsynced[key]
+        except RedisError as exc:
+            self._failed(exc)
+            return False
+        log.warning("quota store: Redis answers again; quotas are shared across replicas")
+        metrics.QUOTA_STORE_DEGRADED.set(0)
+        self._retry_at = None
+        return True
+
+    def _share(self, rate: Rate) -> Rate:
+        return replace(rate, per_second=rate.per_second / self._replicas)
+
+    def _limit(self, limit: int) -> int:
+        return max(1, limit // self._replicas)
+
+    async def _either(
+        self, primary: Callable[[], Awaitable[_T]], fallback: Callable[[], Awaitable[_T]]
+    ) -> _T:
+        if await self._use_primary():
+            try:
+                return await primary()
+            except RedisError as exc:
+                self._failed(exc)
+        return await fallback()
+
+    async def throttle(self, key: str, units: float, rate: Rate) -> float:
+        return await self._either(
+            lambda: self._primary.throttle(key, units, rate),
+            lambda: self._fallback.throttle(key, units, self._share(rate)),
+        )
+
+    async def admit(self, key: str, units: float, rate: Rate) -> float:
+        return await self._either(
+            lambda: self._primary.admit(key, units, rate),
+            lambda: self._fallback.admit(key, units, self._share(rate)),
+        )
+
+    async def debt(self, key: str) -> float:
+        return await self._either(lambda: self._primary.debt(key), lambda: self._fallback.debt(key))
+
+    async def reserve(self, key: str, amount: int, limit: int, expires_at: float) -> int:
+        async def locally() -> int:
+            granted = await self._fallback.reserve(key, amount, self._limit(limit), expires_at)
+            pending, _ = self._unsynced.get(key, (0, expires_at))
+            self._unsynced[key] = (pending + granted, expires_at)
+            return granted
+
+        return await self._either(
+            lambda: self._primary.reserve(key, amount, limit, expires_at), locally
+        )
+
+    async def give_back(self, key: str, amount: int) -> None:
+        async def locally() -> None:
+            await self._fallback.give_back(key, amount)
+            if key in self._unsynced:
+                pending, expires_at = self._unsynced[key]
+                self._unsynced[key] = (max(0, pending - amount), expires_at)
+
+        await self._either(lambda: self._primary.give_back(key, amount), locally)
+
+    async def volume(self, key: str) -> int:
+        return await self._either(
+            lambda: self._primary.volume(key), lambda: self._fallback.volume(key)
+        )
+
+    async def lease(self, keys: list[tuple[str, int | None]], holder: str, ttl: float) -> int:
+        shared = [(key, None if limit is None else self._limit(limit)) for key, limit in keys]
+        return await self._either(
+            lambda: self._primary.lease(keys, holder, ttl),
+            lambda: self._fallback.lease(shared, holder, ttl),
+        )
+
+    async def release(self, keys: list[str], holder: str) -> None:
+        await self._fallback.release(keys, holder)
+        await self._either(lambda: self._primary.release(keys, holder), _nothing)
+
+    async def holders(self, key: str) -> int:
+        return await self._either(
+            lambda: self._primary.holders(key), lambda: self._fallback.holders(key)
+        )
+
+    async def close(self) -> None:
+        await self._primary.close()
+
+
+async def _nothing() -> None:
+    return None

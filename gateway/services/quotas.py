@@ -1,0 +1,344 @@
+"""Enforcing a contract's quotas on its streams and pulls, and the token endpoint's rate.
+
+- **Rates** (``records_per_second``, ``bytes_per_second``) throttle. A stream reads batches
+  sized to a tenth of a second of its rate, sends them, charges the shared bucket, and waits
+  as long as the bucket says before reading more. Nothing is skipped; the cursor stays exact.
+- **Daily volume** (``bytes_per_day``, UTC calendar day) is reserved before a batch is sent. A
+  batch that does not fit is cut after its last whole record that does; the stream then ends
+  with ``quota_exhausted`` and new streams and pulls are refused until the day ends.
+- **Concurrency** (``concurrent_streams`` per contract, and per organisation from settings)
+  is a lease per stream or pull in progress, renewed while it runs.
+- **Token requests** are admitted per client id at ``token_requests_per_minute``.
+
+The quotas in force are the governing contract version's, bounded by settings
+(``Quotas.within``): an amendment changes the rates and volume of live streams at once;
+a lower concurrency applies to streams opened after it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from gateway import metrics
+from gateway.core.contracts import ContractDocument
+from gateway.core.quotas import (
+    RATE_BURST_SECONDS,
+    PolicyItem,
+    Quotas,
+    Rate,
+    day_window,
+    ratelimit_fields,
+    remaining,
+    seconds_until,
+)
+from gateway.errors import QuotaExceeded
+from gateway.settings import QuotaSettings
+
+#: A stream's concurrency lease lives this long unless renewed (frees a dead replica's slots).
+LEASE_SECONDS = 30.0
+RENEW_SECONDS = 10.0
+#: Retry-After for a refused stream: no quota says when a slot frees up; this is a polite pace.
+CONCURRENCY_RETRY_AFTER = 5
+#: Bytes per record assumed before a stream has sent any (to size its first batch).
+FIRST_RECORD_BYTES = 512
+UNLIMITED_VOLUME = 2**62
+
+
+class QuotaStore(Protocol):
+    """Quota state (``adapters/stores/quotas.py``): in memory, or in Redis across replicas."""
+
+    async def throttle(self, key: str, units: float, rate: Rate) -> float: ...
+    async def admit(self, key: str, units: float, rate: Rate) -> float: ...
+    async def debt(self, key: str) -> float: ...
+    async def reserve(self, key: str, amount: int, limit: int, expires_at: float) -> int: ...
+    async def give_back(self, key: str, amount: int) -> None: ...
+    async def volume(self, key: str) -> int: ...
+    async def lease(self, keys: list[tuple[str, int | None]], holder: str, ttl: float) -> int: ...
+    async def release(self, keys: list[str], holder: str) -> None: ...
+    async def holders(self, key: str) -> int: ...
+    async def close(self) -> None: ...
+
+
+def _records_policy(per_second: float) -> PolicyItem:
+    # The draft's quota is an integer per window: 0.5 records/s is 1 record per 2 s.
+    if per_second >= 1:
+        return PolicyItem("records", round(per_second), 1, vendor_unit="record")
+    return PolicyItem("records", 1, round(1 / per_second), vendor_unit="record")
+
+
+class QuotaService:
+    def __init__(
+        self,
+        store: QuotaStore,
+        rules: QuotaSettings,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.clock = clock
+        self._effective: dict[str, Quotas] = {}
+
+    def effective(self, doc: ContractDocument) -> Quotas:
+        quotas = self._effective.get(doc.hash)
+        if quotas is None:
+            own = doc.contract.quotas or Quotas()
+            quotas = own.within(self.rules.defaults, self.rules.ceilings)
+            self._effective[doc.hash] = quotas
+        return quotas
+
+    @staticmethod
+    def lease_keys(contract_id: str, org: str) -> list[str]:
+        return [f"streams:c:{contract_id}", f"streams:o:{org}"]
+
+    def day_key(self, contract_id: str) -> tuple[str, datetime]:
+        day, ends = day_window(self.clock())
+        return f"day:{contract_id}:{day}", ends
+
+    async def open(self, contract_id: str, org: str, version: ContractDocument) -> StreamQuota:
+        """A running stream's or pull's quotas; refuses with ``QuotaExceeded`` first if a
+        concurrency slot or the day's volume is not available."""
+        quotas = self.effective(version)
+        if quotas.bytes_per_day is not None:
+            day, ends = self.day_key(contract_id)
+            if await self.store.volume(day) >= quotas.bytes_per_day:
+                raise self.exhausted(contract_id, quotas, ends)
+        holder = uuid.uuid4().hex
+        keys = self.lease_keys(contract_id, org)
+        full = await self.store.lease(
+            list(
+                zip(
+                    keys,
+                    (quotas.concurrent_streams, self.rules.org_concurrent_streams),
+                    strict=True,
+                )
+            ),
+            holder,
+            LEASE_SECONDS,
+        )
+        if full:
+            metrics.QUOTA_REFUSALS.labels("too_many_streams").inc()
+            whose = "this contract" if full == 1 else f"organisation {org!r}"
+            limit = quotas.concurrent_streams if full == 1 else self.rules.org_concurrent_streams
+            raise QuotaExceeded(
+                f"{whose} already has {limit} streams open (its concurrency quota)",
+                code="too_many_streams",
+                retry_after=CONCURRENCY_RETRY_AFTER,
+                fields=await self.fields(contract_id, org, quotas),
+            )
+        stream_quota = StreamQuota(self, contract_id, org, version, holder)
+        await stream_quota.start()
+        return stream_quota
+
+    def exhausted(self, contract_id: str, quotas: Quotas, ends: datetime) -> QuotaExceeded:
+        metrics.QUOTA_REFUSALS.labels("quota_exhausted").inc()
+        return QuotaExceeded(
+            f"the contract's daily volume of {quotas.bytes_per_day} bytes is used up "
+            f"until {ends.isoformat().replace('+00:00', 'Z')}",
+            code="quota_exhausted",
+            retry_after=seconds_until(ends, self.clock()),
+            fields={
+                "RateLimit-Policy": self._daily_policy(quotas).policy(),
+                "RateLimit": f'"daily";r=0;t={seconds_until(ends, self.clock())}',
+            },
+        )
+
+    @staticmethod
+    def _daily_policy(quotas: Quotas) -> PolicyItem:
+        assert quotas.bytes_per_day is not None
+        return PolicyItem("daily", quotas.bytes_per_day, 86_400, "content-bytes")
+
+    async def fields(self, contract_id: str, org: str, quotas: Quotas) -> dict[str, str]:
+        """``RateLimit-Policy`` and ``RateLimit`` for the caller's quotas on a contract."""
+        items: list[tuple[PolicyItem, int, int]] = []
+        if quotas.records_per_second is not None:
+            debt = await self.store.debt(f"rec:{contract_id}")
+            left, reset = remaining(debt, Rate(quotas.records_per_second))
+            items.append((_records_policy(quotas.records_per_second), left, reset))
+        if quotas.bytes_per_second is not None:
+            debt = await self.store.debt(f"byt:{contract_id}")
+            left, reset = remaining(debt, Rate(quotas.bytes_per_second))
+            items.append(
+                (PolicyItem("bytes", quotas.bytes_per_second, 1, "content-bytes"), left, reset)
+            )
+        if quotas.bytes_per_day is not None:
+            day, ends = self.day_key(contract_id)
+            used = await self.store.volume(day)
+            reset = seconds_until(ends, self.clock())
+            items.append((self._daily_policy(quotas), quotas.bytes_per_day - used, reset))
+        contract_key, org_key = self.lease_keys(contract_id, org)
+        for name, key, limit in (
+            ("streams", contract_key, quotas.concurrent_streams),
+            ("org-streams", org_key, self.rules.org_concurrent_streams),
+        ):
+            if limit is not None:
+                open_now = await self.store.holders(key)
+                items.append((PolicyItem(name, limit, None, "concurrency"), limit - open_now, 0))
+        return ratelimit_fields(items)
+
+    async def admit_token(self, client_key: str) -> None:
+        """Brute-force protection of the token endpoint: a rate per presented client id."""
+        rules = self.rules
+        rate = Rate(rules.token_requests_per_minute / 60)
+        rate = Rate(rate.per_second, burst=rules.token_burst * rate.interval)
+        retry_after = await self.store.admit(f"token:{client_key}", 1, rate)
+        if retry_after > 0:
+            metrics.QUOTA_REFUSALS.labels("too_many_requests").inc()
+            policy = PolicyItem("token", rules.token_requests_per_minute, 60, "request")
+            wait = max(1, math.ceil(retry_after))
+            raise QuotaExceeded(
+                f"too many token requests for this client; try again in {wait} s",
+                code="too_many_requests",
+                retry_after=wait,
+                fields=ratelimit_fields([(policy, 0, wait)]),
+            )
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def usage(self, org: str, docs: list[ContractDocument]) -> dict[str, Any]:
+        """The caller's limits and what it used, per contract (``GET /v1/usage``)."""
+        now = self.clock()
+        day, ends = day_window(now)
+        contracts = []
+        for doc in docs:
+            contract_id = doc.contract.contract
+            quotas = self.effective(doc)
+            used = await self.store.volume(self.day_key(contract_id)[0])
+            limit = quotas.bytes_per_day
+            contracts.append(
+                {
+                    "contract": contract_id,
+                    "version": doc.contract.version,
+                    "limits": quotas.model_dump(),
+                    "usage": {
+                        "open_streams": await self.store.holders(f"streams:c:{contract_id}"),
+                        "bytes_today": used,
+                        "bytes_remaining_today": None if limit is None else max(0, limit - used),
+                    },
+                }
+            )
+        return {
+            "organisation": org,
+            "day": day,
+            "resets_at": ends.isoformat().replace("+00:00", "Z"),
+            "limits": {"concurrent_streams": self.rules.org_concurrent_streams},
+            "open_streams": await self.store.holders(f"streams:o:{org}"),
+            "contracts": contracts,
+        }
+
+
+class StreamQuota:
+    """The quotas of one running stream or pull (see the module docstring)."""
+
+    def __init__(
+        self,
+        service: QuotaService,
+        contract_id: str,
+        org: str,
+        version: ContractDocument,
+        holder: str,
+    ) -> None:
+        self._service = service
+        self._store = service.store
+        self.contract_id = contract_id
+        self.org = org
+        #: The contract version whose quotas apply (the stream moves it on an amendment).
+        self.version = version
+        self._holder = holder
+        self._resume_at = 0.0  # monotonic
+        self._renew_at = time.monotonic() + RENEW_SECONDS
+        self._records = 0
+        self._bytes = 0
+        self._closed = False
+        #: Set when the day's volume ran out: the stream ends, ``retry_after`` seconds to wait.
+        self.exhausted: QuotaExceeded | None = None
+        metrics.OPEN_STREAMS.labels(contract_id).inc()
+
+    @property
+    def quotas(self) -> Quotas:
+        return self._service.effective(self.version)
+
+    async def start(self) -> None:
+        """Wait for what other streams of the contract already sent (the shared buckets)."""
+        quotas = self.quotas
+        wait = 0.0
+        for key, per_second in (
+            (f"rec:{self.contract_id}", quotas.records_per_second),
+            (f"byt:{self.contract_id}", quotas.bytes_per_second),
+        ):
+            if per_second is not None:
+                wait = max(wait, await self._store.debt(key) - RATE_BURST_SECONDS)
+        self._resume_at = time.monotonic() + max(0.0, wait)
+
+    def delay(self) -> float:
+        """Seconds to wait before reading more (0: go on)."""
+        return max(0.0, self._resume_at - time.monotonic())
+
+    def batch_size(self, most: int) -> int:
+        """Records to read next: about one burst (a tenth of a second) of the rates."""
+        quotas = self.quotas
+        size = most
+        if quotas.records_per_second is not None:
+            size = min(size, math.ceil(quotas.records_per_second * RATE_BURST_SECONDS))
+        if quotas.bytes_per_second is not None:
+            per_record = self._bytes / self._records if self._records else FIRST_RECORD_BYTES
+            size = min(size, int(quotas.bytes_per_second * RATE_BURST_SECONDS / per_record))
+        return max(1, size)
+
+    async def reserve(self, size: int) -> int:
+        """Bytes of the day's volume granted for a batch of ``size`` bytes (all, or less when
+        the day's volume runs out: the caller cuts the batch to fit and ends)."""
+        limit = self.quotas.bytes_per_day
+        key, ends = self._service.day_key(self.contract_id)
+        granted = await self._store.reserve(
+            key, size, UNLIMITED_VOLUME if limit is None else limit, ends.timestamp() + 3600
+        )
+        if granted < size:
+            assert limit is not None
+            self.exhausted = self._service.exhausted(self.contract_id, self.quotas, ends)
+        return granted
+
+    async def settle(self, granted: int, records: int, size: int) -> None:
+        """``records`` and ``size`` bytes went out: return unused volume, charge the rates."""
+        if granted > size:
+            key, _ = self._service.day_key(self.contract_id)
+            await self._store.give_back(key, granted - size)
+        self._records += records
+        self._bytes += size
+        metrics.DELIVERED_RECORDS.labels(self.contract_id).inc(records)
+        metrics.DELIVERED_BYTES.labels(self.contract_id).inc(size)
+        quotas = self.quotas
+        wait = 0.0
+        if quotas.records_per_second is not None and records:
+            rate = Rate(quotas.records_per_second)
+            wait = await self._store.throttle(f"rec:{self.contract_id}", records, rate)
+        if quotas.bytes_per_second is not None and size:
+            rate = Rate(quotas.bytes_per_second)
+            wait = max(wait, await self._store.throttle(f"byt:{self.contract_id}", size, rate))
+        if wait > 0:
+            metrics.THROTTLED_SECONDS.labels(self.contract_id).inc(wait)
+        self._resume_at = time.monotonic() + wait
+
+    async def renew(self) -> None:
+        """Keep the concurrency lease while running (never refused: the stream holds a slot)."""
+        if time.monotonic() < self._renew_at:
+            return
+        self._renew_at = time.monotonic() + RENEW_SECONDS
+        keys = self._service.lease_keys(self.contract_id, self.org)
+        await self._store.lease([(key, None) for key in keys], self._holder, LEASE_SECONDS)
+
+    async def fields(self) -> dict[str, str]:
+        return await self._service.fields(self.contract_id, self.org, self.quotas)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        metrics.OPEN_STREAMS.labels(self.contract_id).dec()
+        keys = self._service.lease_keys(self.contract_id, self.org)
+        await self._store.release(keys, self._holder)
