@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,52 +14,9 @@ import pytest
 from gateway.cli import write_statement
 from gateway.core.documents import canonical_hash, load_yaml
 from tests.conftest import RunningGateway, World
-from tests.sse import Event, parse_events
+from tests.sse import LiveStream
 
 CONTRACT = "acme-globex-orders"
-
-
-class LiveStream:
-    """An SSE connection read in the background, timestamping every event."""
-
-    def __init__(self, http: httpx.Client, gw: RunningGateway, org: str = "globex") -> None:
-        self.events: list[tuple[float, Event]] = []
-        self._response = http.send(
-            http.build_request(
-                "GET",
-                f"{gw.url}/v1/contracts/{CONTRACT}/stream",
-                headers={"Authorization": f"Bearer {gw.token(org)}", "Accept": "text/event-stream"},
-            ),
-            stream=True,
-        )
-        assert self._response.status_code == 200
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        pending = b""
-        try:
-            for chunk in self._response.iter_raw():
-                pending += chunk
-                cut = pending.rfind(b"\n\n") + 2
-                if cut >= 2:
-                    now = time.monotonic()
-                    self.events.extend((now, e) for e in parse_events(pending[:cut]))
-                    pending = pending[cut:]
-        except httpx.HTTPError:
-            pass
-
-    def wait_end(self, timeout: float = 10) -> tuple[float, dict[str, Any]]:
-        self._thread.join(timeout)
-        ends = [(t, e.json()) for t, e in self.events if e.event == "end"]
-        assert ends, "the stream did not end"
-        return ends[0]
-
-    def records(self) -> list[dict[str, Any]]:
-        return [e.json() for _, e in self.events if e.event == "record"]
-
-    def close(self) -> None:
-        self._response.close()
 
 
 def refused_reason(http: httpx.Client, gw: RunningGateway) -> str:
@@ -89,7 +45,7 @@ def test_a_statement_ends_the_live_stream_within_a_second(
     serve: Callable[..., RunningGateway], world: World, http: httpx.Client, kind: str, org: str
 ) -> None:
     gw = serve()
-    stream = LiveStream(http, gw)
+    stream = LiveStream(http, gw.url, gw.token("globex"))
     time.sleep(0.5)
     written = time.monotonic()
     statement(world, kind, org)
@@ -136,7 +92,7 @@ def test_an_amendment_that_narrows_the_fields_ends_the_stream(
     serve: Callable[..., RunningGateway], world: World, http: httpx.Client
 ) -> None:
     gw = serve()
-    stream = LiveStream(http, gw)
+    stream = LiveStream(http, gw.url, gw.token("globex"))
     time.sleep(0.5)
     written = time.monotonic()
     amend(world, "fields:\n  order_id: clear\n")
@@ -154,7 +110,7 @@ def test_an_amendment_that_widens_the_fields_keeps_the_stream(
     serve: Callable[..., RunningGateway], world: World, http: httpx.Client, produce_orders: Any
 ) -> None:
     gw = serve()
-    stream = LiveStream(http, gw)
+    stream = LiveStream(http, gw.url, gw.token("globex"))
     time.sleep(0.3)
     amend(
         world,
@@ -178,7 +134,7 @@ def test_expiry_ends_the_stream_on_time(
     until = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
     world.add_contract(CONTRACT, "globex", valid_until=until.isoformat().replace("+00:00", "Z"))
     gw = serve()
-    stream = LiveStream(http, gw)
+    stream = LiveStream(http, gw.url, gw.token("globex"))
     _, end = stream.wait_end()
     assert end["reason"] == "expired"
     assert datetime.now(UTC) - until < timedelta(seconds=1)
@@ -192,7 +148,7 @@ def test_an_invalid_file_never_takes_down_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     gw = serve()
-    stream = LiveStream(http, gw)
+    stream = LiveStream(http, gw.url, gw.token("globex"))
     (world.contracts_dir / "broken.yaml").write_text("contract: [unclosed\n")
     (world.contracts_dir / "acme-initech-orders.yaml").write_text("contract: acme-initech-orders\n")
     time.sleep(1.0)
@@ -209,7 +165,10 @@ def test_replicas_sharing_the_directory_converge(
     serve: Callable[..., RunningGateway], world: World, http: httpx.Client
 ) -> None:
     first, second = serve(), serve()
-    streams = [LiveStream(http, first), LiveStream(http, second)]
+    streams = [
+        LiveStream(http, first.url, first.token("globex")),
+        LiveStream(http, second.url, second.token("globex")),
+    ]
     time.sleep(0.5)
     statement(world, "revoke", "globex")
     for stream in streams:

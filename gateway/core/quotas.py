@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
+_EPSILON = 1e-6
+
 #: Burst tolerance of rate quotas, in seconds of the rate (a stream's batch is sized to fit it).
 RATE_BURST_SECONDS = 0.1
 
@@ -84,7 +86,7 @@ def admit(tat: float, now: float, units: float, rate: Rate) -> tuple[float, floa
     """``(new_tat, 0)`` if ``units`` fit now, else ``(tat, retry_after)`` and nothing is charged."""
     new_tat = max(tat, now) + units * rate.interval
     over = new_tat - now - rate.burst
-    if over > 0:
+    if over > _EPSILON:  # float rounding must not refuse what exactly fits
         return tat, over
     return new_tat, 0.0
 

@@ -304,8 +304,11 @@ class StreamQuota:
         return granted
 
     async def settle(self, granted: int, records: int, size: int) -> None:
-        """``records`` and ``size`` bytes went out: return unused volume, charge the rates."""
-        if granted > size:
+        """``records`` and ``size`` bytes went out: return unused volume, charge the rates.
+
+        Once a record does not fit, the rest of the day's volume is kept as used: the day is
+        over for the contract, and new streams are refused until the next one."""
+        if granted > size and self.exhausted is None:
             key, _ = self._service.day_key(self.contract_id)
             await self._store.give_back(key, granted - size)
         self._records += records

@@ -3,8 +3,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.core.contracts import FieldRule
 from gateway.core.cursor import CursorCodec
+from gateway.core.filters import parse_filter
 from gateway.core.projection import compile_fields
 from gateway.core.records import RecordEncoder, StreamFormat, format_timestamp
 
@@ -88,3 +92,58 @@ def test_control_events() -> None:
 
 def test_timestamp_format() -> None:
     assert format_timestamp(0) == "1970-01-01T00:00:00.000Z"
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 5), st.booleans()), min_size=1, max_size=30
+    ),
+    st.integers(min_value=0, max_value=5000),
+    st.sampled_from(list(StreamFormat)),
+)
+def test_a_cut_batch_is_whole_records_and_its_cursor_follows_the_last(
+    spec: list[tuple[int, int, bool]], max_bytes: int, fmt: StreamFormat
+) -> None:
+    """Cutting a batch to the day's remaining volume keeps a prefix of whole records, and the
+    stream's position is exactly what encoding only that prefix would give."""
+    next_offset = {0: 0, 1: 0, 2: 0}
+    records = []
+    for partition, size, passes in spec:
+        value = {"a": "x" * size * 20, "keep": passes}
+        records.append(
+            FakeRecord(partition, next_offset[partition], b"k", json.dumps(value).encode())
+        )
+        next_offset[partition] += 1
+    filtered = RecordEncoder(
+        contract_id="c",
+        fields=compile_fields({"a": CLEAR_RULE}),
+        codec=codec,
+        positions={0: 0, 1: 0, 2: 0},
+        stream_format=fmt,
+        row_filter=parse_filter("keep == true"),
+    )
+    batch = filtered.encode(records)
+    cut = filtered.cut(batch, records, max_bytes)
+    assert len(cut.data) <= max_bytes
+    assert batch.data.startswith(cut.data)
+    kept = cut.records
+    assert kept == len(cut.marks)
+    if kept:
+        last_index = cut.marks[-1][1]
+        reference = RecordEncoder(
+            contract_id="c",
+            fields=compile_fields({"a": CLEAR_RULE}),
+            codec=codec,
+            positions={0: 0, 1: 0, 2: 0},
+            stream_format=fmt,
+            row_filter=parse_filter("keep == true"),
+        )
+        again = reference.encode(records[: last_index + 1])
+        assert again.data == cut.data
+        assert cut.cursor == again.cursor
+        assert filtered.positions == reference.positions
+    else:
+        assert cut.data == b""
+        assert filtered.positions == {0: 0, 1: 0, 2: 0}
+    if kept < batch.records:  # the next record would not have fit
+        assert batch.marks[kept][0] > max_bytes

@@ -123,7 +123,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local new_tat = tat + tonumber(ARGV[1]) * tonumber(ARGV[2])
 local over = new_tat - now - tonumber(ARGV[3])
-if ARGV[4] == 'admit' and over > 0 then return tostring(over) end
+if ARGV[4] == 'admit' and over > 0.000001 then return tostring(over) end
 redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX',
            math.ceil((new_tat - now) * 1000) + 1000)
 if over < 0 then over = 0 end

@@ -27,12 +27,14 @@ _ERROR_TITLES = {
 }
 
 
-def _token_problem(status: int, error: str, description: str, headers: dict[str, str]) -> Response:
+def _token_problem(
+    status: int, error: str, description: str, headers: dict[str, str], code: str | None = None
+) -> Response:
     # RFC 9457 body that is also an RFC 6749 §5.2 error response (``error`` members), so
     # standard OAuth client libraries read it as they would any token error.
     return problem(
         status,
-        error,
+        code or error,
         _ERROR_TITLES.get(error, "Token request refused"),
         description,
         headers=headers,
@@ -65,7 +67,7 @@ async def token(request: Request, gateway: GatewayDep) -> Response:
         await gateway.quotas.admit_token(f"client:{client}" if client else f"addr:{address}")
     except QuotaExceeded as exc:
         headers = {"Retry-After": str(exc.retry_after), **exc.fields}
-        return _token_problem(429, "temporarily_unavailable", exc.detail, headers)
+        return _token_problem(429, "temporarily_unavailable", exc.detail, headers, exc.code)
     status, payload, headers = server.create_token_response(token_request)
     header_map = {k: v for k, v in headers if k.lower() != "content-type"}
     if status >= 400:
