@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format bench clean
-# Web pages are tested in Debian's chromium (Playwright drives it; no browser download).
+# Web pages are tested in Debian's chromium (Playwright drives it; no browser download);
+# quotas shared by replicas are tested against Debian's redis-server (the tests start it).
 CHROMIUM := /usr/bin/chromium
+REDIS := /usr/bin/redis-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +27,10 @@ lint: $(STAMP)
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
-test: lint $(CHROMIUM)
+$(REDIS):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+
+test: lint $(CHROMIUM) $(REDIS)
 	$(BIN)/pytest
 
 format: $(STAMP)

@@ -30,6 +30,7 @@ from gateway.cli import PRIVATE_SUFFIX, generate_keys, sign_file
 from gateway.client import GatewayClient, client_assertion
 from gateway.core.jose import parse_private_jwks, signing_key
 from gateway.settings import KafkaSettings, Settings
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -226,3 +227,11 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=httpx.Timeout(20.0)) as client:
         yield client
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()

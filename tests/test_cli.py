@@ -84,7 +84,9 @@ def wait_ready(url: str, timeout: float = 20, **client: Any) -> None:
 
 
 @contextlib.contextmanager
-def gateway_serve(world: World, bootstrap: str, *extra: str) -> Iterator[tuple[int, list[bytes]]]:
+def gateway_serve(
+    world: World, bootstrap: str, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[int, list[bytes]]]:
     """`gateway serve` as a subprocess; yields its port and (filled at exit) its output."""
     port = free_port()
     args = ["--contracts", str(world.contracts_dir), "--keys", str(world.keys_dir)]
@@ -93,6 +95,7 @@ def gateway_serve(world: World, bootstrap: str, *extra: str) -> Iterator[tuple[i
         [*GATEWAY, "serve", *args, "--port", str(port), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     output: list[bytes] = []
     try:

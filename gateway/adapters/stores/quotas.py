@@ -351,11 +351,14 @@ class ResilientQuotaStore:
         )
 
     async def lease(self, keys: list[tuple[str, int | None]], holder: str, ttl: float) -> int:
-        shared = [(key, None if limit is None else self._limit(limit)) for key, limit in keys]
-        return await self._either(
-            lambda: self._primary.lease(keys, holder, ttl),
-            lambda: self._fallback.lease(shared, holder, ttl),
-        )
+        async def shared() -> int:
+            full = await self._primary.lease(keys, holder, ttl)
+            if not full:  # mirrored, so a degraded replica knows the streams it runs
+                await self._fallback.lease([(key, None) for key, _ in keys], holder, ttl)
+            return full
+
+        own = [(key, None if limit is None else self._limit(limit)) for key, limit in keys]
+        return await self._either(shared, lambda: self._fallback.lease(own, holder, ttl))
 
     async def release(self, keys: list[str], holder: str) -> None:
         await self._fallback.release(keys, holder)
