@@ -38,7 +38,8 @@ format: $(STAMP)
 	$(BIN)/ruff format gateway tests bench
 
 bench: $(STAMP)
-	$(BIN)/python bench/stream.py
+	$(BIN)/python -m bench.stream
+	$(BIN)/python -m bench.fairness
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .pytest_cache .ruff_cache

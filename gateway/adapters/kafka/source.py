@@ -25,6 +25,9 @@ METADATA_TIMEOUT = 5.0
 #: librdkafka consumer properties for streams (memory per stream is bounded by the queue size).
 STREAM_CONSUMER_DEFAULTS: dict[str, Any] = {
     "group.id": "exchange-gateway",  # required by librdkafka; never joined, never committed
+    # One client id for every stream, so a Kafka broker quota (consumer_byte_rate) can bound
+    # what the gateway as a whole takes from the cluster next to the provider's own consumers.
+    "client.id": "exchange-gateway",
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
