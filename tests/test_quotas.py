@@ -61,6 +61,8 @@ def test_rate_quotas_throttle_within_ten_percent_and_lose_nothing(
     stream = LiveStream(http, gw.url, gw.token("globex"))
     records = stream.wait_records(count, timeout=30)
     stream.close()
+    policy = {"records": '"records";q=200;w=1', "bytes": '"bytes";q=50000;qu="content-bytes";w=1'}
+    assert policy[unit] in stream.response.headers["RateLimit-Policy"]
 
     # Every record exactly once, in order per partition.
     positions = [(r["partition"], r["offset"]) for r in records]

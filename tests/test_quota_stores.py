@@ -1,0 +1,104 @@
+"""The memory and Redis quota stores keep the same semantics (one test, both stores), and the
+resilient store falls back to a per-replica share when Redis does not answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+
+import anyio
+import pytest
+
+from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, ResilientQuotaStore
+from gateway.core.quotas import Rate
+from gateway.services.quotas import QuotaStore
+from tests.redis_server import RedisServer
+
+StoreFactory = Callable[[], QuotaStore]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
+    if request.param == "memory":
+        yield MemoryQuotaStore
+        return
+    server = RedisServer()
+    server.start()
+    yield lambda: RedisQuotaStore.from_url(server.url, timeout=1.0)
+    server.stop()
+
+
+def run(factory: StoreFactory, scenario: Callable[[QuotaStore], Awaitable[None]]) -> None:
+    async def main() -> None:
+        store = factory()
+        try:
+            await scenario(store)
+        finally:
+            await store.close()
+
+    anyio.run(main)
+
+
+def test_daily_volume_is_reserved_atomically_and_never_beyond_the_limit(
+    make_store: StoreFactory,
+) -> None:
+    async def scenario(store: QuotaStore) -> None:
+        far = 4_000_000_000.0
+        assert await store.reserve("day:c", 600, 1000, far) == 600
+        assert await store.reserve("day:c", 600, 1000, far) == 400  # only what is left
+        assert await store.reserve("day:c", 1, 1000, far) == 0
+        await store.give_back("day:c", 150)
+        assert await store.volume("day:c") == 850
+        assert await store.volume("day:other") == 0
+
+    run(make_store, scenario)
+
+
+def test_leases_count_per_key_and_free_on_release(make_store: StoreFactory) -> None:
+    async def scenario(store: QuotaStore) -> None:
+        keys: list[tuple[str, int | None]] = [("streams:c:x", 2), ("streams:o:org", 3)]
+        assert await store.lease(keys, "one", 30) == 0
+        assert await store.lease(keys, "two", 30) == 0
+        assert await store.lease(keys, "three", 30) == 1  # the contract's set is full
+        assert await store.lease(keys, "one", 30) == 0  # a renewal is never refused
+        other: list[tuple[str, int | None]] = [("streams:c:y", 5), ("streams:o:org", 3)]
+        assert await store.lease(other, "four", 30) == 0
+        assert await store.lease(other, "five", 30) == 2  # the organisation's set is full
+        await store.release(["streams:c:x", "streams:o:org"], "one")
+        assert await store.holders("streams:c:x") == 1
+        assert await store.lease(keys, "three", 30) == 0
+
+    run(make_store, scenario)
+
+
+def test_admission_allows_the_burst_then_refuses_with_the_wait(make_store: StoreFactory) -> None:
+    async def scenario(store: QuotaStore) -> None:
+        rate = Rate(1.0, burst=3.0)
+        waits = [await store.admit("token:c", 1, rate) for _ in range(4)]
+        assert waits[:3] == [0.0, 0.0, 0.0]
+        assert 0.9 < waits[3] <= 1.0
+        assert await store.admit("token:other", 1, rate) == 0.0
+        # Throttling charges what was sent and says how long to wait.
+        throttle_rate = Rate(100.0)
+        assert await store.throttle("rec:c", 10, throttle_rate) == 0.0
+        assert 0.09 < await store.throttle("rec:c", 10, throttle_rate) <= 0.1
+        assert 0.1 < await store.debt("rec:c") <= 0.2
+
+    run(make_store, scenario)
+
+
+def test_without_redis_each_replica_enforces_its_share() -> None:
+    server = RedisServer()  # never started: nothing listens on its port
+
+    async def scenario() -> None:
+        store = ResilientQuotaStore(RedisQuotaStore.from_url(server.url, timeout=0.2), 2)
+        far = 4_000_000_000.0
+        assert await store.reserve("day:c", 800, 1000, far) == 500  # 1000 / 2 replicas
+        assert store.degraded
+        keys: list[tuple[str, int | None]] = [("streams:c:x", 3), ("streams:o:org", None)]
+        assert await store.lease(keys, "one", 30) == 0
+        assert await store.lease(keys, "two", 30) == 1  # 3 // 2 = 1 stream per replica
+        # 10 records/s shared by 2 replicas: 5 per second here.
+        assert 1.9 < await store.throttle("rec:c", 10 + 0.5, Rate(10.0)) <= 2.0
+        await store.close()
+
+    anyio.run(scenario)
