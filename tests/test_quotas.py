@@ -15,6 +15,7 @@ import pytest
 from gateway.adapters.kafka.admin import produce
 from gateway.core.documents import canonical_hash, load_yaml
 from gateway.core.quotas import day_window
+from gateway.services.report import build_report
 from gateway.settings import QuotaSettings
 from tests.conftest import RunningGateway, World, order
 from tests.sse import LiveStream
@@ -156,6 +157,11 @@ def test_daily_volume_ends_the_live_stream_and_refuses_until_the_next_day(
     sent = sum(len(f"event: record\nid: {e.id}\ndata: {e.data}\n\n") for e in events)
     assert 6000 - 400 < sent <= 6000
     first_day = stream.records()
+    # Provable from the ledger: what the contract's partner got that day.
+    time.sleep(0.5)  # the ledger writes in the background
+    report = build_report(gw.gateway.ledger_entries(), CONTRACT)
+    today = datetime.now(UTC).date().isoformat()
+    assert report.bytes_by_day() == {today: sent}
 
     headers = bearer(gw)
     for path in ("stream", "records"):

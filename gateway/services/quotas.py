@@ -254,6 +254,8 @@ class StreamQuota:
         self._renew_at = time.monotonic() + RENEW_SECONDS
         self._records = 0
         self._bytes = 0
+        #: Bytes sent per UTC day (the unit of the daily quota), for the ledger.
+        self.bytes_by_day: dict[str, int] = {}
         self._closed = False
         #: Set when the day's volume ran out: the stream ends, ``retry_after`` seconds to wait.
         self.exhausted: QuotaExceeded | None = None
@@ -313,6 +315,9 @@ class StreamQuota:
             await self._store.give_back(key, granted - size)
         self._records += records
         self._bytes += size
+        if size:
+            day, _ = day_window(self._service.clock())
+            self.bytes_by_day[day] = self.bytes_by_day.get(day, 0) + size
         metrics.DELIVERED_RECORDS.labels(self.contract_id).inc(records)
         metrics.DELIVERED_BYTES.labels(self.contract_id).inc(size)
         quotas = self.quotas

@@ -29,6 +29,8 @@ class Delivery:
     #: Per partition, the first and last offset delivered (inclusive); absent when none.
     ranges: dict[str, tuple[int | None, int]]
     end_reason: str
+    #: Bytes per UTC day, the unit of a daily volume quota.
+    bytes_by_day: dict[str, int]
 
 
 @dataclass
@@ -47,11 +49,20 @@ class Report:
             t["bytes"] += d.bytes
         return totals
 
+    def bytes_by_day(self) -> dict[str, int]:
+        """Bytes sent per UTC day: what a ``bytes_per_day`` quota is held against."""
+        totals: dict[str, int] = {}
+        for d in self.deliveries:
+            for day, sent in d.bytes_by_day.items():
+                totals[day] = totals.get(day, 0) + sent
+        return dict(sorted(totals.items()))
+
     def as_json(self) -> dict[str, Any]:
         return {
             "contract": self.contract,
             "versions": self.version_numbers,
             "totals_by_version": self.totals_by_version(),
+            "bytes_by_day": self.bytes_by_day(),
             "deliveries": [asdict(d) for d in self.deliveries],
         }
 
@@ -98,6 +109,10 @@ def build_report(
                 bytes=int(entry["bytes"]),
                 ranges=_ranges(entry["from"], entry["to"]),
                 end_reason=str(entry["end_reason"]),
+                # Entries written before quotas existed: all on the day the delivery ended.
+                bytes_by_day=dict(
+                    entry.get("bytes_by_day") or {ended.date().isoformat(): int(entry["bytes"])}
+                ),
             )
         )
     report.deliveries.sort(key=lambda d: d.started)
@@ -130,4 +145,6 @@ def render_table(report: Report) -> str:
     for h, t in report.totals_by_version().items():
         counts = f"{t['deliveries']} deliveries, {t['records']} records, {t['bytes']} bytes"
         lines.append(f"{version(h)}: {counts}")
+    for day, sent in report.bytes_by_day().items():
+        lines.append(f"{day} (UTC): {sent} bytes")
     return "\n".join(lines)

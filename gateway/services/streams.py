@@ -238,6 +238,7 @@ class Stream:
                 "to": {str(p): o for p, o in self.encoder.positions.items()},
                 "records": self.records_sent,
                 "bytes": self.bytes_sent,
+                "bytes_by_day": self.quota.bytes_by_day,
                 "started": timestamp(self.started),
                 "ended": timestamp(ended),
                 "end_reason": self.ended_because,
