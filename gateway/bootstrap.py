@@ -11,6 +11,7 @@ from typing import Any
 from gateway.adapters.ledger.kafka import KafkaLedger, read_entries
 from gateway.adapters.stores.keys import DataKeyStore, key_source
 from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, ResilientQuotaStore
+from gateway.adapters.stores.replays import SharedReplayCache
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.cursor import CursorCodec
 from gateway.core.ledger import timestamp
@@ -39,6 +40,7 @@ class Gateway:
     ledger: KafkaLedger
     observer: ContractObserver
     quotas: QuotaService
+    replays: SharedReplayCache | None = None
 
     def reload(self) -> None:
         """Read contracts and keys again and swap them in for every service at once."""
@@ -51,6 +53,8 @@ class Gateway:
 
     def close(self) -> None:
         self.ledger.close()
+        if self.replays is not None:
+            self.replays.close()
 
     def ledger_entries(self) -> list[dict[str, Any]]:
         """Everything in the ledger topic (blocking: call from a worker thread)."""
@@ -93,6 +97,12 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
     registry = read_registry(settings)
     issuer = settings.issuer()
     quotas = QuotaService(quota_store(settings), settings.quotas)
+    redis = settings.redis
+    replays = (
+        SharedReplayCache.from_url(redis.url.get_secret_value(), redis.timeout_seconds)
+        if redis.url is not None
+        else None
+    )
     # Services read the registry through the container, so a reload swaps it for all of them.
     gateway = Gateway(
         settings=settings,
@@ -105,6 +115,7 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
             org_keys=lambda: gateway.registry.keys,
             registered=settings.clients,
             on_issued=token_issued,
+            replays=replays,
         ),
         tokens=AccessTokenVerifier(issuer, secrets.signing_keys),
         streams=StreamService(
@@ -127,6 +138,7 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
         ledger=ledger,
         observer=ContractObserver(ledger),
         quotas=quotas,
+        replays=replays,
     )
     gateway.observe()
     return gateway

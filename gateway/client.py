@@ -46,9 +46,13 @@ class GatewayClientError(Exception):
 
 
 class StreamEnded(Exception):
-    def __init__(self, reason: str) -> None:
+    """The gateway ended the stream (``event: end``), or the connection closed."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: Seconds until the gateway will serve again (``quota_exhausted``).
+        self.retry_after = retry_after
 
 
 def client_assertion(org: str, key: OKPKey, audience: str, lifetime: int = 60) -> str:
@@ -68,6 +72,7 @@ def client_assertion(org: str, key: OKPKey, audience: str, lifetime: int = 60) -
 
 def _raise_for_problem(response: httpx.Response) -> None:
     if response.status_code >= 400:
+        response.read()  # a refused stream's problem body has not been read yet
         try:
             body = response.json()
         except ValueError:
@@ -147,7 +152,8 @@ class GatewayClient:
                     for announced in json.loads(event.data)["keys"]:
                         self._decryptor(contract).add(announced["kid"], announced["jwe"])
                 elif event.event == "end":
-                    raise StreamEnded(json.loads(event.data).get("reason", "unknown"))
+                    end = json.loads(event.data)
+                    raise StreamEnded(end.get("reason", "unknown"), end.get("retry_after"))
         raise StreamEnded("disconnected")
 
     def _decryptor(self, contract: str) -> FieldDecryptor:
@@ -180,7 +186,8 @@ class GatewayClient:
     def records(
         self, contract: str, *, cursor: str | None, start: str | None = None
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Like ``events`` but reconnects (new token when needed, backoff on failures)."""
+        """Like ``events`` but reconnects: a new token when needed, backoff on failures, and
+        after a quota's ``Retry-After`` (a busy concurrency quota, the day's volume used up)."""
         backoff = 0.5
         while True:
             try:
@@ -191,11 +198,19 @@ class GatewayClient:
             except StreamEnded as ended:
                 if ended.reason == "token_expired":
                     self._token = None
+                elif ended.reason == "quota_exhausted" and ended.retry_after is not None:
+                    log.warning("daily volume used up; resuming in %d s", ended.retry_after)
+                    time.sleep(ended.retry_after)
                 elif ended.reason != "disconnected":
                     raise
             except GatewayClientError as exc:
                 if exc.status == 401:
                     self._token = None
+                elif exc.status == 429:
+                    wait = float(exc.problem.get("retry_after", backoff))
+                    log.warning("%s; retrying in %.0f s", exc.problem.get("detail"), wait)
+                    time.sleep(wait)
+                    continue
                 elif exc.status < 500:
                     raise
                 time.sleep(backoff)

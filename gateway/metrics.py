@@ -12,7 +12,9 @@ QUOTA_STORE_DEGRADED = Gauge(
     "1 while Redis is unreachable and this replica enforces quota/replicas on its own",
 )
 QUOTA_REFUSALS = Counter(
-    "gateway_quota_refusals_total", "Requests refused by a quota (HTTP 429)", ["code"]
+    "gateway_quota_refusals_total",
+    "Requests refused by a quota (HTTP 429) and streams ended by the daily volume",
+    ["code"],
 )
 THROTTLED_SECONDS = Counter(
     "gateway_throttled_seconds_total",

@@ -12,10 +12,12 @@ import httpx
 import pytest
 from joserfc import jwt
 
+from gateway.client import client_assertion
 from gateway.core.jose import eddsa_allowed
 from gateway.services.authorization import hash_client_secret
-from gateway.settings import RegisteredClient
+from gateway.settings import RedisSettings, RegisteredClient
 from tests.conftest import RunningGateway, World
+from tests.redis_server import RedisServer
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 OWN, FOREIGN = "acme-globex-orders", "acme-initech-orders"
@@ -327,3 +329,22 @@ def test_a_broker_that_does_not_answer_is_broker_unavailable() -> None:
         source.partitions()
     source.close()
     assert info.value.code == "broker_unavailable"
+
+
+def test_an_assertion_used_at_one_replica_is_refused_at_another(
+    serve: Callable[..., RunningGateway], redis_server: RedisServer, http: httpx.Client
+) -> None:
+    """Replicas behind one public URL share assertion ids through Redis (RFC 7523 §3 item 7)."""
+    shared = {"public_url": "https://gateway.test", "redis": RedisSettings(url=redis_server.url)}
+    first, second = serve(**shared), serve(**shared)
+    assertion = client_assertion(
+        "globex", first.world.key("globex"), "https://gateway.test/oauth/token"
+    )
+    assert token_request(http, first, assertion).status_code == 200
+    replayed = token_request(http, second, assertion)
+    assert replayed.status_code == 400, replayed.text  # RFC 6749 §5.2: no Basic header
+    assert replayed.json()["error"] == "invalid_client"
+    fresh = client_assertion(
+        "globex", first.world.key("globex"), "https://gateway.test/oauth/token"
+    )
+    assert token_request(http, second, fresh).status_code == 200

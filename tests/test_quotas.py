@@ -4,6 +4,7 @@ volume refuse with 429, amendments change quotas live, the token endpoint is lim
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -118,6 +119,37 @@ def test_the_stream_beyond_the_concurrency_quota_is_refused_with_retry_after(
         time.sleep(0.1)
     assert answer.status_code == 200
     streams[1].close()
+
+
+def test_the_partner_client_waits_out_a_busy_concurrency_quota(
+    serve: Callable[..., RunningGateway],
+    world: World,
+    http: httpx.Client,
+    produce_orders: Callable[..., Any],
+) -> None:
+    with_quotas(world, "{concurrent_streams: 1}")
+    produce_orders(world.topic, 3)
+    gw = serve()
+    holder = LiveStream(http, gw.url, gw.token("globex"))
+    got: list[dict[str, Any]] = []
+
+    def consume() -> None:
+        with gw.client("globex") as client:
+            for _, record in client.records(CONTRACT, cursor=None):
+                got.append(record)
+                if len(got) == 3:
+                    return
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    time.sleep(1.0)
+    assert got == []  # refused with 429: waiting Retry-After
+    holder.close()
+    consumer.join(15)
+    assert [r["offset"] for r in got if r["partition"] == 0] == sorted(
+        r["offset"] for r in got if r["partition"] == 0
+    )
+    assert len(got) == 3
 
 
 def test_the_organisation_concurrency_quota_counts_all_its_streams(

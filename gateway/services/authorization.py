@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 from urllib.parse import unquote
 
 from argon2 import PasswordHasher
@@ -100,8 +100,14 @@ class _ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [PRIVATE_KEY_JWT, CLIENT_SECRET_BASIC]
 
 
+class Replays(Protocol):
+    """Where client assertion ids are remembered until they expire (RFC 7523 §3 item 7)."""
+
+    def first_use(self, key: str, expires_at: float) -> bool: ...
+
+
 class ReplayCache:
-    """Client assertion ids seen until they expire (RFC 7523 §3 item 7)."""
+    """Client assertion ids seen by this process until they expire."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._seen: dict[str, float] = {}
@@ -122,7 +128,7 @@ class ReplayCache:
 class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
     CLIENT_AUTH_METHOD = PRIVATE_KEY_JWT
 
-    def __init__(self, audiences: list[str], replays: ReplayCache, max_lifetime: int) -> None:
+    def __init__(self, audiences: list[str], replays: Replays, max_lifetime: int) -> None:
         super().__init__(validate_jti=True, leeway=30)
         self._audiences = audiences
         self._replays = replays
@@ -240,6 +246,7 @@ class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         org_keys: Callable[[], Mapping[str, KeySet]],
         registered: list[RegisteredClient],
         on_issued: Callable[[PartnerClient], None] | None = None,
+        replays: Replays | None = None,
     ) -> None:
         super().__init__(scopes_supported=None)
         self.issuer = issuer
@@ -254,7 +261,9 @@ class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         )
         self.register_client_auth_method(
             PRIVATE_KEY_JWT,
-            _PrivateKeyJWT([self.token_endpoint, issuer], ReplayCache(), assertion_max_lifetime),
+            _PrivateKeyJWT(
+                [self.token_endpoint, issuer], replays or ReplayCache(), assertion_max_lifetime
+            ),
         )
 
     def query_client(self, client_id: str) -> PartnerClient | None:

@@ -93,7 +93,13 @@ class QuotaService:
 
     @staticmethod
     def lease_keys(contract_id: str, org: str) -> list[str]:
+        """The concurrency lease sets: the contract's and the organisation's."""
         return [f"streams:c:{contract_id}", f"streams:o:{org}"]
+
+    @staticmethod
+    def rate_keys(contract_id: str) -> tuple[str, str]:
+        """The contract's buckets: records, bytes."""
+        return f"rec:{contract_id}", f"byt:{contract_id}"
 
     def day_key(self, contract_id: str) -> tuple[str, datetime]:
         day, ends = day_window(self.clock())
@@ -156,11 +162,11 @@ class QuotaService:
         """``RateLimit-Policy`` and ``RateLimit`` for the caller's quotas on a contract."""
         items: list[tuple[PolicyItem, int, int]] = []
         if quotas.records_per_second is not None:
-            debt = await self.store.debt(f"rec:{contract_id}")
+            debt = await self.store.debt(self.rate_keys(contract_id)[0])
             left, reset = remaining(debt, Rate(quotas.records_per_second))
             items.append((_records_policy(quotas.records_per_second), left, reset))
         if quotas.bytes_per_second is not None:
-            debt = await self.store.debt(f"byt:{contract_id}")
+            debt = await self.store.debt(self.rate_keys(contract_id)[1])
             left, reset = remaining(debt, Rate(quotas.bytes_per_second))
             items.append(
                 (PolicyItem("bytes", quotas.bytes_per_second, 1, "content-bytes"), left, reset)
@@ -208,6 +214,7 @@ class QuotaService:
         for doc in docs:
             contract_id = doc.contract.contract
             quotas = self.effective(doc)
+            contract_key, _ = self.lease_keys(contract_id, org)
             used = await self.store.volume(self.day_key(contract_id)[0])
             limit = quotas.bytes_per_day
             contracts.append(
@@ -216,7 +223,7 @@ class QuotaService:
                     "version": doc.contract.version,
                     "limits": quotas.model_dump(),
                     "usage": {
-                        "open_streams": await self.store.holders(f"streams:c:{contract_id}"),
+                        "open_streams": await self.store.holders(contract_key),
                         "bytes_today": used,
                         "bytes_remaining_today": None if limit is None else max(0, limit - used),
                     },
@@ -227,7 +234,7 @@ class QuotaService:
             "day": day,
             "resets_at": ends.isoformat().replace("+00:00", "Z"),
             "limits": {"concurrent_streams": self.rules.org_concurrent_streams},
-            "open_streams": await self.store.holders(f"streams:o:{org}"),
+            "open_streams": await self.store.holders(self.lease_keys("", org)[1]),
             "contracts": contracts,
         }
 
@@ -250,6 +257,8 @@ class StreamQuota:
         #: The contract version whose quotas apply (the stream moves it on an amendment).
         self.version = version
         self._holder = holder
+        self._rate_keys = service.rate_keys(contract_id)
+        self._lease_keys = service.lease_keys(contract_id, org)
         self._resume_at = 0.0  # monotonic
         self._renew_at = time.monotonic() + RENEW_SECONDS
         self._records = 0
@@ -270,8 +279,8 @@ class StreamQuota:
         quotas = self.quotas
         wait = 0.0
         for key, per_second in (
-            (f"rec:{self.contract_id}", quotas.records_per_second),
-            (f"byt:{self.contract_id}", quotas.bytes_per_second),
+            (self._rate_keys[0], quotas.records_per_second),
+            (self._rate_keys[1], quotas.bytes_per_second),
         ):
             if per_second is not None:
                 wait = max(wait, await self._store.debt(key) - RATE_BURST_SECONDS)
@@ -324,10 +333,10 @@ class StreamQuota:
         wait = 0.0
         if quotas.records_per_second is not None and records:
             rate = Rate(quotas.records_per_second)
-            wait = await self._store.throttle(f"rec:{self.contract_id}", records, rate)
+            wait = await self._store.throttle(self._rate_keys[0], records, rate)
         if quotas.bytes_per_second is not None and size:
             rate = Rate(quotas.bytes_per_second)
-            wait = max(wait, await self._store.throttle(f"byt:{self.contract_id}", size, rate))
+            wait = max(wait, await self._store.throttle(self._rate_keys[1], size, rate))
         if wait > 0:
             metrics.THROTTLED_SECONDS.labels(self.contract_id).inc(wait)
         self._resume_at = time.monotonic() + wait
@@ -337,8 +346,8 @@ class StreamQuota:
         if time.monotonic() < self._renew_at:
             return
         self._renew_at = time.monotonic() + RENEW_SECONDS
-        keys = self._service.lease_keys(self.contract_id, self.org)
-        await self._store.lease([(key, None) for key in keys], self._holder, LEASE_SECONDS)
+        leases: list[tuple[str, int | None]] = [(key, None) for key in self._lease_keys]
+        await self._store.lease(leases, self._holder, LEASE_SECONDS)
 
     async def fields(self) -> dict[str, str]:
         return await self._service.fields(self.contract_id, self.org, self.quotas)
@@ -348,5 +357,4 @@ class StreamQuota:
             return
         self._closed = True
         metrics.OPEN_STREAMS.labels(self.contract_id).dec()
-        keys = self._service.lease_keys(self.contract_id, self.org)
-        await self._store.release(keys, self._holder)
+        await self._store.release(self._lease_keys, self._holder)

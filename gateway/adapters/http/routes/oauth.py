@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -68,7 +69,10 @@ async def token(request: Request, gateway: GatewayDep) -> Response:
     except QuotaExceeded as exc:
         headers = {"Retry-After": str(exc.retry_after), **exc.fields}
         return _token_problem(429, "temporarily_unavailable", exc.detail, headers, exc.code)
-    status, payload, headers = server.create_token_response(token_request)
+    # In a worker thread: Argon2 and the shared replay cache block.
+    status, payload, headers = await anyio.to_thread.run_sync(
+        server.create_token_response, token_request
+    )
     header_map = {k: v for k, v in headers if k.lower() != "content-type"}
     if status >= 400:
         payload = payload if isinstance(payload, dict) else {}
