@@ -140,6 +140,9 @@ As the partner globex:
        {url}/v1/contracts/acme-globex-orders/stream
   curl -H "Authorization: Bearer $TOKEN" "{url}/v1/contracts/acme-globex-orders/records?limit=5"
 
+  # the contract's quotas in force and today's use (curl -i shows the RateLimit headers)
+  curl -H "Authorization: Bearer $TOKEN" {url}/v1/usage
+
   # or let the client do it all, with a checkpoint file
   .venv/bin/gateway consume --contract acme-globex-orders --key {key} --gateway {url} \\
        --checkpoint {workdir}/globex.cursor

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,8 @@ def reviewed(
         fields="fields:\n  order_id: clear\n  amount: clear\n  customer.country: clear\n"
         "  currency: clear\n",
         extra="jurisdiction: Netherlands\nterms:\n  reference: https://acme.example/dsa-2026\n"
-        f"  sha256: sha256:{'a' * 64}\nretention:\n  period: P90D\n  deletion: Delete after use\n",
+        f"  sha256: sha256:{'a' * 64}\nretention:\n  period: P90D\n  deletion: Delete after use\n"
+        "quotas: {records_per_second: 50, bytes_per_day: 1000000}\n",
     )
     produce_orders(world.topic, 5)
     user = LegalUser(username="lena", password_hash=SecretStr(hash_client_secret(PASSWORD)))
@@ -102,6 +104,7 @@ def test_legal_review_in_the_browser(reviewed: RunningGateway, browser: Browser)
     expect(page.locator("h1")).to_contain_text(f"{CONTRACT} v2")
     expect(page.locator("dl")).to_contain_text("Netherlands")
     expect(page.locator("dl")).to_contain_text("P90D")
+    expect(page.locator("dl")).to_contain_text("bytes per day: 1000000")
     fields = page.locator("table").first
     expect(fields).to_contain_text("customer.country")
     expect(fields.locator("tr", has_text="customer.country")).to_contain_text("personal")
@@ -119,7 +122,9 @@ def test_legal_review_in_the_browser(reviewed: RunningGateway, browser: Browser)
     page.emulate_media(media="screen")
 
     page.get_by_role("link", name="Delivery history").click()
-    sessions = page.locator("table").nth(1)
+    per_day = page.locator("table").nth(1)
+    expect(per_day).to_contain_text(datetime.now(UTC).date().isoformat())
+    sessions = page.locator("table").nth(2)
     expect(sessions).to_contain_text("pull")
     expect(sessions).to_contain_text("globex (globex)")
     expect(page.locator("table").first).to_contain_text("v2")  # delivered under the amendment
