@@ -252,7 +252,9 @@ def main() -> None:
         print(f"C/A = {rate_c / rate_a:.2f}")
 
     synthetic = [SyntheticRecord(n) for n in range(100_000)]
-    plain, encrypted = transform_cost(False, synthetic), transform_cost(True, synthetic)
+    # Alternating rounds, best of each: the machine's noise only ever adds time.
+    rounds = [(transform_cost(False, synthetic), transform_cost(True, synthetic)) for _ in range(3)]
+    plain, encrypted = min(r[0] for r in rounds), min(r[1] for r in rounds)
     print(f"(D) transform, plaintext fields:      {plain:6.1f} us/record")
     print(f"(E) transform, one field encrypted:   {encrypted:6.1f} us/record")
     print(f"E/D = {encrypted / plain:.2f}  (budget <= 2.0)")
