@@ -198,6 +198,15 @@ def _read_contract(path: Path) -> Any:
         raise click.ClickException(exc.detail) from None
 
 
+DRAFT_QUOTAS = """\
+# quotas:                    # optional; the gateway's settings bound them (docs/quotas.md)
+#   records_per_second: 100  # rates slow the stream down, nothing is skipped
+#   bytes_per_second: 1000000
+#   concurrent_streams: 2    # beyond: 429 with Retry-After
+#   bytes_per_day: 1000000000  # per UTC calendar day; beyond: 429 until midnight UTC
+"""
+
+
 @contract.command("new")
 @click.argument("product_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--consumer", required=True, help="The partner organisation.")
@@ -236,7 +245,9 @@ def contract_new(
     out = out or product_file.parent.parent / f"{contract_id}.yaml"
     if out.exists():
         raise click.ClickException(f"{out} exists")
-    out.write_text(header + yaml.safe_dump(data, sort_keys=False) + "signatures: []\n")
+    out.write_text(
+        header + yaml.safe_dump(data, sort_keys=False) + DRAFT_QUOTAS + "signatures: []\n"
+    )
     click.echo(f"draft written to {out}")
 
 
@@ -264,6 +275,8 @@ def contract_show(file: Path) -> None:
         click.echo(f"  field {path}: {rule}")
     if c.filter:
         click.echo(f"  filter: {c.filter}")
+    for name, value in (c.quotas.model_dump(exclude_none=True) if c.quotas else {}).items():
+        click.echo(f"  quota {name}: {value}")
     for signature in c.signatures:
         click.echo(f"  {describe_signature(signature)}")
     if not c.signatures:

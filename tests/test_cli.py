@@ -261,6 +261,13 @@ def test_contract_new_show_diff_history(world: World) -> None:
         "currency": "drop",
         "customer.country": "drop",
     }
+    assert "# quotas:" in draft.read_text()  # offered, commented out
+
+    with_quotas = world.add_contract(
+        "acme-initech-orders", "initech", extra="quotas: {records_per_second: 50}\n"
+    )
+    shown = runner.invoke(main, ["contract", "show", str(with_quotas)])
+    assert "quota records_per_second: 50.0" in shown.output
 
     v1 = world.contracts_dir / "acme-globex-orders.yaml"
     shown = runner.invoke(main, ["contract", "show", str(v1)])
