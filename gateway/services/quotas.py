@@ -94,7 +94,11 @@ class QuotaService:
     @staticmethod
     def lease_keys(contract_id: str, org: str) -> list[str]:
         """The concurrency lease sets: the contract's and the organisation's."""
-        return [f"streams:c:{contract_id}", f"streams:o:{org}"]
+        return [f"streams:c:{contract_id}", QuotaService.org_lease_key(org)]
+
+    @staticmethod
+    def org_lease_key(org: str) -> str:
+        return f"streams:o:{org}"
 
     @staticmethod
     def rate_keys(contract_id: str) -> tuple[str, str]:
@@ -234,7 +238,7 @@ class QuotaService:
             "day": day,
             "resets_at": ends.isoformat().replace("+00:00", "Z"),
             "limits": {"concurrent_streams": self.rules.org_concurrent_streams},
-            "open_streams": await self.store.holders(self.lease_keys("", org)[1]),
+            "open_streams": await self.store.holders(self.org_lease_key(org)),
             "contracts": contracts,
         }
 
