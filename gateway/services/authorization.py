@@ -10,9 +10,6 @@ authlib's protocol core answers ``(status, body, headers)``; the HTTP adapter on
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import threading
 import time
@@ -20,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
-from urllib.parse import unquote
 
 from argon2 import PasswordHasher
 from argon2.exceptions import Argon2Error
@@ -32,13 +28,14 @@ from authlib.oauth2.rfc6749 import (
 )
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from joserfc import jwt
 from joserfc.errors import ExpiredTokenError, JoseError
 from joserfc.jwk import KeySet
 
-from gateway.core.jose import SIGNING_ALGORITHMS, eddsa_allowed
+from gateway.core.jose import SIGNING_ALGORITHMS, eddsa_allowed, unverified_claims
 from gateway.errors import AuthenticationFailed
 from gateway.settings import RegisteredClient
 
@@ -211,23 +208,14 @@ def presented_client_id(request: TokenRequest) -> str | None:
     ``client_id``, else the HTTP Basic user name, else the assertion's unverified ``iss``."""
     if request.form.get("client_id"):
         return request.form["client_id"]
-    scheme, _, credentials = (request.authorization or "").partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            user = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return unquote(user.partition(":")[0]) or None
-    assertion = request.form.get("client_assertion", "")
-    if assertion.count(".") == 2:
-        try:
-            payload = assertion.split(".")[1]
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (binascii.Error, ValueError):
-            return None
-        issuer = claims.get("iss") if isinstance(claims, dict) else None
-        return issuer if isinstance(issuer, str) and issuer else None
-    return None
+    try:
+        user, _ = extract_basic_authorization({"Authorization": request.authorization})
+    except UnicodeDecodeError:
+        return None
+    if user:
+        return str(user)
+    issuer = unverified_claims(request.form.get("client_assertion", "")).get("iss")
+    return issuer if isinstance(issuer, str) and issuer else None
 
 
 IssuedHook = Callable[[PartnerClient, dict[str, Any]], None]

@@ -105,9 +105,14 @@ class QuotaService:
         """The contract's buckets: records, bytes."""
         return f"rec:{contract_id}", f"byt:{contract_id}"
 
+    @staticmethod
+    def volume_key(contract_id: str, day: str) -> str:
+        """The contract's volume counter for one UTC day."""
+        return f"day:{contract_id}:{day}"
+
     def day_key(self, contract_id: str) -> tuple[str, datetime]:
         day, ends = day_window(self.clock())
-        return f"day:{contract_id}:{day}", ends
+        return self.volume_key(contract_id, day), ends
 
     async def open(self, contract_id: str, org: str, version: ContractDocument) -> StreamQuota:
         """A running stream's or pull's quotas; refuses with ``QuotaExceeded`` first if a
@@ -146,15 +151,13 @@ class QuotaService:
 
     def exhausted(self, contract_id: str, quotas: Quotas, ends: datetime) -> QuotaExceeded:
         metrics.QUOTA_REFUSALS.labels("quota_exhausted").inc()
+        retry_after = seconds_until(ends, self.clock())
         return QuotaExceeded(
             f"the contract's daily volume of {quotas.bytes_per_day} bytes is used up "
             f"until {ends.isoformat().replace('+00:00', 'Z')}",
             code="quota_exhausted",
-            retry_after=seconds_until(ends, self.clock()),
-            fields={
-                "RateLimit-Policy": self._daily_policy(quotas).policy(),
-                "RateLimit": f'"daily";r=0;t={seconds_until(ends, self.clock())}',
-            },
+            retry_after=retry_after,
+            fields=ratelimit_fields([(self._daily_policy(quotas), 0, retry_after)]),
         )
 
     @staticmethod
@@ -219,7 +222,7 @@ class QuotaService:
             contract_id = doc.contract.contract
             quotas = self.effective(doc)
             contract_key, _ = self.lease_keys(contract_id, org)
-            used = await self.store.volume(self.day_key(contract_id)[0])
+            used = await self.store.volume(self.volume_key(contract_id, day))
             limit = quotas.bytes_per_day
             contracts.append(
                 {
@@ -267,12 +270,18 @@ class StreamQuota:
         self._renew_at = time.monotonic() + RENEW_SECONDS
         self._records = 0
         self._bytes = 0
+        self._reserved = ("", "")  # (volume key, day) of the last reservation
         #: Bytes sent per UTC day (the unit of the daily quota), for the ledger.
         self.bytes_by_day: dict[str, int] = {}
         self._closed = False
         #: Set when the day's volume ran out: the stream ends, ``retry_after`` seconds to wait.
         self.exhausted: QuotaExceeded | None = None
-        metrics.OPEN_STREAMS.labels(contract_id).inc()
+        # The contract's metric series, looked up once rather than per batch.
+        self._open = metrics.OPEN_STREAMS.labels(contract_id)
+        self._records_sent = metrics.DELIVERED_RECORDS.labels(contract_id)
+        self._bytes_sent = metrics.DELIVERED_BYTES.labels(contract_id)
+        self._throttled = metrics.THROTTLED_SECONDS.labels(contract_id)
+        self._open.inc()
 
     @property
     def quotas(self) -> Quotas:
@@ -309,7 +318,9 @@ class StreamQuota:
         """Bytes of the day's volume granted for a batch of ``size`` bytes (all, or less when
         the day's volume runs out: the caller cuts the batch to fit and ends)."""
         limit = self.quotas.bytes_per_day
-        key, ends = self._service.day_key(self.contract_id)
+        day, ends = day_window(self._service.clock())
+        key = self._service.volume_key(self.contract_id, day)
+        self._reserved = (key, day)  # settled against the same day, even across midnight
         granted = await self._store.reserve(
             key, size, UNLIMITED_VOLUME if limit is None else limit, ends.timestamp() + 3600
         )
@@ -323,16 +334,15 @@ class StreamQuota:
 
         Once a record does not fit, the rest of the day's volume is kept as used: the day is
         over for the contract, and new streams are refused until the next one."""
+        key, day = self._reserved
         if granted > size and self.exhausted is None:
-            key, _ = self._service.day_key(self.contract_id)
             await self._store.give_back(key, granted - size)
         self._records += records
         self._bytes += size
         if size:
-            day, _ = day_window(self._service.clock())
             self.bytes_by_day[day] = self.bytes_by_day.get(day, 0) + size
-        metrics.DELIVERED_RECORDS.labels(self.contract_id).inc(records)
-        metrics.DELIVERED_BYTES.labels(self.contract_id).inc(size)
+        self._records_sent.inc(records)
+        self._bytes_sent.inc(size)
         quotas = self.quotas
         wait = 0.0
         if quotas.records_per_second is not None and records:
@@ -342,7 +352,7 @@ class StreamQuota:
             rate = Rate(quotas.bytes_per_second)
             wait = max(wait, await self._store.throttle(self._rate_keys[1], size, rate))
         if wait > 0:
-            metrics.THROTTLED_SECONDS.labels(self.contract_id).inc(wait)
+            self._throttled.inc(wait)
         self._resume_at = time.monotonic() + wait
 
     async def renew(self) -> None:
@@ -360,5 +370,5 @@ class StreamQuota:
         if self._closed:
             return
         self._closed = True
-        metrics.OPEN_STREAMS.labels(self.contract_id).dec()
+        self._open.dec()
         await self._store.release(self._lease_keys, self._holder)

@@ -114,14 +114,18 @@ def test_a_cut_batch_is_whole_records_and_its_cursor_follows_the_last(
             FakeRecord(partition, next_offset[partition], b"k", json.dumps(value).encode())
         )
         next_offset[partition] += 1
-    filtered = RecordEncoder(
-        contract_id="c",
-        fields=compile_fields({"a": CLEAR_RULE}),
-        codec=codec,
-        positions={0: 0, 1: 0, 2: 0},
-        stream_format=fmt,
-        row_filter=parse_filter("keep == true"),
-    )
+
+    def filtered_encoder() -> RecordEncoder:
+        return RecordEncoder(
+            contract_id="c",
+            fields=compile_fields({"a": CLEAR_RULE}),
+            codec=codec,
+            positions={0: 0, 1: 0, 2: 0},
+            stream_format=fmt,
+            row_filter=parse_filter("keep == true"),
+        )
+
+    filtered = filtered_encoder()
     batch = filtered.encode(records)
     cut = filtered.cut(batch, records, max_bytes)
     assert len(cut.data) <= max_bytes
@@ -130,14 +134,7 @@ def test_a_cut_batch_is_whole_records_and_its_cursor_follows_the_last(
     assert kept == len(cut.marks)
     if kept:
         last_index = cut.marks[-1][1]
-        reference = RecordEncoder(
-            contract_id="c",
-            fields=compile_fields({"a": CLEAR_RULE}),
-            codec=codec,
-            positions={0: 0, 1: 0, 2: 0},
-            stream_format=fmt,
-            row_filter=parse_filter("keep == true"),
-        )
+        reference = filtered_encoder()
         again = reference.encode(records[: last_index + 1])
         assert again.data == cut.data
         assert cut.cursor == again.cursor

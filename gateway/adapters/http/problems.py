@@ -66,10 +66,11 @@ def status_of(error: GatewayError) -> int:
     return 500
 
 
-def gateway_error_response(error: GatewayError) -> Response:
+def gateway_error_response(error: GatewayError, /, **members: Any) -> Response:
+    """The problem response for ``error``; ``members`` are added to its body."""
     status = status_of(error)
     headers: dict[str, str] = {}
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(members)
     if isinstance(error, AuthenticationFailed):
         bearer = f'Bearer error="invalid_token", error_description="{error.detail}"'
         headers["WWW-Authenticate"] = error.challenge or bearer

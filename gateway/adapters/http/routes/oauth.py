@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.adapters.http.deps import GatewayDep
-from gateway.adapters.http.problems import problem
+from gateway.adapters.http.problems import gateway_error_response, problem
 from gateway.errors import QuotaExceeded
 from gateway.services.authorization import TokenRequest, presented_client_id
 
@@ -24,18 +24,15 @@ _ERROR_TITLES = {
     "unsupported_grant_type": "Unsupported grant type",
     "unauthorized_client": "Client not authorised for this grant",
     "invalid_scope": "Invalid scope",
-    "temporarily_unavailable": "Too many token requests",
 }
 
 
-def _token_problem(
-    status: int, error: str, description: str, headers: dict[str, str], code: str | None = None
-) -> Response:
+def _token_problem(status: int, error: str, description: str, headers: dict[str, str]) -> Response:
     # RFC 9457 body that is also an RFC 6749 §5.2 error response (``error`` members), so
     # standard OAuth client libraries read it as they would any token error.
     return problem(
         status,
-        code or error,
+        error,
         _ERROR_TITLES.get(error, "Token request refused"),
         description,
         headers=headers,
@@ -66,9 +63,10 @@ async def token(request: Request, gateway: GatewayDep) -> Response:
     address = request.client.host if request.client else "unknown"
     try:
         await gateway.quotas.admit_token(f"client:{client}" if client else f"addr:{address}")
-    except QuotaExceeded as exc:
-        headers = {"Retry-After": str(exc.retry_after), **exc.fields}
-        return _token_problem(429, "temporarily_unavailable", exc.detail, headers, exc.code)
+    except QuotaExceeded as exc:  # with RFC 6749 members, so OAuth libraries read it too
+        return gateway_error_response(
+            exc, error="temporarily_unavailable", error_description=exc.detail
+        )
     # In a worker thread: Argon2 and the shared replay cache block.
     status, payload, headers = await anyio.to_thread.run_sync(
         server.create_token_response, token_request
