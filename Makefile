@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-repeat soak lint format bench clean
 # Web pages are tested in Debian's chromium (Playwright drives it; no browser download);
 # quotas shared by replicas are tested against Debian's redis-server (the tests start it).
 CHROMIUM := /usr/bin/chromium
@@ -30,8 +30,24 @@ $(CHROMIUM):
 $(REDIS):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
 
+# CI's run: the suite in file order (pytest-randomly off), every test under a timeout.
 test: lint $(CHROMIUM) $(REDIS)
-	$(BIN)/pytest
+	$(BIN)/pytest -p no:randomly
+
+# The whole suite REPEAT times, each in a new random order (its seed is printed at the top of
+# each run: `pytest -p randomly -p "randomly_seed=N"` replays one). A flaky test is a defect.
+REPEAT ?= 10
+test-repeat: lint $(CHROMIUM) $(REDIS)
+	@failed=0; for run in $$(seq $(REPEAT)); do \
+	  echo "== run $$run of $(REPEAT)"; \
+	  $(BIN)/pytest -q -p no:cacheprovider || failed=$$((failed + 1)); \
+	done; \
+	echo "test-repeat: $(REPEAT) runs, $$failed failed"; test $$failed -eq 0
+
+# The fault tests with SOAK times the kills and interruptions of `make test`.
+SOAK ?= 10
+soak: $(STAMP) $(REDIS)
+	GATEWAY_TEST_SOAK=$(SOAK) $(BIN)/pytest -p no:randomly -m soak --timeout=0
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix gateway tests bench

@@ -669,7 +669,15 @@ def consume(
 
     The checkpoint file keeps the cursor and advances only after the sink has the records.
     """
-    from gateway.client import FileSink, GatewayClientError, KafkaSink, Sink, StreamEnded
+    from gateway.client import (
+        FileSink,
+        GatewayClientError,
+        Interruptions,
+        KafkaSink,
+        Sink,
+        SinkError,
+        StreamEnded,
+    )
     from gateway.client import consume as run
     from gateway.fieldcrypto import FieldVerificationError
 
@@ -682,6 +690,8 @@ def consume(
     else:
         sink = FileSink(out.open("a") if out else sys.stdout)
     client = _client(gateway_url, key_path, org)
+    interruptions = Interruptions()
+    restore = interruptions.install()  # Ctrl-C and SIGTERM stop between records, cleanly
     try:
         run(
             client,
@@ -691,11 +701,15 @@ def consume(
             start=start,
             max_records=max_records,
             checkpoint_every=checkpoint_every,
+            interruptions=interruptions,
         )
-    except (GatewayClientError, StreamEnded, FieldVerificationError) as exc:
+    except (GatewayClientError, StreamEnded, FieldVerificationError, SinkError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
+    finally:
+        restore()
+        client.close()
 
 
 @main.command("hash-secret")

@@ -18,9 +18,11 @@ import json
 import logging
 import os
 import secrets
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any, Protocol
 
 import httpx
@@ -43,6 +45,10 @@ class GatewayClientError(Exception):
         super().__init__(f"{status} {problem.get('code')}: {problem.get('detail')}")
         self.status = status
         self.problem = problem
+
+
+class SinkError(Exception):
+    """The sink could not confirm that it holds the records written to it."""
 
 
 class StreamEnded(Exception):
@@ -241,11 +247,58 @@ def write_checkpoint(path: Path, cursor: str) -> None:
 
 
 class Sink(Protocol):
-    """Where the client puts records. ``commit`` returns once everything written is durable."""
+    """Where the client puts records. ``commit`` returns once everything written is durable,
+    or raises ``SinkError`` if that is not confirmed within ``timeout`` seconds."""
 
     def write(self, record: dict[str, Any], cursor: str) -> None: ...
-    def commit(self) -> None: ...
+    def commit(self, timeout: float = ...) -> None: ...
     def close(self) -> None: ...
+
+
+class Interruptions:
+    """SIGINT and SIGTERM for a consuming loop, delivered only where it is safe to stop.
+
+    While the loop waits on the network a signal raises ``KeyboardInterrupt`` at once. Inside
+    a ``critical()`` section (the sink's writes and commits, the checkpoint write) it is held
+    and raised when the section ends. A librdkafka call must not be interrupted half-way:
+    confluent-kafka's ``flush`` then fails with ``SystemError: ... returned NULL`` or waits
+    out its whole timeout, and a partner's ``gateway consume`` looked hung on Ctrl-C.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._held = False
+
+    def install(self) -> Callable[[], None]:
+        """Take over the signals (main thread only); returns what puts the old handlers back."""
+        previous = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._received)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _received(self, _signum: int, _frame: FrameType | None) -> None:
+        if self._depth:
+            self._held = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if not self._depth and self._held:
+            self._held = False
+            raise KeyboardInterrupt
 
 
 class FileSink:
@@ -257,7 +310,7 @@ class FileSink:
     def write(self, record: dict[str, Any], cursor: str) -> None:
         self._out.write(json.dumps({**record, "cursor": cursor}, separators=(",", ":")) + "\n")
 
-    def commit(self) -> None:
+    def commit(self, timeout: float = 30.0) -> None:
         self._out.flush()
         with contextlib.suppress(OSError, ValueError):  # a pipe: flushed is all there is
             os.fsync(self._out.fileno())
@@ -307,10 +360,14 @@ class KafkaSink:
                 self._producer.poll(0.1)
         self._producer.poll(0)
 
-    def commit(self) -> None:
-        remaining = self._producer.flush(30)
+    def commit(self, timeout: float = 30.0) -> None:
+        remaining = self._producer.flush(timeout)
         if remaining or self._failures:
-            raise RuntimeError(f"the partner topic did not take every record: {self._failures[:3]}")
+            failures, self._failures = self._failures[:3], []
+            raise SinkError(
+                f"the topic {self._topic!r} did not acknowledge {remaining} records within "
+                f"{timeout:.0f} s (failures: {failures or 'none'}); the checkpoint stays put"
+            )
 
     def close(self) -> None:
         self.commit()
@@ -326,31 +383,38 @@ def consume(
     max_records: int | None = None,
     checkpoint_every: int = 1000,
     checkpoint_seconds: float = 1.0,
+    interruptions: Interruptions | None = None,
+    final_commit_seconds: float = 10.0,
 ) -> int:
     """Deliver records to ``sink``; the checkpoint advances only after the sink has them.
 
     At least once: a crash after the sink took records but before the checkpoint was saved
     delivers those records again, so duplicates are bounded by ``checkpoint_every`` records (or
-    ``checkpoint_seconds``' worth) per crash; nothing is ever lost.
+    ``checkpoint_seconds``' worth) per crash; nothing is ever lost. On the way out (the end,
+    an error, an interruption) what the sink took is committed within ``final_commit_seconds``
+    and checkpointed; if the sink cannot confirm it, the checkpoint stays where it was.
     """
+    guard = interruptions or Interruptions()  # not installed: critical() is then a no-op
     cursor = read_checkpoint(checkpoint)
     written = 0
     pending: str | None = None
     since = 0
     last_save = time.monotonic()
 
-    def save() -> None:
+    def save(timeout: float = 30.0) -> None:
         nonlocal pending, last_save, since
-        if pending is not None:
-            sink.commit()
-            write_checkpoint(checkpoint, pending)
-            pending = None
+        with guard.critical():
+            if pending is not None:
+                sink.commit(timeout)
+                write_checkpoint(checkpoint, pending)
+                pending = None
         since = 0
         last_save = time.monotonic()
 
     try:
         for position, record in client.records(contract, cursor=cursor, start=start):
-            sink.write(record, position)
+            with guard.critical():
+                sink.write(record, position)
             pending = position
             written += 1
             since += 1
@@ -359,5 +423,5 @@ def consume(
             if since >= checkpoint_every or time.monotonic() - last_save >= checkpoint_seconds:
                 save()
     finally:
-        save()
+        save(final_commit_seconds)
     return written

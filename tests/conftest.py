@@ -30,7 +30,11 @@ from gateway.cli import PRIVATE_SUFFIX, generate_keys, sign_file
 from gateway.client import GatewayClient, client_assertion
 from gateway.core.jose import parse_private_jwks, signing_key
 from gateway.settings import KafkaSettings, Settings
+from tests.processes import Processes
 from tests.redis_server import RedisServer
+
+#: How many times more cycles the fault tests run: 1 in `make test`, more in `make soak`.
+SOAK = int(os.environ.get("GATEWAY_TEST_SOAK", "1"))
 
 
 @pytest.fixture(scope="session")
@@ -218,9 +222,22 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
         return RunningGateway(f"http://127.0.0.1:{port}", gateway, world)
 
     yield start
-    for server, thread in servers:
+    for server, _ in servers:
         server.should_exit = True
-        thread.join(timeout=10)
+    for _, thread in servers:
+        thread.join(timeout=20)
+    stuck = [t.name for _, t in servers if t.is_alive()]
+    assert not stuck, f"the gateway's server threads did not stop: {stuck}"
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Subprocesses of one test: whatever is still running at teardown is stopped and reaped."""
+    owner = Processes()
+    try:
+        yield owner
+    finally:
+        owner.close()
 
 
 @pytest.fixture

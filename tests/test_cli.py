@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from gateway.adapters.kafka.embedded import free_port, wait_for_port
 from gateway.cli import main
 from tests.conftest import World
+from tests.processes import stop
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 REPO = Path(__file__).resolve().parent.parent
@@ -95,6 +96,7 @@ def gateway_serve(
         [*GATEWAY, "serve", *args, "--port", str(port), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
     )
     output: list[bytes] = []
@@ -102,8 +104,7 @@ def gateway_serve(
         wait_for_port("127.0.0.1", port, timeout=20)
         yield port, output
     finally:
-        process.send_signal(signal.SIGINT)
-        output.append(process.communicate(timeout=20)[0])
+        output.append(stop(process, signal.SIGINT))
     assert b"Traceback" not in output[0], output[0].decode()
 
 
@@ -153,8 +154,10 @@ def test_demo_runs_and_its_printed_commands_work(tmp_path: Path) -> None:
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         env=env,
     )
+    output = b""
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
         wait_ready(f"http://127.0.0.1:{port}")
@@ -178,8 +181,7 @@ def test_demo_runs_and_its_printed_commands_work(tmp_path: Path) -> None:
         assert set(body["records"][0]["value"]) == {"order_id", "amount", "currency", "customer"}
         assert set(body["records"][0]["value"]["customer"]) == {"country"}
     finally:
-        demo.send_signal(signal.SIGINT)
-        output, _ = demo.communicate(timeout=30)
+        output = stop(demo, signal.SIGINT, timeout=30)
     text = output.decode()
     assert "gateway token --key" in text
     assert "Last-Event-ID" in text

@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,12 +18,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from gateway.adapters.kafka.admin import create_topic, produce
 from gateway.adapters.kafka.embedded import EmbeddedKafka
-from tests.conftest import RunningGateway, World
+from tests.conftest import SOAK, RunningGateway, World
+from tests.processes import Processes
 from tests.test_cli import consume_command
 from tests.test_protection import EMAIL, PROTECTED, order
 
 CHECKPOINT_EVERY = 25
-KILLS = 20
+KILLS = 20 * SOAK
+INTERRUPTS = 20 * SOAK
+pytestmark = pytest.mark.soak
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +64,7 @@ def positions(messages: list[Any]) -> list[tuple[int, int]]:
 
 def test_killing_the_client_20_times_loses_nothing(
     serve: Callable[..., RunningGateway],
+    processes: Processes,
     world: World,
     kafka_config: dict[str, str],
     partner_kafka: str,
@@ -75,7 +80,8 @@ def test_killing_the_client_20_times_loses_nothing(
         producer_config={"linger.ms": 20},
     )
     gw = serve()
-    create_topic({"bootstrap.servers": partner_kafka}, "globex.orders", 2)
+    topic = f"globex.orders.{uuid.uuid4().hex[:8]}"  # the partner broker outlives one test
+    create_topic({"bootstrap.servers": partner_kafka}, topic, 2)
     command = consume_command(
         world,
         gw.url,
@@ -83,29 +89,29 @@ def test_killing_the_client_20_times_loses_nothing(
         "--to-kafka",
         partner_kafka,
         "--topic",
-        "globex.orders",
+        topic,
         "--checkpoint-every",
         str(CHECKPOINT_EVERY),
     )
     rng = random.Random(4)
     for _ in range(KILLS):
-        client = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = processes.start(command, stop_signal=signal.SIGKILL, stdout=subprocess.DEVNULL)
         time.sleep(rng.uniform(1.0, 2.0))
-        client.send_signal(signal.SIGKILL)
-        client.wait()
+        processes.stop(client)
     assert (tmp_path / "cursor").exists(), "the client made progress between kills"
 
-    final = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    final = processes.start(
+        command, stop_signal=signal.SIGINT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         time.sleep(1)
-        if len(set(positions(read_all(partner_kafka, "globex.orders", 0)))) >= len(orders):
+        if len(set(positions(read_all(partner_kafka, topic, 0)))) >= len(orders):
             break
-    final.send_signal(signal.SIGINT)
-    _, errors = final.communicate(timeout=30)
+    errors = processes.stop(final)
     assert b"Traceback" not in errors, errors.decode()
 
-    messages = read_all(partner_kafka, "globex.orders", len(orders))
+    messages = read_all(partner_kafka, topic, len(orders))
     seen = positions(messages)
     assert len(set(seen)) == len(orders), "every record reached the partner's topic"
     duplicates = sum(n - 1 for n in Counter(seen).values())
@@ -113,3 +119,49 @@ def test_killing_the_client_20_times_loses_nothing(
     by_key = {m.key().decode(): json.loads(m.value()) for m in messages}
     assert by_key["o-5"]["customer"]["email"] == EMAIL, "decrypted and verified by the client"
     assert by_key["o-5"]["card"] == "************1111"
+
+
+def test_interrupting_the_client_mid_stream_stops_it_cleanly(
+    serve: Callable[..., RunningGateway],
+    processes: Processes,
+    world: World,
+    kafka_config: dict[str, str],
+    partner_kafka: str,
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C or SIGTERM at any moment: the client exits promptly, quietly and consistently.
+
+    A signal that lands inside a librdkafka call (the sink's produce or flush) used to break
+    confluent-kafka's call state: ``SystemError: flush returned NULL`` or a flush that waited
+    out its whole timeout, which looked like a hung ``gateway consume``.
+    """
+    (world.contracts_dir / "acme-globex-orders.yaml").unlink()
+    world.add_contract("acme-globex-orders", "globex", fields=PROTECTED)
+    orders = [order(n) for n in range(4, 1504)]
+    produce(
+        kafka_config,
+        world.topic,
+        [(o["order_id"], json.dumps(o).encode()) for o in orders],
+        producer_config={"linger.ms": 20},
+    )
+    gw = serve()
+    topic = f"globex.orders.{uuid.uuid4().hex[:8]}"
+    create_topic({"bootstrap.servers": partner_kafka}, topic, 2)
+    rng = random.Random(7)
+    for run in range(INTERRUPTS):
+        checkpoint = tmp_path / f"cursor-{run}"  # from the start each time: always mid-stream
+        command = consume_command(
+            world, gw.url, checkpoint, "--to-kafka", partner_kafka, "--topic", topic
+        )
+        command += ["--checkpoint-every", str(CHECKPOINT_EVERY)]
+        sig = signal.SIGINT if run % 2 else signal.SIGTERM
+        client = processes.start(command, stop_signal=sig, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while not checkpoint.exists():  # it is streaming: the first records are committed
+            assert client.poll() is None, processes.stop(client).decode()
+            assert time.monotonic() < deadline, "the client wrote no checkpoint"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.0))
+        errors = processes.stop(client, timeout=15).decode()
+        assert "Traceback" not in errors, errors
+        assert client.returncode == 0, errors
