@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-from gateway.adapters.ledger.kafka import KafkaLedger, read_entries
-from gateway.adapters.stores.keys import DataKeyStore, key_source
+from gateway.adapters.ledger.kafka import KafkaLedger, KafkaLedgerReader
+from gateway.adapters.stores.contracts_dir import ContractsDirectory
+from gateway.adapters.stores.keys import FileDataKeyStore, key_source
 from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, ResilientQuotaStore
-from gateway.adapters.stores.replays import SharedReplayCache
+from gateway.adapters.stores.replays import MemoryReplayCache, SharedReplayCache
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.cursor import CursorCodec
 from gateway.core.ledger import timestamp
@@ -19,58 +16,16 @@ from gateway.services.authorization import (
     AccessTokenVerifier,
     PartnerAuthorizationServer,
     PartnerClient,
+    Replays,
 )
+from gateway.services.container import Gateway
 from gateway.services.datakeys import DataKeyService
 from gateway.services.observer import ContractObserver
 from gateway.services.quotas import QuotaService, QuotaStore
-from gateway.services.registry import Registry, load_registry
 from gateway.services.streams import SourceFactory, StreamLimits, StreamService
 from gateway.settings import Settings
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class Gateway:
-    settings: Settings
-    registry: Registry
-    authorization: PartnerAuthorizationServer
-    tokens: AccessTokenVerifier
-    streams: StreamService
-    ledger: KafkaLedger
-    observer: ContractObserver
-    quotas: QuotaService
-    replays: SharedReplayCache | None = None
-
-    def reload(self) -> None:
-        """Read contracts and keys again and swap them in for every service at once."""
-        self.registry = read_registry(self.settings)
-        log.info("contracts reloaded: %d contracts", len(self.registry.histories))
-        self.observe()
-
-    def observe(self) -> None:
-        self.observer.observe(self.registry, datetime.now(UTC))
-
-    def close(self) -> None:
-        self.ledger.close()
-        if self.replays is not None:
-            self.replays.close()
-
-    def ledger_entries(self) -> list[dict[str, Any]]:
-        """Everything in the ledger topic (blocking: call from a worker thread)."""
-        return list(
-            read_entries(self.settings.kafka.librdkafka_config(), self.settings.ledger_topic)
-        )
-
-    def watched(self) -> list[Path]:
-        contracts = self.settings.contracts_dir
-        return [contracts, contracts / "products", self.settings.keys_dir]
-
-
-def read_registry(settings: Settings) -> Registry:
-    return load_registry(
-        settings.contracts_dir, settings.keys_dir, gateway_org=settings.org, now=datetime.now(UTC)
-    )
+__all__ = ["Gateway", "build_gateway"]
 
 
 def quota_store(settings: Settings) -> QuotaStore:
@@ -94,19 +49,24 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
         details = {"client": client.client_id, "org": client.org, "method": client.auth_method}
         ledger.record(timestamp(datetime.now(UTC)), "token_issued", details)
 
-    registry = read_registry(settings)
+    contracts = ContractsDirectory(settings.contracts_dir, settings.keys_dir)
+    registry = contracts.load(gateway_org=settings.org, now=datetime.now(UTC))
     issuer = settings.issuer()
     quotas = QuotaService(quota_store(settings), settings.quotas)
     redis = settings.redis
-    replays = (
-        SharedReplayCache.from_url(redis.url.get_secret_value(), redis.timeout_seconds)
-        if redis.url is not None
-        else None
-    )
+    replays: Replays
+    closers = []
+    if redis.url is not None:
+        shared = SharedReplayCache.from_url(redis.url.get_secret_value(), redis.timeout_seconds)
+        replays = shared
+        closers.append(shared.close)
+    else:
+        replays = MemoryReplayCache()
     # Services read the registry through the container, so a reload swaps it for all of them.
     gateway = Gateway(
         settings=settings,
         registry=registry,
+        contracts=contracts,
         authorization=PartnerAuthorizationServer(
             issuer=issuer,
             signing_keys=secrets.signing_keys,
@@ -126,7 +86,7 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
             ledger=ledger,
             quotas=quotas,
             datakeys=DataKeyService(
-                DataKeyStore(
+                FileDataKeyStore(
                     settings.state_dir / "data-keys",
                     key_source(settings.key_source, settings.state_dir),
                 ),
@@ -136,9 +96,10 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
             pseudonym_secret=secrets.pseudonym_secret,
         ),
         ledger=ledger,
+        ledger_reader=KafkaLedgerReader(settings.kafka.librdkafka_config(), settings.ledger_topic),
         observer=ContractObserver(ledger),
         quotas=quotas,
-        replays=replays,
+        closers=closers,
     )
     gateway.observe()
     return gateway

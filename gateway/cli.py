@@ -13,6 +13,13 @@ from typing import Any
 import click
 import yaml
 
+from gateway.adapters.stores.contracts_dir import (
+    KEYS_SUFFIX,
+    load_registry,
+    read_documents,
+    read_keys,
+    read_products,
+)
 from gateway.adapters.stores.state_dir import write_private
 from gateway.core.contracts import ContractState, parse_contract, parse_product
 from gateway.core.documents import canonical_bytes, load_yaml, with_signatures
@@ -26,14 +33,7 @@ from gateway.core.jose import (
     signing_key,
 )
 from gateway.errors import DocumentInvalid, GatewayError
-from gateway.services.registry import (
-    KEYS_SUFFIX,
-    Registry,
-    load_registry,
-    read_documents,
-    read_keys,
-    read_products,
-)
+from gateway.services.registry import Registry
 from gateway.settings import Settings
 
 PRIVATE_SUFFIX = ".private.jwks.json"
@@ -594,7 +594,8 @@ def demo(port: int, workdir: Path) -> None:
 
 def _client(gateway_url: str, key_path: Path, org: str | None) -> Any:
     from gateway.client import GatewayClient
-    from gateway.services.datakeys import NoEncryptionKey, encryption_key
+    from gateway.errors import NoEncryptionKey
+    from gateway.services.datakeys import encryption_key
 
     keys = parse_private_jwks(json.loads(key_path.read_text()), source=str(key_path))
     try:

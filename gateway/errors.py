@@ -9,6 +9,7 @@ the code raises them by what went wrong in the domain. The hierarchy::
     ├── AuthenticationFailed           missing, invalid or expired access token
     ├── ContractNotFound               unknown contract, or another organisation's (same answer)
     ├── ContractNotActive              the caller's contract exists but may not be used now
+    │   └── NoEncryptionKey            the consumer publishes no key to encrypt its fields to
     ├── DocumentInvalid                a product, contract or key document is malformed
     │   └── SignatureInvalid           a signature does not verify
     ├── QuotaExceeded                  a concurrency, daily-volume or request-rate quota refuses
@@ -65,6 +66,10 @@ class ContractNotActive(GatewayError):
     def __init__(self, detail: str, *, reason: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+class NoEncryptionKey(ContractNotActive):
+    """The consumer publishes no X25519 ``use: enc`` key, so nothing can be encrypted to it."""
 
 
 class DocumentInvalid(GatewayError):

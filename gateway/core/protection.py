@@ -32,6 +32,8 @@ from typing import Any
 import orjson
 import rfc8785
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from joserfc import jwe
+from joserfc.jwk import OKPKey
 
 from gateway.core.contracts import FieldAction, FieldRule
 from gateway.core.projection import MISSING
@@ -113,3 +115,10 @@ def new_data_key_secret() -> bytes:
 
 def data_key_jwk(kid: str, secret: bytes) -> dict[str, str]:
     return {"kty": "oct", "alg": FIELD_JWE_ENC, "kid": kid, "k": b64(secret)}
+
+
+def wrap_data_key(secret: bytes, kid: str, recipient: OKPKey) -> str:
+    """The data key for the consumer: a compact JWE (``ECDH-ES+A256KW``, ``A256GCM``, ``kid``
+    of the consumer's X25519 key) whose plaintext is the data key as a JWK (``kty: oct``)."""
+    header = {"alg": "ECDH-ES+A256KW", "enc": FIELD_JWE_ENC, "kid": recipient.kid}
+    return jwe.encrypt_compact(header, orjson.dumps(data_key_jwk(kid, secret)), recipient)

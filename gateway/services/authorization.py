@@ -11,7 +11,6 @@ authlib's protocol core answers ``(status, body, headers)``; the HTTP adapter on
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -101,25 +100,6 @@ class Replays(Protocol):
     """Where client assertion ids are remembered until they expire (RFC 7523 §3 item 7)."""
 
     def first_use(self, key: str, expires_at: float) -> bool: ...
-
-
-class ReplayCache:
-    """Client assertion ids seen by this process until they expire."""
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._clock = clock
-
-    def first_use(self, key: str, expires_at: float) -> bool:
-        now = self._clock()
-        with self._lock:
-            if len(self._seen) > 1024:
-                self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
-            if key in self._seen and self._seen[key] > now:
-                return False
-            self._seen[key] = expires_at
-            return True
 
 
 class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
@@ -233,8 +213,8 @@ class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         assertion_max_lifetime: int,
         org_keys: Callable[[], Mapping[str, KeySet]],
         registered: list[RegisteredClient],
+        replays: Replays,
         on_issued: Callable[[PartnerClient], None] | None = None,
-        replays: Replays | None = None,
     ) -> None:
         super().__init__(scopes_supported=None)
         self.issuer = issuer
@@ -249,9 +229,7 @@ class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         )
         self.register_client_auth_method(
             PRIVATE_KEY_JWT,
-            _PrivateKeyJWT(
-                [self.token_endpoint, issuer], replays or ReplayCache(), assertion_max_lifetime
-            ),
+            _PrivateKeyJWT([self.token_endpoint, issuer], replays, assertion_max_lifetime),
         )
 
     def query_client(self, client_id: str) -> PartnerClient | None:

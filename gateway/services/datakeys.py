@@ -8,22 +8,35 @@ plaintext is the data key as a JWK (``kty: oct``, ``alg: A256GCM``, ``kid``).
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
-from joserfc import jwe
 from joserfc.jwk import KeySet, OKPKey
 
-from gateway.adapters.stores.keys import DataKeyStore, StoredKey
-from gateway.core.protection import DataKey, data_key_jwk, new_data_key_secret
-from gateway.errors import ContractNotActive
+from gateway.core.protection import DataKey, new_data_key_secret, wrap_data_key
+from gateway.errors import NoEncryptionKey
 
 
-class NoEncryptionKey(ContractNotActive):
-    """The consumer publishes no X25519 ``use: enc`` key, so nothing can be encrypted to it."""
+@dataclass(frozen=True)
+class StoredKey:
+    kid: str
+    created: float
+    recipient_kid: str
+    secret: bytes
+
+
+class DataKeyStore(Protocol):
+    """Every data key ever made, per contract, in the order made (``adapters/stores/keys.py``).
+
+    Keys are never deleted, so records in a partner's replay window can always be decrypted;
+    replicas share the store. Blocking."""
+
+    def all(self, contract_id: str) -> list[StoredKey]: ...
+    def append(self, contract_id: str, key: StoredKey) -> None: ...
 
 
 def encryption_key(keys: KeySet | None, org: str) -> OKPKey:
@@ -33,12 +46,6 @@ def encryption_key(keys: KeySet | None, org: str) -> OKPKey:
     raise NoEncryptionKey(
         f"{org} publishes no X25519 encryption key (use: enc)", reason="no_encryption_key"
     )
-
-
-def wrap(secret: bytes, kid: str, recipient: OKPKey) -> str:
-    header = {"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": recipient.kid}
-    plaintext = json.dumps(data_key_jwk(kid, secret))
-    return jwe.encrypt_compact(header, plaintext, recipient)
 
 
 class DataKeyService:
@@ -69,7 +76,9 @@ class DataKeyService:
                     found = (
                         latest,
                         DataKey(
-                            latest.kid, latest.secret, wrap(latest.secret, latest.kid, recipient)
+                            latest.kid,
+                            latest.secret,
+                            wrap_data_key(latest.secret, latest.kid, recipient),
                         ),
                     )
             if found is None or self._due(contract_id, found[0], recipient):
@@ -97,9 +106,9 @@ class DataKeyService:
         stored = StoredKey(kid, self._clock(), str(recipient.kid), secret)
         self._store.append(contract_id, stored)
         self._used[contract_id] = 0
-        return stored, DataKey(kid, secret, wrap(secret, kid, recipient))
+        return stored, DataKey(kid, secret, wrap_data_key(secret, kid, recipient))
 
     def wrapped(self, contract_id: str, recipient: OKPKey, kid: str | None) -> list[dict[str, str]]:
         """Every data key of the contract (or the one named), wrapped to the current key."""
         keys = [k for k in self._store.all(contract_id) if kid is None or k.kid == kid]
-        return [{"kid": k.kid, "jwe": wrap(k.secret, k.kid, recipient)} for k in keys]
+        return [{"kid": k.kid, "jwe": wrap_data_key(k.secret, k.kid, recipient)} for k in keys]

@@ -1,9 +1,10 @@
 """The contract registry: products, organisations' public keys, contract versions and statements.
 
-Read from files, so the whole history lives in a directory that can be kept in git and reviewed
-as pull requests. Loading never fails as a whole: a file that cannot be used is refused, logged
-with its reason, and kept in ``refusals``; every other contract still works. Every replica that
-reads the same files reaches the same state (the evaluation is deterministic given the time).
+Built from documents (``adapters/stores/contracts_dir.py`` reads them from a directory that can
+be kept in git and reviewed as pull requests). Loading never fails as a whole: a document that
+cannot be used is refused, logged with its reason, and kept in ``refusals``; every other
+contract still works. Every replica that reads the same documents reaches the same state (the
+evaluation is deterministic given the time).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from joserfc.jwk import KeySet
 
@@ -35,8 +35,6 @@ from gateway.core.lifecycle import ContractHistory, Status, build_history
 from gateway.errors import ContractNotActive, ContractNotFound, DocumentInvalid, SignatureInvalid
 
 log = logging.getLogger(__name__)
-
-KEYS_SUFFIX = ".jwks.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,40 +93,36 @@ class Registry:
         return active
 
 
-def _files(directory: Path, pattern: str) -> Iterable[Path]:
-    return sorted(p for p in directory.glob(pattern) if p.is_file()) if directory.is_dir() else []
+def add_keys(registry: Registry, source: str, org: str, text: str) -> None:
+    """An organisation's public JWKS, or a refusal saying why it cannot be used."""
+    try:
+        registry.keys[org] = parse_public_jwks(json.loads(text), source=source)
+    except (DocumentInvalid, ValueError) as exc:
+        registry.refuse(source, "invalid_keys", getattr(exc, "detail", str(exc)))
 
 
-def read_keys(keys_dir: Path, registry: Registry) -> None:
-    for path in _files(keys_dir, f"*{KEYS_SUFFIX}"):
-        org = path.name.removesuffix(KEYS_SUFFIX)
-        try:
-            registry.keys[org] = parse_public_jwks(json.loads(path.read_text()), source=str(path))
-        except (DocumentInvalid, ValueError, OSError) as exc:
-            registry.refuse(str(path), "invalid_keys", getattr(exc, "detail", str(exc)))
+def add_product(registry: Registry, source: str, text: str) -> None:
+    try:
+        product = parse_product(load_yaml(text, source=source), source=source, text=text)
+    except DocumentInvalid as exc:
+        registry.refuse(source, "invalid_document", exc.detail)
+        return
+    registry.products[product.product] = product
 
 
-def read_products(products_dir: Path, registry: Registry) -> None:
-    for path in _files(products_dir, "*.y*ml"):
-        try:
-            text = path.read_text()
-            product = parse_product(load_yaml(text, source=str(path)), source=str(path), text=text)
-        except (DocumentInvalid, OSError) as exc:
-            registry.refuse(str(path), "invalid_document", getattr(exc, "detail", str(exc)))
-            continue
-        registry.products[product.product] = product
-
-
-def read_documents(
-    paths: Iterable[Path], registry: Registry, *, gateway_org: str | None, now: datetime
+def add_documents(
+    registry: Registry,
+    documents: Iterable[tuple[str, str]],
+    *,
+    gateway_org: str | None,
+    now: datetime,
 ) -> None:
-    """Read contract versions and statements, then build each contract's history."""
+    """Contract versions and statements (``(source, text)`` pairs), then each contract's
+    history. Keys and products must be in the registry already."""
     versions: dict[str, dict[int, tuple[ContractDocument, Verdict]]] = {}
     statements: dict[str, list[tuple[StatementDocument, Verdict | None]]] = {}
-    for path in paths:
-        source = str(path)
+    for source, text in documents:
         try:
-            text = path.read_text()
             data = load_yaml(text, source=source)
             if "statement" in data:
                 said = parse_statement(data, source=source, text=text)
@@ -137,8 +131,8 @@ def read_documents(
                 )
                 continue
             doc = parse_contract(data, source=source, text=text)
-        except (DocumentInvalid, OSError) as exc:
-            registry.refuse(source, "invalid_document", getattr(exc, "detail", str(exc)))
+        except DocumentInvalid as exc:
+            registry.refuse(source, "invalid_document", exc.detail)
             continue
         c = doc.contract
         known = versions.setdefault(c.contract, {})
@@ -171,14 +165,3 @@ def _statement_check(said: StatementDocument, registry: Registry) -> Verdict | N
     except SignatureInvalid as exc:
         return Verdict(ContractState.REFUSED, exc.code, exc.detail)
     return None
-
-
-def load_registry(
-    contracts_dir: Path, keys_dir: Path, *, gateway_org: str | None, now: datetime
-) -> Registry:
-    """Keys from ``keys_dir``; products from ``contracts_dir/products``; documents beside them."""
-    registry = Registry()
-    read_keys(keys_dir, registry)
-    read_products(contracts_dir / "products", registry)
-    read_documents(_files(contracts_dir, "*.y*ml"), registry, gateway_org=gateway_org, now=now)
-    return registry

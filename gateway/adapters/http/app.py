@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from gateway import __version__
 from gateway.adapters.http import problems
 from gateway.adapters.http.routes import contracts, legal, oauth, usage
-from gateway.bootstrap import Gateway
+from gateway.services.container import Gateway
 from gateway.services.watcher import watch
 
 
@@ -23,7 +23,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             interval = gateway.settings.watch_seconds
             if interval > 0:
                 tasks.start_soon(
-                    watch, gateway.watched(), interval, gateway.reload, gateway.observe
+                    watch, gateway.contracts.fingerprint, interval, gateway.reload, gateway.observe
                 )
             yield
             tasks.cancel_scope.cancel()

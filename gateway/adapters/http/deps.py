@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway.bootstrap import Gateway
 from gateway.errors import AuthenticationFailed
 from gateway.services.authorization import Partner
+from gateway.services.container import Gateway
 
 
 def get_gateway(request: Request) -> Gateway:

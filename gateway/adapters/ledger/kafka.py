@@ -110,6 +110,17 @@ class KafkaLedger:
                 producer.poll(0)
 
 
+class KafkaLedgerReader:
+    """Reads the whole ledger topic back (``services.container.LedgerReader``)."""
+
+    def __init__(self, config: Mapping[str, Any], topic: str) -> None:
+        self._config = dict(config)
+        self.topic = topic
+
+    def entries(self) -> list[Mapping[str, Any]]:
+        return list(read_entries(self._config, self.topic))
+
+
 def read_entries(
     config: Mapping[str, Any], topic: str, idle: float = 1.0
 ) -> Iterator[dict[str, Any]]:

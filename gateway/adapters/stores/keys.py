@@ -4,7 +4,7 @@
   plugs in by implementing ``KeySource`` (``seal``/``open`` calling the KMS's encrypt/decrypt
   with ``context`` as its encryption context / AAD) and naming it in ``GATEWAY_KEY_SOURCE``
   (``module:Class``, constructed without arguments: it reads its own configuration).
-- ``DataKeyStore``: every data key ever made, sealed under the KEK, one JSON line each, in
+- ``FileDataKeyStore``: every data key ever made, sealed under the KEK, one JSON line each, in
   ``data-keys/<contract>.jsonl``. Keys are never deleted, so records in a partner's replay
   window can always be decrypted. Replicas share the state directory, hence the store.
 """
@@ -19,13 +19,13 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.adapters.stores.state_dir import write_private
+from gateway.services.datakeys import StoredKey
 
 
 class KeySource(Protocol):
@@ -51,15 +51,9 @@ class LocalKeySource:
         return self._aead.decrypt(sealed[:12], sealed[12:], context)
 
 
-@dataclass(frozen=True)
-class StoredKey:
-    kid: str
-    created: float
-    recipient_kid: str
-    secret: bytes
+class FileDataKeyStore:
+    """The data keys of each contract in ``<directory>/<contract>.jsonl`` (``flock``ed)."""
 
-
-class DataKeyStore:
     def __init__(self, directory: Path, source: KeySource) -> None:
         self._directory = directory
         self._source = source

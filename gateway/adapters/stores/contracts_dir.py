@@ -1,0 +1,101 @@
+"""The contracts directory: products, organisations' public keys, contracts and statements.
+
+    contracts/products/*.yaml   data products
+    contracts/*.yaml            contract versions and signed statements
+    keys/<org>.jwks.json        organisations' public keys
+
+Files are read here and handed to ``services/registry.py`` as text; a file that cannot be read
+is refused like one that cannot be parsed. Changes are noticed by polling names, sizes and
+modification times, which works the same on every filesystem, including the network and
+container volumes operators use to distribute contracts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from gateway.services.registry import Registry, add_documents, add_keys, add_product
+
+KEYS_SUFFIX = ".jwks.json"
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def yaml_files(directory: Path) -> list[Path]:
+    """The YAML documents directly in ``directory``, in name order."""
+    return _files(directory, "*.y*ml")
+
+
+def _files(directory: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in directory.glob(pattern) if p.is_file()) if directory.is_dir() else []
+
+
+def _texts(paths: Iterable[Path], registry: Registry) -> Iterator[tuple[str, str]]:
+    for path in paths:
+        try:
+            yield str(path), path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            registry.refuse(str(path), "invalid_document", str(exc))
+
+
+def read_keys(keys_dir: Path, registry: Registry) -> None:
+    for path in _files(keys_dir, f"*{KEYS_SUFFIX}"):
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            registry.refuse(str(path), "invalid_keys", str(exc))
+            continue
+        add_keys(registry, str(path), path.name.removesuffix(KEYS_SUFFIX), text)
+
+
+def read_products(products_dir: Path, registry: Registry) -> None:
+    for source, text in _texts(yaml_files(products_dir), registry):
+        add_product(registry, source, text)
+
+
+def read_documents(
+    paths: Iterable[Path], registry: Registry, *, gateway_org: str | None, now: datetime
+) -> None:
+    """Contract versions and statements from ``paths``, then each contract's history."""
+    add_documents(registry, _texts(paths, registry), gateway_org=gateway_org, now=now)
+
+
+@dataclass(frozen=True)
+class ContractsDirectory:
+    contracts_dir: Path
+    keys_dir: Path
+
+    def load(self, *, gateway_org: str | None, now: datetime) -> Registry:
+        """Keys, then products (``contracts/products``), then the documents beside them."""
+        registry = Registry()
+        read_keys(self.keys_dir, registry)
+        read_products(self.contracts_dir / "products", registry)
+        read_documents(yaml_files(self.contracts_dir), registry, gateway_org=gateway_org, now=now)
+        return registry
+
+    def watched(self) -> list[Path]:
+        return [self.contracts_dir, self.contracts_dir / "products", self.keys_dir]
+
+    def fingerprint(self) -> Fingerprint:
+        """Names, modification times and sizes of every file watched: a change changes it."""
+        entries = []
+        for directory in self.watched():
+            if not directory.is_dir():
+                continue
+            for path in directory.iterdir():
+                try:
+                    stat = path.stat()
+                except OSError:  # removed while listing
+                    continue
+                if path.is_file():
+                    entries.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(sorted(entries))
+
+
+def load_registry(
+    contracts_dir: Path, keys_dir: Path, *, gateway_org: str | None, now: datetime
+) -> Registry:
+    return ContractsDirectory(contracts_dir, keys_dir).load(gateway_org=gateway_org, now=now)

@@ -1,0 +1,77 @@
+"""The services of one running gateway, as the HTTP adapter and the entry points use them.
+
+``bootstrap.build_gateway`` builds it from settings and the adapters; nothing here knows which
+adapters those are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from gateway.services.authorization import AccessTokenVerifier, PartnerAuthorizationServer
+from gateway.services.ledger import Ledger
+from gateway.services.observer import ContractObserver
+from gateway.services.quotas import QuotaService
+from gateway.services.registry import Registry
+from gateway.services.streams import StreamService
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ContractSource(Protocol):
+    """Where contracts, products and keys come from (``adapters/stores/contracts_dir.py``)."""
+
+    def load(self, *, gateway_org: str | None, now: datetime) -> Registry: ...
+    def fingerprint(self) -> Hashable: ...
+
+
+class LedgerWriter(Ledger, Protocol):
+    def close(self) -> None: ...
+
+
+class LedgerReader(Protocol):
+    def entries(self) -> list[Mapping[str, Any]]:
+        """Every entry in the ledger, in the order written. Blocking."""
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    registry: Registry
+    contracts: ContractSource
+    authorization: PartnerAuthorizationServer
+    tokens: AccessTokenVerifier
+    streams: StreamService
+    ledger: LedgerWriter
+    ledger_reader: LedgerReader
+    observer: ContractObserver
+    quotas: QuotaService
+    #: Called at shutdown, after the ledger is closed (Redis clients and the like).
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def load(self) -> Registry:
+        return self.contracts.load(gateway_org=self.settings.org, now=self.clock())
+
+    def reload(self) -> None:
+        """Read contracts and keys again and swap them in for every service at once."""
+        self.registry = self.load()
+        log.info("contracts reloaded: %d contracts", len(self.registry.histories))
+        self.observe()
+
+    def observe(self) -> None:
+        self.observer.observe(self.registry, self.clock())
+
+    def close(self) -> None:
+        self.ledger.close()
+        for close in self.closers:
+            close()
+
+    def ledger_entries(self) -> list[Mapping[str, Any]]:
+        """Everything in the ledger (blocking: call from a worker thread)."""
+        return self.ledger_reader.entries()
