@@ -20,10 +20,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, settings
 
 from gateway.adapters.http.app import create_app
-from gateway.adapters.kafka.admin import create_topic, produce
+from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
+from gateway.adapters.kafka.producer import produce
 from gateway.adapters.kafka.source import KafkaRecordSource
 from gateway.bootstrap import Gateway, build_gateway
 from gateway.cli import PRIVATE_SUFFIX, generate_keys, sign_file
@@ -32,6 +34,11 @@ from gateway.core.jose import parse_private_jwks, signing_key
 from gateway.settings import KafkaSettings, Settings
 from tests.processes import Processes
 from tests.redis_server import RedisServer
+
+# Hypothesis's wall-clock checks (a 200 ms deadline per example, "input generation is slow")
+# fail on a loaded machine, not on a wrong property: a property test fails on a counterexample.
+settings.register_profile("gateway", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gateway")
 
 #: How many times more cycles the fault tests run: 1 in `make test`, more in `make soak`.
 SOAK = int(os.environ.get("GATEWAY_TEST_SOAK", "1"))
