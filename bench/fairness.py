@@ -34,8 +34,9 @@ import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.stream import FIELDS, record
-from gateway.adapters.kafka.admin import create_topic, produce
+from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
+from gateway.adapters.kafka.producer import produce
 from gateway.adapters.kafka.source import STREAM_CONSUMER_DEFAULTS
 from gateway.cli import PRIVATE_SUFFIX, generate_keys, read_signing_key, sign_file
 from gateway.client import GatewayClient

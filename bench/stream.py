@@ -25,8 +25,9 @@ import uvicorn
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from gateway.adapters.http.app import create_app
-from gateway.adapters.kafka.admin import create_topic, produce
+from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
+from gateway.adapters.kafka.producer import produce
 from gateway.adapters.kafka.source import STREAM_CONSUMER_DEFAULTS, KafkaRecordSource
 from gateway.bootstrap import build_gateway
 from gateway.cli import PRIVATE_SUFFIX, generate_keys, sign_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.adapters.ledger.kafka import KafkaLedger, KafkaLedgerReader
+from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerReader
 from gateway.adapters.stores.contracts_dir import ContractsDirectory
 from gateway.adapters.stores.keys import FileDataKeyStore, key_source
 from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, ResilientQuotaStore

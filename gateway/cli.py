@@ -425,7 +425,7 @@ def _ledger_source(bootstrap_servers: str | None, topic: str | None, file: Path 
     """Entries from an exported NDJSON file, or from the ledger topic."""
     if file is not None:
         return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-    from gateway.adapters.ledger.kafka import read_entries
+    from gateway.adapters.kafka.ledger import read_entries
 
     settings = Settings()
     if bootstrap_servers:

@@ -328,16 +328,16 @@ class KafkaSink:
     """
 
     def __init__(self, config: dict[str, Any], topic: str, contract: str) -> None:
-        from confluent_kafka import Producer
+        from gateway.adapters.kafka.producer import GuardedProducer  # needs confluent-kafka
 
-        self._producer = Producer({**config, "enable.idempotence": True, "acks": "all"})
+        self._producer = GuardedProducer(config)
         self._topic = topic
         self._contract = contract.encode()
         self._failures: list[str] = []
 
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self._failures.append(str(err))
+    def _delivered(self, error: str | None, _partition: int | None, _offset: int | None) -> None:
+        if error is not None:
+            self._failures.append(error)
 
     def write(self, record: dict[str, Any], cursor: str) -> None:
         headers: list[tuple[str, str | bytes | None]] = [
@@ -346,22 +346,18 @@ class KafkaSink:
             ("gateway-offset", str(record["offset"]).encode()),
         ]
         value = json.dumps(record.get("value"), separators=(",", ":")).encode()
-        while True:
-            try:
-                self._producer.produce(
-                    self._topic,
-                    key=record.get("key"),
-                    value=value,
-                    headers=headers,
-                    on_delivery=self._delivered,
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.1)
-        self._producer.poll(0)
+        self._producer.produce(
+            self._topic,
+            value,
+            key=record.get("key"),
+            headers=headers,
+            on_delivery=self._delivered,
+        )
 
     def commit(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)
+        if self._producer.fatal is not None:
+            raise SinkError(f"the producer to {self._topic!r} failed: {self._producer.fatal}")
         if remaining or self._failures:
             failures, self._failures = self._failures[:3], []
             raise SinkError(

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from gateway.adapters.kafka.admin import create_topic, produce
+from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka
+from gateway.adapters.kafka.producer import produce
 from tests.conftest import SOAK, RunningGateway, World
 from tests.processes import Processes
 from tests.test_cli import consume_command

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from click.testing import CliRunner
 
-from gateway.adapters.ledger.kafka import read_entries
+from gateway.adapters.kafka.ledger import read_entries
 from gateway.cli import main
 from gateway.services.report import build_report
 from tests.conftest import RunningGateway, World

@@ -14,8 +14,8 @@ from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from gateway.adapters.kafka.admin import produce
-from gateway.adapters.ledger.kafka import read_entries
+from gateway.adapters.kafka.ledger import read_entries
+from gateway.adapters.kafka.producer import produce
 from gateway.core.jose import parse_private_jwks
 from gateway.fieldcrypto import FIELD_REGISTRY, FieldDecryptor, FieldVerificationError
 from gateway.services.datakeys import encryption_key

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.adapters.kafka.admin import produce
+from gateway.adapters.kafka.producer import produce
 from gateway.core.documents import canonical_hash, load_yaml
 from gateway.core.quotas import day_window
 from gateway.services.report import build_report

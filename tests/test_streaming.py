@@ -225,7 +225,7 @@ def test_a_frozen_client_is_dropped_without_stalling_others(
     kafka_config: dict[str, str],
     http: httpx.Client,
 ) -> None:
-    from gateway.adapters.kafka.admin import produce
+    from gateway.adapters.kafka.producer import produce
 
     big = "x" * 10_000
     produce(

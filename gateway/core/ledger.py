@@ -18,17 +18,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import rfc8785
+
+from gateway.core.times import rfc3339
 
 KINDS = frozenset({"chain_started", "contract", "statement", "token_issued", "stream", "pull"})
 
 
 def timestamp(moment: datetime) -> str:
     """Ledger times: RFC 3339 UTC with milliseconds."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(moment, milliseconds=True)
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
@@ -102,3 +104,72 @@ def verify(entries: Iterable[Mapping[str, Any]]) -> list[Problem]:
         if before is None or seq > int(before["seq"]):
             last[chain] = entry
     return problems
+
+
+DELIVERY_KINDS = ("stream", "pull")
+
+
+@dataclass(frozen=True)
+class DeliveryEntry:
+    """One stream or pull as the ledger holds it: written when it ends (``services/streams.py``)
+    and read back by reports (``services/report.py``). ``details()`` is the entry's JSON."""
+
+    kind: str  # "stream" | "pull"
+    contract: str
+    #: The versions it ran under, the one it started under first.
+    versions: tuple[str, ...]
+    org: str
+    client: str
+    format: str
+    #: Per partition, the position it started at and the one after the last record sent.
+    start: Mapping[int, int]
+    end: Mapping[int, int]
+    records: int
+    bytes: int
+    #: Bytes per UTC day, the unit of a daily volume quota.
+    bytes_by_day: Mapping[str, int]
+    started: datetime
+    ended: datetime
+    end_reason: str
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "contract": self.contract,
+            "version": self.versions[0],
+            "versions": list(self.versions),
+            "org": self.org,
+            "client": self.client,
+            "format": self.format,
+            "from": {str(p): o for p, o in self.start.items()},
+            "to": {str(p): o for p, o in self.end.items()},
+            "records": self.records,
+            "bytes": self.bytes,
+            "bytes_by_day": dict(self.bytes_by_day),
+            "started": timestamp(self.started),
+            "ended": timestamp(self.ended),
+            "end_reason": self.end_reason,
+        }
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> DeliveryEntry:
+        """The delivery an entry of kind ``stream`` or ``pull`` records."""
+        ended = datetime.fromisoformat(str(entry["ended"]))
+        return cls(
+            kind=str(entry["kind"]),
+            contract=str(entry["contract"]),
+            versions=tuple(entry["versions"]),
+            org=str(entry["org"]),
+            client=str(entry["client"]),
+            format=str(entry["format"]),
+            start={int(p): int(o) for p, o in entry["from"].items()},
+            end={int(p): int(o) for p, o in entry["to"].items()},
+            records=int(entry["records"]),
+            bytes=int(entry["bytes"]),
+            # Entries written before quotas existed: all on the day the delivery ended.
+            bytes_by_day=dict(
+                entry.get("bytes_by_day") or {ended.date().isoformat(): int(entry["bytes"])}
+            ),
+            started=datetime.fromisoformat(str(entry["started"])),
+            ended=ended,
+            end_reason=str(entry["end_reason"]),
+        )

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from gateway.core.contracts import (
     Contract,
@@ -213,3 +214,51 @@ def grants_no_less(old: ContractDocument, new: ContractDocument) -> bool:
         if _sent(before) and before != rule and path not in a.fields:
             return False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnds:
+    """A live stream must end now: ``reason`` for the ``end`` event, with its extra members."""
+
+    reason: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCarriesOn:
+    """The stream goes on under ``version``, a new version that grants no less."""
+
+    version: ContractDocument
+
+
+def stream_decision(
+    *,
+    now: datetime,
+    token_expires_at: datetime,
+    exhausted: tuple[int, str] | None,
+    status: Status,
+    version: ContractDocument,
+) -> StreamEnds | StreamCarriesOn | None:
+    """What happens to a live stream relying on ``version`` at ``now`` (``None``: nothing).
+
+    In order: the token expired; the day's volume ran out (``exhausted`` is its
+    ``(retry_after, detail)``); the contract is no longer active; a new version governs that
+    changes the terms (or any version, if the stream sends pseudonyms, which belong to one
+    version) — otherwise the stream carries on under the new version.
+    """
+    if now >= token_expires_at:
+        return StreamEnds("token_expired")
+    if exhausted is not None:
+        retry_after, detail = exhausted
+        return StreamEnds("quota_exhausted", {"retry_after": retry_after, "detail": detail})
+    if not status.verdict.active or status.governing is None:
+        return StreamEnds(status.verdict.reason, {"detail": status.verdict.detail})
+    governing = status.governing
+    if governing.hash == version.hash:
+        return None
+    hashes = any(r.action is FieldAction.HASH for r in version.contract.fields.values())
+    if hashes or not grants_no_less(version, governing):
+        return StreamEnds(
+            "superseded", {"detail": f"version {governing.contract.version} changes the terms"}
+        )
+    return StreamCarriesOn(governing)

@@ -144,3 +144,30 @@ def ratelimit_fields(items: list[tuple[PolicyItem, int, int]]) -> dict[str, str]
             f'"{policy.name}";r={max(0, left)};t={max(0, reset)}' for policy, left, reset in items
         ),
     }
+
+
+class QuotaKeys:
+    """Where quota state lives in a ``QuotaStore`` (the same names in memory and in Redis)."""
+
+    @staticmethod
+    def leases(contract_id: str, org: str) -> list[str]:
+        """The concurrency lease sets: the contract's and the organisation's."""
+        return [f"streams:c:{contract_id}", QuotaKeys.org_leases(org)]
+
+    @staticmethod
+    def org_leases(org: str) -> str:
+        return f"streams:o:{org}"
+
+    @staticmethod
+    def rates(contract_id: str) -> tuple[str, str]:
+        """The contract's buckets: records, bytes."""
+        return f"rec:{contract_id}", f"byt:{contract_id}"
+
+    @staticmethod
+    def volume(contract_id: str, day: str) -> str:
+        """The contract's volume counter for one UTC day."""
+        return f"day:{contract_id}:{day}"
+
+    @staticmethod
+    def token(client_key: str) -> str:
+        return f"token:{client_key}"

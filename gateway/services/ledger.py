@@ -1,4 +1,4 @@
-"""What the services need of the ledger (see ``core/ledger.py`` and ``adapters/ledger``)."""
+"""What the services need of the ledger (``core/ledger.py``, ``adapters/kafka/ledger.py``)."""
 
 from __future__ import annotations
 

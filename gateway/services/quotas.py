@@ -21,14 +21,16 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from gateway import metrics
 from gateway.core.contracts import ContractDocument
 from gateway.core.quotas import (
     RATE_BURST_SECONDS,
     PolicyItem,
+    QuotaKeys,
     Quotas,
     Rate,
     day_window,
@@ -36,6 +38,7 @@ from gateway.core.quotas import (
     remaining,
     seconds_until,
 )
+from gateway.core.times import rfc3339
 from gateway.errors import QuotaExceeded
 from gateway.settings import QuotaSettings
 
@@ -71,16 +74,41 @@ def _records_policy(per_second: float) -> PolicyItem:
     return PolicyItem("records", 1, round(1 / per_second), vendor_unit="record")
 
 
+@dataclass(frozen=True)
+class ContractUsage:
+    contract: str
+    version: int
+    limits: Quotas
+    open_streams: int
+    bytes_today: int
+    #: ``None`` when the contract has no daily volume.
+    bytes_remaining_today: int | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """An organisation's limits and what it used today (UTC), per contract."""
+
+    org: str
+    day: str
+    resets_at: datetime
+    org_concurrent_streams: int | None
+    open_streams: int
+    contracts: list[ContractUsage]
+
+
 class QuotaService:
     def __init__(
         self,
         store: QuotaStore,
         rules: QuotaSettings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.rules = rules
         self.clock = clock
+        self.monotonic = monotonic
         self._effective: dict[str, Quotas] = {}
 
     def effective(self, doc: ContractDocument) -> Quotas:
@@ -91,28 +119,9 @@ class QuotaService:
             self._effective[doc.hash] = quotas
         return quotas
 
-    @staticmethod
-    def lease_keys(contract_id: str, org: str) -> list[str]:
-        """The concurrency lease sets: the contract's and the organisation's."""
-        return [f"streams:c:{contract_id}", QuotaService.org_lease_key(org)]
-
-    @staticmethod
-    def org_lease_key(org: str) -> str:
-        return f"streams:o:{org}"
-
-    @staticmethod
-    def rate_keys(contract_id: str) -> tuple[str, str]:
-        """The contract's buckets: records, bytes."""
-        return f"rec:{contract_id}", f"byt:{contract_id}"
-
-    @staticmethod
-    def volume_key(contract_id: str, day: str) -> str:
-        """The contract's volume counter for one UTC day."""
-        return f"day:{contract_id}:{day}"
-
     def day_key(self, contract_id: str) -> tuple[str, datetime]:
         day, ends = day_window(self.clock())
-        return self.volume_key(contract_id, day), ends
+        return QuotaKeys.volume(contract_id, day), ends
 
     async def open(self, contract_id: str, org: str, version: ContractDocument) -> StreamQuota:
         """A running stream's or pull's quotas; refuses with ``QuotaExceeded`` first if a
@@ -123,7 +132,7 @@ class QuotaService:
             if await self.store.volume(day) >= quotas.bytes_per_day:
                 raise self.exhausted(contract_id, quotas, ends)
         holder = uuid.uuid4().hex
-        keys = self.lease_keys(contract_id, org)
+        keys = QuotaKeys.leases(contract_id, org)
         full = await self.store.lease(
             list(
                 zip(
@@ -154,7 +163,7 @@ class QuotaService:
         retry_after = seconds_until(ends, self.clock())
         return QuotaExceeded(
             f"the contract's daily volume of {quotas.bytes_per_day} bytes is used up "
-            f"until {ends.isoformat().replace('+00:00', 'Z')}",
+            f"until {rfc3339(ends)}",
             code="quota_exhausted",
             retry_after=retry_after,
             fields=ratelimit_fields([(self._daily_policy(quotas), 0, retry_after)]),
@@ -169,11 +178,11 @@ class QuotaService:
         """``RateLimit-Policy`` and ``RateLimit`` for the caller's quotas on a contract."""
         items: list[tuple[PolicyItem, int, int]] = []
         if quotas.records_per_second is not None:
-            debt = await self.store.debt(self.rate_keys(contract_id)[0])
+            debt = await self.store.debt(QuotaKeys.rates(contract_id)[0])
             left, reset = remaining(debt, Rate(quotas.records_per_second))
             items.append((_records_policy(quotas.records_per_second), left, reset))
         if quotas.bytes_per_second is not None:
-            debt = await self.store.debt(self.rate_keys(contract_id)[1])
+            debt = await self.store.debt(QuotaKeys.rates(contract_id)[1])
             left, reset = remaining(debt, Rate(quotas.bytes_per_second))
             items.append(
                 (PolicyItem("bytes", quotas.bytes_per_second, 1, "content-bytes"), left, reset)
@@ -183,7 +192,7 @@ class QuotaService:
             used = await self.store.volume(day)
             reset = seconds_until(ends, self.clock())
             items.append((self._daily_policy(quotas), quotas.bytes_per_day - used, reset))
-        contract_key, org_key = self.lease_keys(contract_id, org)
+        contract_key, org_key = QuotaKeys.leases(contract_id, org)
         for name, key, limit in (
             ("streams", contract_key, quotas.concurrent_streams),
             ("org-streams", org_key, self.rules.org_concurrent_streams),
@@ -198,7 +207,7 @@ class QuotaService:
         rules = self.rules
         rate = Rate(rules.token_requests_per_minute / 60)
         rate = Rate(rate.per_second, burst=rules.token_burst * rate.interval)
-        retry_after = await self.store.admit(f"token:{client_key}", 1, rate)
+        retry_after = await self.store.admit(QuotaKeys.token(client_key), 1, rate)
         if retry_after > 0:
             metrics.QUOTA_REFUSALS.labels("too_many_requests").inc()
             policy = PolicyItem("token", rules.token_requests_per_minute, 60, "request")
@@ -213,7 +222,7 @@ class QuotaService:
     async def close(self) -> None:
         await self.store.close()
 
-    async def usage(self, org: str, docs: list[ContractDocument]) -> dict[str, Any]:
+    async def usage(self, org: str, docs: list[ContractDocument]) -> Usage:
         """The caller's limits and what it used, per contract (``GET /v1/usage``)."""
         now = self.clock()
         day, ends = day_window(now)
@@ -221,29 +230,27 @@ class QuotaService:
         for doc in docs:
             contract_id = doc.contract.contract
             quotas = self.effective(doc)
-            contract_key, _ = self.lease_keys(contract_id, org)
-            used = await self.store.volume(self.volume_key(contract_id, day))
+            contract_key, _ = QuotaKeys.leases(contract_id, org)
+            used = await self.store.volume(QuotaKeys.volume(contract_id, day))
             limit = quotas.bytes_per_day
             contracts.append(
-                {
-                    "contract": contract_id,
-                    "version": doc.contract.version,
-                    "limits": quotas.model_dump(),
-                    "usage": {
-                        "open_streams": await self.store.holders(contract_key),
-                        "bytes_today": used,
-                        "bytes_remaining_today": None if limit is None else max(0, limit - used),
-                    },
-                }
+                ContractUsage(
+                    contract=contract_id,
+                    version=doc.contract.version,
+                    limits=quotas,
+                    open_streams=await self.store.holders(contract_key),
+                    bytes_today=used,
+                    bytes_remaining_today=None if limit is None else max(0, limit - used),
+                )
             )
-        return {
-            "organisation": org,
-            "day": day,
-            "resets_at": ends.isoformat().replace("+00:00", "Z"),
-            "limits": {"concurrent_streams": self.rules.org_concurrent_streams},
-            "open_streams": await self.store.holders(self.org_lease_key(org)),
-            "contracts": contracts,
-        }
+        return Usage(
+            org=org,
+            day=day,
+            resets_at=ends,
+            org_concurrent_streams=self.rules.org_concurrent_streams,
+            open_streams=await self.store.holders(QuotaKeys.org_leases(org)),
+            contracts=contracts,
+        )
 
 
 class StreamQuota:
@@ -259,15 +266,16 @@ class StreamQuota:
     ) -> None:
         self._service = service
         self._store = service.store
+        self._monotonic = service.monotonic
         self.contract_id = contract_id
         self.org = org
         #: The contract version whose quotas apply (the stream moves it on an amendment).
         self.version = version
         self._holder = holder
-        self._rate_keys = service.rate_keys(contract_id)
-        self._lease_keys = service.lease_keys(contract_id, org)
+        self._rate_keys = QuotaKeys.rates(contract_id)
+        self._lease_keys = QuotaKeys.leases(contract_id, org)
         self._resume_at = 0.0  # monotonic
-        self._renew_at = time.monotonic() + RENEW_SECONDS
+        self._renew_at = self._monotonic() + RENEW_SECONDS
         self._records = 0
         self._bytes = 0
         self._reserved = ("", "")  # (volume key, day) of the last reservation
@@ -287,6 +295,10 @@ class StreamQuota:
     def quotas(self) -> Quotas:
         return self._service.effective(self.version)
 
+    def adopt(self, version: ContractDocument) -> None:
+        """A new version governs the stream: its rates and volume apply from now."""
+        self.version = version
+
     async def start(self) -> None:
         """Wait for what other streams of the contract already sent (the shared buckets)."""
         quotas = self.quotas
@@ -297,11 +309,11 @@ class StreamQuota:
         ):
             if per_second is not None:
                 wait = max(wait, await self._store.debt(key) - RATE_BURST_SECONDS)
-        self._resume_at = time.monotonic() + max(0.0, wait)
+        self._resume_at = self._monotonic() + max(0.0, wait)
 
     def delay(self) -> float:
         """Seconds to wait before reading more (0: go on)."""
-        return max(0.0, self._resume_at - time.monotonic())
+        return max(0.0, self._resume_at - self._monotonic())
 
     def batch_size(self, most: int) -> int:
         """Records to read next: about one burst (a tenth of a second) of the rates."""
@@ -319,7 +331,7 @@ class StreamQuota:
         the day's volume runs out: the caller cuts the batch to fit and ends)."""
         limit = self.quotas.bytes_per_day
         day, ends = day_window(self._service.clock())
-        key = self._service.volume_key(self.contract_id, day)
+        key = QuotaKeys.volume(self.contract_id, day)
         self._reserved = (key, day)  # settled against the same day, even across midnight
         granted = await self._store.reserve(
             key, size, UNLIMITED_VOLUME if limit is None else limit, ends.timestamp() + 3600
@@ -353,13 +365,13 @@ class StreamQuota:
             wait = max(wait, await self._store.throttle(self._rate_keys[1], size, rate))
         if wait > 0:
             self._throttled.inc(wait)
-        self._resume_at = time.monotonic() + wait
+        self._resume_at = self._monotonic() + wait
 
     async def renew(self) -> None:
         """Keep the concurrency lease while running (never refused: the stream holds a slot)."""
-        if time.monotonic() < self._renew_at:
+        if self._monotonic() < self._renew_at:
             return
-        self._renew_at = time.monotonic() + RENEW_SECONDS
+        self._renew_at = self._monotonic() + RENEW_SECONDS
         leases: list[tuple[str, int | None]] = [(key, None) for key in self._lease_keys]
         await self._store.lease(leases, self._holder, LEASE_SECONDS)
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-DELIVERY_KINDS = ("stream", "pull")
+from gateway.core.ledger import DELIVERY_KINDS, DeliveryEntry, timestamp
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,13 @@ class Report:
         }
 
 
-def _ranges(start: Mapping[str, int], end: Mapping[str, int]) -> dict[str, tuple[int | None, int]]:
+def _ranges(start: Mapping[int, int], end: Mapping[int, int]) -> dict[str, tuple[int | None, int]]:
     ranges: dict[str, tuple[int | None, int]] = {}
     for partition, stop in end.items():
         begin = start.get(partition, -2)
         if stop > max(begin, 0) or (begin < 0 and stop > 0):
             # From the partition's beginning (-2), the first offset is unknown here: None.
-            ranges[partition] = (begin if begin >= 0 else None, stop - 1)
+            ranges[str(partition)] = (begin if begin >= 0 else None, stop - 1)
     return ranges
 
 
@@ -92,27 +92,23 @@ def build_report(
             report.version_numbers[str(entry["version"])] = int(entry["number"])
         if entry.get("kind") not in DELIVERY_KINDS:
             continue
-        started = datetime.fromisoformat(str(entry["started"]))
-        ended = datetime.fromisoformat(str(entry["ended"]))
-        if (since and ended < since) or (until and started > until):
+        delivery = DeliveryEntry.from_entry(entry)
+        if (since and delivery.ended < since) or (until and delivery.started > until):
             continue
         report.deliveries.append(
             Delivery(
-                kind=str(entry["kind"]),
-                started=str(entry["started"]),
-                ended=str(entry["ended"]),
-                org=str(entry["org"]),
-                client=str(entry["client"]),
-                format=str(entry["format"]),
-                versions=list(entry["versions"]),
-                records=int(entry["records"]),
-                bytes=int(entry["bytes"]),
-                ranges=_ranges(entry["from"], entry["to"]),
-                end_reason=str(entry["end_reason"]),
-                # Entries written before quotas existed: all on the day the delivery ended.
-                bytes_by_day=dict(
-                    entry.get("bytes_by_day") or {ended.date().isoformat(): int(entry["bytes"])}
-                ),
+                kind=delivery.kind,
+                started=timestamp(delivery.started),
+                ended=timestamp(delivery.ended),
+                org=delivery.org,
+                client=delivery.client,
+                format=delivery.format,
+                versions=list(delivery.versions),
+                records=delivery.records,
+                bytes=delivery.bytes,
+                ranges=_ranges(delivery.start, delivery.end),
+                end_reason=delivery.end_reason,
+                bytes_by_day=dict(delivery.bytes_by_day),
             )
         )
     report.deliveries.sort(key=lambda d: d.started)

@@ -14,16 +14,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
 
-from gateway.core.contracts import ContractDocument, FieldAction
+from gateway.core.contracts import ContractDocument
 from gateway.core.cursor import OFFSET_BEGINNING, CursorCodec
 from gateway.core.filters import parse_filter
-from gateway.core.ledger import timestamp
-from gateway.core.lifecycle import grants_no_less
+from gateway.core.ledger import DeliveryEntry, timestamp
+from gateway.core.lifecycle import StreamCarriesOn, StreamEnds, stream_decision
 from gateway.core.projection import compile_fields
 from gateway.core.protection import ContractProtector, pseudonym_key
 from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
@@ -87,13 +87,24 @@ class StreamLimits:
     heartbeat_seconds: float = 15.0
 
 
+@dataclass(frozen=True)
+class StreamContext:
+    """What a running stream reads from its surroundings (the same for every stream)."""
+
+    registry: Callable[[], Registry]
+    ledger: Ledger
+    limits: StreamLimits
+    clock: Callable[[], datetime]
+    monotonic: Callable[[], float]
+
+
 class Stream:
     """One open stream or pull: a positioned source and the encoder of its contract."""
 
     def __init__(
         self,
         *,
-        service: StreamService,
+        context: StreamContext,
         partner: Partner,
         contract_id: str,
         version: ContractDocument,
@@ -103,11 +114,11 @@ class Stream:
         kind: str,
         stream_format: StreamFormat,
         quota: StreamQuota,
-        encrypts: bool = False,
     ) -> None:
-        self._service = service
+        self._context = context
         self.quota = quota
-        self._encrypts = encrypts
+        #: Called before a batch is encrypted: the consumer's key may have changed.
+        self._before_encrypting: Callable[[], None] | None = None
         self.partner = partner
         self.contract_id = contract_id
         #: The contract version this stream relies on (amendments that grant no less replace it).
@@ -120,18 +131,23 @@ class Stream:
         self.kind = kind
         self.format = stream_format
         self.versions = [version.hash]
-        self.started = service.clock()
+        self.started = context.clock()
         self.start_positions = dict(encoder.positions)
         #: Why the delivery ended, for the ledger (a client that leaves: "disconnected").
         self.ended_because = "disconnected" if kind == "stream" else "answered"
         self._closed = False
 
+    def use_before_encrypting(self, refresh: Callable[[], None]) -> None:
+        """Encrypting stream: ``refresh`` runs before each batch (and once now)."""
+        self._before_encrypting = refresh
+        refresh()
+
     def _fetch_encoded(
         self, max_records: int, timeout: float
     ) -> tuple[EncodedBatch, Sequence[SourceRecord]]:
         records = self._source.fetch(max_records, timeout)
-        if self._encrypts and records:
-            self._service.refresh_recipient(self)
+        if self._before_encrypting is not None and records:
+            self._before_encrypting()
         return self.encoder.encode(records), records
 
     async def fetch(self, max_records: int, timeout: float) -> EncodedBatch:
@@ -155,49 +171,40 @@ class Stream:
             self._source.has_unread, positions, limiter=self._limiter
         )
 
-    def end_reason(self) -> tuple[str, dict[str, Any]] | None:
-        """Why the stream must end now (reason, extra members of the end event), or ``None``
-        while it may go on."""
-        now = self._service.clock()
-        if now >= self.partner.token_expires_at:
-            return "token_expired", {}
+    def end_reason(self) -> StreamEnds | None:
+        """Why the stream must end now, or ``None`` while it may go on (under a new version
+        of the contract, if one that grants no less now governs)."""
+        now = self._context.clock()
         exhausted = self.quota.exhausted
-        if exhausted is not None:
-            return "quota_exhausted", {
-                "retry_after": exhausted.retry_after,
-                "detail": exhausted.detail,
-            }
-        status = self._service.registry().status(self.contract_id, now)
-        if not status.verdict.active or status.governing is None:
-            return status.verdict.reason, {"detail": status.verdict.detail}
-        if status.governing.hash != self.version.hash:
-            # Pseudonyms belong to one version: a stream that sends any cannot carry over.
-            hashes = any(
-                r.action is FieldAction.HASH for r in self.version.contract.fields.values()
-            )
-            if hashes or not grants_no_less(self.version, status.governing):
-                detail = f"version {status.governing.contract.version} changes the terms"
-                return "superseded", {"detail": detail}
+        decision = stream_decision(
+            now=now,
+            token_expires_at=self.partner.token_expires_at,
+            exhausted=None if exhausted is None else (exhausted.retry_after, exhausted.detail),
+            status=self._context.registry().status(self.contract_id, now),
+            version=self.version,
+        )
+        if isinstance(decision, StreamCarriesOn):
             log.info(
                 "stream on %s continues under version %d",
                 self.contract_id,
-                status.governing.contract.version,
+                decision.version.contract.version,
             )
-            self.version = self.quota.version = status.governing
-            self.versions.append(status.governing.hash)
-        return None
+            self.version = decision.version
+            self.quota.adopt(decision.version)
+            self.versions.append(decision.version.hash)
+            return None
+        return decision
 
     async def events(self) -> AsyncIterator[bytes]:
         """Encoded events until the client leaves, the token expires or the contract ends."""
-        limits = self._service.limits
-        last_write = time.monotonic()
+        limits, monotonic = self._context.limits, self._context.monotonic
+        last_write = monotonic()
         try:
             while True:
                 ending = self.end_reason()
                 if ending is not None:
-                    reason, extra = ending
-                    self.ended_because = reason
-                    yield self.encoder.end(reason, **extra)
+                    self.ended_because = ending.reason
+                    yield self.encoder.end(ending.reason, **ending.extra)
                     return
                 await self.quota.renew()
                 if (delay := self.quota.delay()) > 0:  # within the rate quotas
@@ -208,10 +215,10 @@ class Stream:
                     batch = await self.fetch(size, limits.poll_seconds)
                 if batch is not None and batch.data:
                     yield batch.data
-                    last_write = time.monotonic()
-                elif time.monotonic() - last_write >= limits.heartbeat_seconds:
+                    last_write = monotonic()
+                elif monotonic() - last_write >= limits.heartbeat_seconds:
                     yield self.encoder.heartbeat()
-                    last_write = time.monotonic()
+                    last_write = monotonic()
         finally:
             await self.close()
 
@@ -223,27 +230,24 @@ class Stream:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._source.close, limiter=self._limiter)
             await self.quota.close()
-        ended = self._service.clock()
-        self._service.ledger.record(
-            timestamp(ended),
-            self.kind,
-            {
-                "contract": self.contract_id,
-                "version": self.versions[0],
-                "versions": self.versions,
-                "org": self.partner.org,
-                "client": self.partner.client_id,
-                "format": self.format.value,
-                "from": {str(p): o for p, o in self.start_positions.items()},
-                "to": {str(p): o for p, o in self.encoder.positions.items()},
-                "records": self.records_sent,
-                "bytes": self.bytes_sent,
-                "bytes_by_day": self.quota.bytes_by_day,
-                "started": timestamp(self.started),
-                "ended": timestamp(ended),
-                "end_reason": self.ended_because,
-            },
+        ended = self._context.clock()
+        delivery = DeliveryEntry(
+            kind=self.kind,
+            contract=self.contract_id,
+            versions=tuple(self.versions),
+            org=self.partner.org,
+            client=self.partner.client_id,
+            format=self.format.value,
+            start=self.start_positions,
+            end=dict(self.encoder.positions),
+            records=self.records_sent,
+            bytes=self.bytes_sent,
+            bytes_by_day=self.quota.bytes_by_day,
+            started=self.started,
+            ended=ended,
+            end_reason=self.ended_because,
         )
+        self._context.ledger.record(timestamp(ended), self.kind, delivery.details())
         log.info(
             "%s closed: contract %s, org %s, %d records (%s)",
             self.kind,
@@ -267,6 +271,7 @@ class StreamService:
         datakeys: DataKeyService,
         pseudonym_secret: bytes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.ledger = ledger
@@ -277,6 +282,8 @@ class StreamService:
         self._codec = codec
         self.limits = limits
         self.clock = clock
+        self.monotonic = monotonic
+        self._context = StreamContext(registry, ledger, limits, clock, monotonic)
 
     async def open(
         self,
@@ -340,7 +347,7 @@ class StreamService:
         )
         log.info("stream opened: contract %s, org %s", contract_id, partner.org)
         stream = Stream(
-            service=self,
+            context=self._context,
             partner=partner,
             contract_id=contract_id,
             version=doc,
@@ -350,10 +357,9 @@ class StreamService:
             kind=kind,
             stream_format=stream_format,
             quota=quota,
-            encrypts=fields.encrypted,
         )
         if fields.encrypted:
-            self.refresh_recipient(stream)
+            stream.use_before_encrypting(lambda: self.refresh_recipient(stream))
         return stream
 
     @staticmethod
@@ -384,11 +390,11 @@ class StreamService:
         grace period after ``wait`` passed), so a fresh consumer's first fetch is not mistaken
         for an empty topic.
         """
-        deadline = time.monotonic() + wait
+        deadline = self.monotonic() + wait
         try:
             while True:
                 await anyio.sleep(stream.quota.delay())  # within the rate quotas
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self.monotonic()
                 batch = await stream.fetch(
                     stream.quota.batch_size(limit),
                     max(0.05, min(self.limits.poll_seconds, remaining)),

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from gateway.adapters.kafka.admin import create_topic
+from gateway.adapters.kafka.producer import GuardedProducer
 from gateway.core.ledger import Chain, timestamp
 from gateway.errors import GatewayError
 
@@ -68,23 +69,15 @@ class KafkaLedger:
             create_topic(self._config, self.topic, topic_config=LEDGER_TOPIC_CONFIG)
         except GatewayError as exc:
             self._fail(f"cannot create the ledger topic {self.topic!r}: {exc.detail}")
-        producer = Producer(
-            {
-                **self._config,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "message.timeout.ms": 10_000,
-            }
-        )
+        producer = GuardedProducer(self._config, **{"linger.ms": 5, "message.timeout.ms": 10_000})
         chain = Chain(self.chain)
         pending = 0
 
-        def delivered(err: Any, _msg: Any) -> None:
+        def delivered(error: str | None, _partition: int | None, _offset: int | None) -> None:
             nonlocal pending
             pending -= 1
-            if err is not None:
-                self._fail(f"an entry could not be written ({err.name()})")
+            if error is not None:
+                self._fail(f"an entry could not be written ({error})")
             elif self._problem is not None:
                 log.info("ledger writes succeed again")
                 self._problem = None
@@ -99,7 +92,7 @@ class KafkaLedger:
                 time, kind, details = item
                 entry = chain.append(time, kind, details)
                 producer.produce(
-                    self.topic, key=self.chain, value=orjson.dumps(entry), on_delivery=delivered
+                    self.topic, orjson.dumps(entry), key=self.chain, on_delivery=delivered
                 )
                 pending += 1
             producer.poll(0.05 if pending else 0)

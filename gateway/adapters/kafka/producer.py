@@ -1,0 +1,112 @@
+"""The one producer: idempotent, ``acks=all``, and never a ``BufferError`` for a full queue.
+
+Every produce in the project goes through ``GuardedProducer``: the ledger writer, topic
+fixtures and the demo's orders, and the partner client's Kafka sink. librdkafka's local queue
+filling up is back-pressure, not an error: ``produce`` serves delivery reports until there is
+room. Errors librdkafka raises are translated once, by ``map_kafka_errors``; a fatal error
+(the idempotent producer can no longer guarantee order or exactly-once writes) is kept in
+``fatal`` so the owner can stop using this producer and build a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+from gateway.adapters.kafka.errors import map_kafka_errors
+
+#: ``on_delivery(error, partition, offset)``: ``error`` is ``None`` or the Kafka error's name.
+DeliveryCallback = Callable[[str | None, int | None, int | None], None]
+Headers = Sequence[tuple[str, bytes | str | None]]
+
+#: How long ``produce`` serves delivery reports at a time while the local queue is full.
+QUEUE_FULL_POLL_SECONDS = 0.1
+
+
+class GuardedProducer:
+    def __init__(self, config: Mapping[str, Any], **overrides: Any) -> None:
+        #: Why this producer must be replaced (a fatal librdkafka error), or ``None``.
+        self.fatal: str | None = None
+        settings = {**config, "enable.idempotence": True, "acks": "all", **overrides}
+        settings["error_cb"] = self._error
+        with map_kafka_errors("create a producer"):
+            self._producer = Producer(settings)
+
+    def _error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = f"{err.name()}: {err.str()}"
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | str | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Queue one record; waits while librdkafka's queue is full."""
+        kwargs: dict[str, Any] = {"key": key, "value": value}
+        if headers:
+            kwargs["headers"] = list(headers)
+        if partition is not None:
+            kwargs["partition"] = partition
+        if on_delivery is not None:
+            kwargs["on_delivery"] = _report(on_delivery)
+        with map_kafka_errors("produce a record"):
+            while True:
+                try:
+                    self._producer.produce(topic, **kwargs)
+                    break
+                except BufferError:
+                    self._producer.poll(QUEUE_FULL_POLL_SECONDS)
+            self._producer.poll(0)
+
+    def poll(self, timeout: float = 0) -> int:
+        """Serve delivery reports for up to ``timeout`` seconds; how many were served."""
+        with map_kafka_errors("poll a producer"):
+            served: int = self._producer.poll(timeout)
+        return served
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for every queued record; how many are still queued."""
+        with map_kafka_errors("flush a producer"):
+            remaining: int = self._producer.flush(timeout)
+        return remaining
+
+
+def _report(on_delivery: DeliveryCallback) -> Callable[[KafkaError | None, Any], None]:
+    def delivered(err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            on_delivery(err.name(), None, None)
+        else:
+            on_delivery(None, msg.partition(), msg.offset())
+
+    return delivered
+
+
+def produce(
+    config: Mapping[str, Any],
+    topic: str,
+    records: Iterable[tuple[bytes | str | None, bytes]],
+    *,
+    partition: int | None = None,
+    producer_config: Mapping[str, Any] | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Produce ``(key, value)`` pairs and wait until every one is acknowledged."""
+    producer = GuardedProducer(config, **(producer_config or {}))
+    failures: list[str] = []
+
+    def delivered(error: str | None, _partition: int | None, _offset: int | None) -> None:
+        if error is not None:
+            failures.append(error)
+
+    for key, value in records:
+        producer.produce(topic, value, key=key, partition=partition, on_delivery=delivered)
+    remaining = producer.flush(timeout)
+    if remaining or failures:
+        raise RuntimeError(f"{remaining} records unacknowledged, failures: {failures[:3]}")
