@@ -38,7 +38,12 @@ from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
 from gateway.adapters.kafka.producer import produce
 from gateway.adapters.kafka.source import STREAM_CONSUMER_DEFAULTS
-from gateway.cli import PRIVATE_SUFFIX, generate_keys, read_signing_key, sign_file
+from gateway.adapters.stores.signing import (
+    PRIVATE_SUFFIX,
+    generate_keys,
+    read_signing_key,
+    sign_file,
+)
 from gateway.client import GatewayClient
 
 STEADY_RATE = 100

@@ -29,8 +29,8 @@ from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
 from gateway.adapters.kafka.producer import produce
 from gateway.adapters.kafka.source import STREAM_CONSUMER_DEFAULTS, KafkaRecordSource
+from gateway.adapters.stores.signing import PRIVATE_SUFFIX, generate_keys, sign_file
 from gateway.bootstrap import build_gateway
-from gateway.cli import PRIVATE_SUFFIX, generate_keys, sign_file
 from gateway.client import GatewayClient
 from gateway.core.contracts import FieldRule
 from gateway.core.cursor import OFFSET_BEGINNING as CURSOR_BEGINNING
@@ -111,7 +111,7 @@ def serve_and_count(settings: Settings, world: Path, total: int) -> float:
     while not server.started or gateway.ledger.problem() is not None:  # ready, as a probe sees
         time.sleep(0.02)
     key = world / "private" / f"globex{PRIVATE_SUFFIX}"
-    from gateway.cli import read_signing_key
+    from gateway.adapters.stores.signing import read_signing_key
 
     with GatewayClient(settings.issuer(), org="globex", key=read_signing_key(key)) as client:
         token = client.fetch_token()

@@ -12,6 +12,7 @@ from gateway.adapters.stores.replays import MemoryReplayCache, SharedReplayCache
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.cursor import CursorCodec
 from gateway.core.ledger import timestamp
+from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import (
     AccessTokenVerifier,
     PartnerAuthorizationServer,
@@ -28,14 +29,14 @@ from gateway.settings import Settings
 __all__ = ["Gateway", "build_gateway"]
 
 
-def quota_store(settings: Settings) -> QuotaStore:
+def quota_store(settings: Settings, metrics: GatewayMetrics) -> QuotaStore:
     """Redis shared by the replicas when configured, else this process's memory."""
     if settings.redis.url is None:
         return MemoryQuotaStore()
     redis = RedisQuotaStore.from_url(
         settings.redis.url.get_secret_value(), settings.redis.timeout_seconds
     )
-    return ResilientQuotaStore(redis, settings.quotas.replicas)
+    return ResilientQuotaStore(redis, settings.quotas.replicas, metrics.quota_store_degraded)
 
 
 def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
@@ -52,7 +53,8 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
     contracts = ContractsDirectory(settings.contracts_dir, settings.keys_dir)
     registry = contracts.load(gateway_org=settings.org, now=datetime.now(UTC))
     issuer = settings.issuer()
-    quotas = QuotaService(quota_store(settings), settings.quotas)
+    metrics = GatewayMetrics()
+    quotas = QuotaService(quota_store(settings, metrics), settings.quotas, metrics)
     redis = settings.redis
     replays: Replays
     closers = []
@@ -99,6 +101,7 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
         ledger_reader=KafkaLedgerReader(settings.kafka.librdkafka_config(), settings.ledger_topic),
         observer=ContractObserver(ledger),
         quotas=quotas,
+        metrics=metrics,
         closers=closers,
     )
     gateway.observe()

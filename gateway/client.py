@@ -33,6 +33,22 @@ from joserfc.jwk import OKPKey
 from gateway.core.jose import eddsa_allowed
 from gateway.fieldcrypto import FieldDecryptor, leaves, looks_encrypted
 
+__all__ = [
+    "ASSERTION_TYPE",
+    "FileSink",
+    "GatewayClient",
+    "GatewayClientError",
+    "Interruptions",
+    "KafkaSink",
+    "Sink",
+    "SinkError",
+    "StreamEnded",
+    "client_assertion",
+    "consume",
+    "read_checkpoint",
+    "write_checkpoint",
+]
+
 log = logging.getLogger(__name__)
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

@@ -21,7 +21,10 @@ from pydantic import SecretStr
 
 from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka
-from gateway.services.authorization import hash_client_secret
+from gateway.adapters.kafka.producer import GuardedProducer
+from gateway.adapters.stores.signing import PRIVATE_SUFFIX, generate_keys, sign_file
+from gateway.server import run_server
+from gateway.services.passwords import hash_secret
 from gateway.settings import LegalUser, RegisteredClient, Settings
 
 PROVIDER, PARTNER = "acme", "globex"
@@ -30,8 +33,6 @@ COUNTRIES = ["NL", "DE", "FR", "BE", "SE", "ES"]
 
 def prepare(workdir: Path, source: Path) -> tuple[Path, Path, Path]:
     """Demo keys (kept between runs) and freshly signed copies of the example contracts."""
-    from gateway.cli import PRIVATE_SUFFIX, generate_keys, sign_file
-
     private_dir, keys_dir, contracts_dir = (
         workdir / "private",
         workdir / "keys",
@@ -53,10 +54,8 @@ def prepare(workdir: Path, source: Path) -> tuple[Path, Path, Path]:
 
 
 def order_events(stop: threading.Event, config: dict[str, str], topic: str) -> None:
-    from confluent_kafka import Producer
-
     # One record per request keeps every broker's end offsets exact (see docs/test-broker).
-    producer = Producer({**config, "linger.ms": 0, "enable.idempotence": True})
+    producer = GuardedProducer(config, **{"linger.ms": 0})
     n = 0
     while not stop.is_set():
         n += 1
@@ -71,7 +70,7 @@ def order_events(stop: threading.Event, config: dict[str, str], topic: str) -> N
                 "country": random.choice(COUNTRIES),  # noqa: S311 (demo data)
             },
         }
-        producer.produce(topic, key=f"o-{n}", value=json.dumps(order).encode())
+        producer.produce(topic, json.dumps(order).encode(), key=f"o-{n}")
         producer.poll(0)
         stop.wait(0.5)
     producer.flush(5)
@@ -89,8 +88,6 @@ def kafka(settings: Settings) -> Iterator[dict[str, str]]:
 
 
 def run_demo(*, port: int, workdir: Path, source: Path = Path("contracts")) -> None:
-    from gateway.cli import PRIVATE_SUFFIX, run_server
-
     private_dir, keys_dir, contracts_dir = prepare(workdir, source)
     secret = secrets.token_urlsafe(24)
     client_id = f"{PARTNER}-demo"
@@ -102,12 +99,10 @@ def run_demo(*, port: int, workdir: Path, source: Path = Path("contracts")) -> N
         org=PROVIDER,
         clients=[
             RegisteredClient(
-                client_id=client_id, org=PARTNER, secret_hash=SecretStr(hash_client_secret(secret))
+                client_id=client_id, org=PARTNER, secret_hash=SecretStr(hash_secret(secret))
             )
         ],
-        legal_users=[
-            LegalUser(username="legal", password_hash=SecretStr(hash_client_secret(secret)))
-        ],
+        legal_users=[LegalUser(username="legal", password_hash=SecretStr(hash_secret(secret)))],
     )
     url = settings.issuer()
     key = private_dir / f"{PARTNER}{PRIVATE_SUFFIX}"

@@ -7,19 +7,84 @@ the code raises them by what went wrong in the domain. The hierarchy::
     ├── InvalidRequest                 a parameter the caller sent is malformed
     │   └── InvalidCursor              an edited cursor, or one of another contract
     ├── AuthenticationFailed           missing, invalid or expired access token
+    │   └── LegalAuthenticationFailed  the legal pages' HTTP Basic login is missing or wrong
     ├── ContractNotFound               unknown contract, or another organisation's (same answer)
     ├── ContractNotActive              the caller's contract exists but may not be used now
     │   └── NoEncryptionKey            the consumer publishes no key to encrypt its fields to
     ├── DocumentInvalid                a product, contract or key document is malformed
-    │   └── SignatureInvalid           a signature does not verify
+    │   ├── SignatureInvalid           a signature does not verify
+    │   └── FilterSyntaxError          a contract's row filter does not parse
+    ├── DocumentExists                 a key or document file would be overwritten
     ├── QuotaExceeded                  a concurrency, daily-volume or request-rate quota refuses
     ├── BrokerUnavailable              Kafka cannot be reached or the product's topic is missing
     └── LedgerUnavailable              deliveries cannot be recorded, so none may start
 
-Messages never contain secrets, tokens or record contents.
+Messages never contain secrets, tokens or record contents. Every ``code`` a caller can see is
+in ``CODES``; partners code against them, so codes are added, never renamed or removed.
 """
 
 from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Final
+
+__all__ = [
+    "CODES",
+    "AuthenticationFailed",
+    "BrokerUnavailable",
+    "ContractNotActive",
+    "ContractNotFound",
+    "DocumentExists",
+    "DocumentInvalid",
+    "FilterSyntaxError",
+    "GatewayError",
+    "InvalidCursor",
+    "InvalidRequest",
+    "LedgerUnavailable",
+    "LegalAuthenticationFailed",
+    "NoEncryptionKey",
+    "QuotaExceeded",
+    "SignatureInvalid",
+]
+
+#: Every stable ``code`` of a problem response or CLI error, and what it means.
+CODES: Final = MappingProxyType(
+    {
+        # 400
+        "invalid_parameter": "a request parameter is malformed",
+        "invalid_cursor": "a cursor was edited, or belongs to another contract",
+        "unknown_key": "no data key with that kid for this contract",
+        # 401
+        "invalid_token": "the access token is missing or invalid",
+        "token_expired": "the access token has expired",
+        "legal_login_required": "the legal pages need a legal user's HTTP Basic login",
+        # 403
+        "contract_not_active": "the contract exists but may not be used now (see reason)",
+        # 404 and other HTTP-level answers
+        "contract_not_found": "no such contract, or another organisation's",
+        "not_found": "no such path",
+        "method_not_allowed": "the path does not take that method",
+        "not_acceptable": "a stream format other than SSE or NDJSON was asked for",
+        # 429
+        "quota_exceeded": "a quota refuses the request",
+        "too_many_streams": "a concurrency quota is full",
+        "quota_exhausted": "the contract's daily volume is used up",
+        "too_many_requests": "a request rate (the token endpoint's) is exceeded",
+        # 503
+        "broker_unavailable": "Kafka cannot be reached",
+        "product_unavailable": "the product's topic is not available in Kafka",
+        "ledger_unavailable": "deliveries cannot be recorded, so none may start",
+        # documents (CLI and the contract's refusal reason)
+        "document_invalid": "a product, contract, statement or key document is malformed",
+        "document_exists": "a key or document file would be overwritten",
+        "signature_invalid": "a signature does not verify",
+        "signature_missing": "a party has not signed",
+        "invalid_filter": "a contract's row filter does not parse",
+        # 500
+        "gateway_error": "an error without a more specific code",
+        "internal_error": "the gateway failed unexpectedly",
+    }
+)
 
 
 class GatewayError(Exception):
@@ -27,6 +92,11 @@ class GatewayError(Exception):
 
     code: str = "gateway_error"
     title: str = "Gateway error"
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        if cls.code not in CODES:
+            raise TypeError(f"{cls.__name__}.code {cls.code!r} is not in errors.CODES")
 
     def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(detail)
@@ -50,6 +120,11 @@ class AuthenticationFailed(GatewayError):
     title = "Authentication failed"
     #: The ``WWW-Authenticate`` challenge; ``None`` means a Bearer challenge (RFC 6750).
     challenge: str | None = None
+
+
+class LegalAuthenticationFailed(AuthenticationFailed):
+    code = "legal_login_required"
+    challenge = 'Basic realm="legal", charset="UTF-8"'
 
 
 class ContractNotFound(GatewayError):
@@ -80,6 +155,17 @@ class DocumentInvalid(GatewayError):
 class SignatureInvalid(DocumentInvalid):
     code = "signature_invalid"
     title = "Signature invalid"
+
+
+class FilterSyntaxError(DocumentInvalid):
+    code = "invalid_filter"
+
+
+class DocumentExists(GatewayError):
+    """Writing a key or document file would replace one that exists (without ``force``)."""
+
+    code = "document_exists"
+    title = "Document exists"
 
 
 class BrokerUnavailable(GatewayError):

@@ -9,7 +9,6 @@ accepted only if both match where it was found.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OctKey, OKPKey
 from joserfc.registry import HeaderParameter
 
+from gateway.core.jose import b64url_decode
+
 FIELD_REGISTRY = jwe.JWERegistry(
     header_registry={
         "fld": HeaderParameter("Field path", "str", True),
@@ -26,6 +27,13 @@ FIELD_REGISTRY = jwe.JWERegistry(
     },
     algorithms=["dir", "A256GCM"],
 )
+
+__all__ = [
+    "FieldDecryptor",
+    "FieldVerificationError",
+    "leaves",
+    "looks_encrypted",
+]
 
 
 class FieldVerificationError(Exception):
@@ -47,9 +55,6 @@ class FieldDecryptor:
         self.contract = contract
         self._private = encryption_key
         self._keys: dict[str, OctKey] = {}
-
-    def knows(self, kid: str) -> bool:
-        return kid in self._keys
 
     def add(self, kid: str, wrapped: str) -> None:
         """Unwrap a data key announced for ``kid``."""
@@ -105,7 +110,7 @@ class FieldDecryptor:
 def _header(value: str) -> dict[str, Any]:
     try:
         head = value.split(".", 1)[0]
-        parsed = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        parsed = json.loads(b64url_decode(head))
     except ValueError:
         return {}
     return parsed if isinstance(parsed, dict) else {}

@@ -27,8 +27,8 @@ from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
 from gateway.adapters.kafka.producer import produce
 from gateway.adapters.kafka.source import KafkaRecordSource
+from gateway.adapters.stores.signing import PRIVATE_SUFFIX, generate_keys, sign_file
 from gateway.bootstrap import Gateway, build_gateway
-from gateway.cli import PRIVATE_SUFFIX, generate_keys, sign_file
 from gateway.client import GatewayClient, client_assertion
 from gateway.core.jose import parse_private_jwks, signing_key
 from gateway.settings import KafkaSettings, Settings

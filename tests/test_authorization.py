@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 from joserfc import jwt
+from pydantic import SecretStr
 
 from gateway.client import client_assertion
 from gateway.core.jose import eddsa_allowed
-from gateway.services.authorization import hash_client_secret
+from gateway.services.passwords import hash_secret
 from gateway.settings import RedisSettings, RegisteredClient
 from tests.conftest import RunningGateway, World
 from tests.redis_server import RedisServer
@@ -34,7 +35,7 @@ def partner_paths(contract: str) -> list[str]:
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert body["status"] == status
     assert body["code"] == code
     assert {"type", "title", "detail"} <= set(body)
@@ -216,8 +217,8 @@ def test_client_secret_basic_and_metadata(
     serve: Callable[..., RunningGateway], http: httpx.Client
 ) -> None:
     client = RegisteredClient(
-        client_id="globex-etl", org="globex", secret_hash=hash_client_secret("s3cret-s3cret")
-    )  # type: ignore[arg-type]
+        client_id="globex-etl", org="globex", secret_hash=SecretStr(hash_secret("s3cret-s3cret"))
+    )
     gw = serve(clients=[client])
     token_url = f"{gw.url}/oauth/token"
     good = http.post(
@@ -335,7 +336,10 @@ def test_an_assertion_used_at_one_replica_is_refused_at_another(
     serve: Callable[..., RunningGateway], redis_server: RedisServer, http: httpx.Client
 ) -> None:
     """Replicas behind one public URL share assertion ids through Redis (RFC 7523 §3 item 7)."""
-    shared = {"public_url": "https://gateway.test", "redis": RedisSettings(url=redis_server.url)}
+    shared = {
+        "public_url": "https://gateway.test",
+        "redis": RedisSettings(url=SecretStr(redis_server.url)),
+    }
     first, second = serve(**shared), serve(**shared)
     assertion = client_assertion(
         "globex", first.world.key("globex"), "https://gateway.test/oauth/token"

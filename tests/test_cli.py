@@ -241,7 +241,7 @@ def test_serve_with_tls(world: World, kafka_bootstrap: str, tmp_path: Path) -> N
 
 
 def test_contract_new_show_diff_history(world: World) -> None:
-    from gateway.cli import write_statement
+    from gateway.adapters.stores.signing import write_statement
     from gateway.core.documents import canonical_hash, load_yaml
 
     runner = CliRunner()

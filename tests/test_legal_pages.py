@@ -16,7 +16,7 @@ from playwright.sync_api import Error as PlaywrightError
 from pydantic import SecretStr
 
 from gateway.core.documents import canonical_hash, load_yaml
-from gateway.services.authorization import hash_client_secret
+from gateway.services.passwords import hash_secret
 from gateway.settings import LegalUser
 from tests.conftest import RunningGateway, World
 from tests.test_lifecycle_live import statement
@@ -71,7 +71,7 @@ def reviewed(
         "quotas: {records_per_second: 50, bytes_per_day: 1000000}\n",
     )
     produce_orders(world.topic, 5)
-    user = LegalUser(username="lena", password_hash=SecretStr(hash_client_secret(PASSWORD)))
+    user = LegalUser(username="lena", password_hash=SecretStr(hash_secret(PASSWORD)))
     gw = serve(legal_users=[user])
     body = http.get(
         f"{gw.url}/v1/contracts/{CONTRACT}/records",

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.cli import write_statement
+from gateway.adapters.stores.signing import write_statement
 from gateway.core.documents import canonical_hash, load_yaml
 from tests.conftest import RunningGateway, World
 from tests.sse import LiveStream

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.adapters.kafka.producer import produce
 from gateway.core.documents import canonical_hash, load_yaml
-from gateway.core.quotas import day_window
+from gateway.core.quotas import Quotas, day_window
 from gateway.services.report import build_report
 from gateway.settings import QuotaSettings
 from tests.conftest import RunningGateway, World, order
@@ -270,7 +270,7 @@ def test_usage_and_ratelimit_fields_show_the_quotas_in_force(
 ) -> None:
     with_quotas(world, "{records_per_second: 500, bytes_per_day: 100000}")
     backlog(kafka_config, world.topic, 20)
-    gw = serve(quotas=QuotaSettings(ceilings={"records_per_second": 100}))
+    gw = serve(quotas=QuotaSettings(ceilings=Quotas(records_per_second=100)))
     headers = bearer(gw)
     pulled = http.get(
         f"{gw.url}/v1/contracts/{CONTRACT}/records", headers=headers, params={"limit": "5"}

@@ -32,10 +32,10 @@ from pydantic import (
 )
 
 from gateway.core.documents import canonical_bytes, canonical_hash, key_lines
-from gateway.core.filters import FilterSyntaxError, parse_filter
+from gateway.core.filters import parse_filter
 from gateway.core.jose import signature_header, verify_detached
 from gateway.core.quotas import Quotas
-from gateway.errors import DocumentInvalid, SignatureInvalid
+from gateway.errors import DocumentInvalid, FilterSyntaxError, SignatureInvalid
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=128)]
 FieldPath = Annotated[

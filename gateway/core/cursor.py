@@ -8,27 +8,18 @@ another contract, fails the check. Offsets may be ``-2`` (the partition's beginn
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.core.jose import b64url, b64url_decode
 from gateway.errors import InvalidCursor
 
 OFFSET_BEGINNING = -2
 _VERSION = b"v1;"
 _TAG_BYTES = 16
 MAX_CURSOR_LENGTH = 16_384
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 class CursorCodec:
@@ -59,8 +50,8 @@ class CursorCodec:
             raise InvalidCursor("the cursor is malformed")
         payload_text, tag_text = cursor.split(".")
         try:
-            payload, tag = _unb64(payload_text), _unb64(tag_text)
-        except (binascii.Error, ValueError):
+            payload, tag = b64url_decode(payload_text), b64url_decode(tag_text)
+        except ValueError:
             raise InvalidCursor("the cursor is malformed") from None
         if not hmac.compare_digest(tag, self._tag(contract_id, payload)):
             raise InvalidCursor("the cursor was altered or belongs to another contract")
@@ -97,4 +88,4 @@ class CursorWriter:
         payload = _VERSION + ",".join(self._parts.values()).encode("ascii")
         mac = self._keyed.copy()
         mac.update(payload)
-        return f"{_b64(payload)}.{_b64(mac.digest())}"
+        return f"{b64url(payload)}.{b64url(mac.digest())}"

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import DocumentInvalid
+from gateway.errors import FilterSyntaxError
 
 MAX_LENGTH = 4096
 MAX_DEPTH = 32
@@ -50,10 +50,6 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     ">": lambda a, b: a > b,
     ">=": lambda a, b: a >= b,
 }
-
-
-class FilterSyntaxError(DocumentInvalid):
-    code = "invalid_filter"
 
 
 @dataclass(frozen=True)

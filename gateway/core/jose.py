@@ -12,14 +12,28 @@ import json
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from joserfc import jws
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet, OKPKey
 from joserfc.registry import HeaderParameter
+from joserfc.util import urlsafe_b64decode, urlsafe_b64encode
 
 from gateway.errors import DocumentInvalid, SignatureInvalid
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding (RFC 7515 §2)."""
+    return urlsafe_b64encode(data).decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """The inverse of ``b64url``, strictly (no padding, no other alphabet): ``ValueError``."""
+    return urlsafe_b64decode(text.encode("ascii"))
+
 
 SIGNING_ALGORITHMS = ("EdDSA", "Ed25519")
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
@@ -126,6 +140,32 @@ def unverified_claims(token: str) -> dict[str, Any]:
     except (JoseError, ValueError, UnicodeEncodeError):
         return {}
     return claims if isinstance(claims, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureInfo:
+    """Who signed a document, with which key and algorithm, and when (its protected header)."""
+
+    org: str
+    kid: str
+    alg: str
+    #: ``None`` when the signature does not state its time (``iat``).
+    signed_at: datetime | None
+
+
+def describe_signature(signature: str) -> SignatureInfo | None:
+    """What a signature's header says (not whether it verifies); ``None``: not a compact JWS."""
+    try:
+        header = signature_header(signature)
+    except DocumentInvalid:
+        return None
+    when = header.get("iat")
+    return SignatureInfo(
+        str(header.get("org")),
+        str(header.get("kid")),
+        str(header.get("alg")),
+        datetime.fromtimestamp(when, UTC) if isinstance(when, int) else None,
+    )
 
 
 def verify_detached(signature: str, payload: bytes, keys: KeySet) -> dict[str, Any]:

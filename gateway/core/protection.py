@@ -23,7 +23,6 @@ contracts (and so across partners). The key never leaves the gateway.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import os
 from dataclasses import dataclass
@@ -36,13 +35,10 @@ from joserfc import jwe
 from joserfc.jwk import OKPKey
 
 from gateway.core.contracts import FieldAction, FieldRule
+from gateway.core.jose import b64url
 from gateway.core.projection import MISSING
 
 FIELD_JWE_ALG, FIELD_JWE_ENC = "dir", "A256GCM"
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,7 @@ def pseudonym_key(master: bytes, contract_id: str, version_hash: str) -> bytes:
 
 
 def pseudonym(key: bytes, value: Any) -> str:
-    return b64(hmac.digest(key, rfc8785.dumps(value), "sha256"))
+    return b64url(hmac.digest(key, rfc8785.dumps(value), "sha256"))
 
 
 class ContractProtector:
@@ -91,8 +87,8 @@ class ContractProtector:
         return MISSING  # never send what could not be protected
 
     def encrypt(self, value: Any, path: str) -> str:
-        assert self._aead is not None
-        assert self.data_key is not None
+        if self._aead is None or self.data_key is None:
+            raise RuntimeError("no data key is in use: call use() before encrypting")
         header = orjson.dumps(
             {
                 "alg": FIELD_JWE_ALG,
@@ -103,10 +99,10 @@ class ContractProtector:
                 "crit": ["fld", "pos"],
             }
         )
-        protected = b64(header)
+        protected = b64url(header)
         iv = os.urandom(12)
         sealed = self._aead.encrypt(iv, orjson.dumps(value), protected.encode("ascii"))
-        return f"{protected}..{b64(iv)}.{b64(sealed[:-16])}.{b64(sealed[-16:])}"
+        return f"{protected}..{b64url(iv)}.{b64url(sealed[:-16])}.{b64url(sealed[-16:])}"
 
 
 def new_data_key_secret() -> bytes:
@@ -114,7 +110,7 @@ def new_data_key_secret() -> bytes:
 
 
 def data_key_jwk(kid: str, secret: bytes) -> dict[str, str]:
-    return {"kty": "oct", "alg": FIELD_JWE_ENC, "kid": kid, "k": b64(secret)}
+    return {"kty": "oct", "alg": FIELD_JWE_ENC, "kid": kid, "k": b64url(secret)}
 
 
 def wrap_data_key(secret: bytes, kid: str, recipient: OKPKey) -> str:

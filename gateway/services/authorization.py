@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
-from argon2 import PasswordHasher
-from argon2.exceptions import Argon2Error
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
     ClientMixin,
@@ -36,6 +34,7 @@ from joserfc.jwk import KeySet
 
 from gateway.core.jose import SIGNING_ALGORITHMS, eddsa_allowed, unverified_claims
 from gateway.errors import AuthenticationFailed
+from gateway.services.passwords import verify_secret
 from gateway.settings import RegisteredClient
 
 # authlib logs issued tokens at DEBUG; tokens must never reach a log.
@@ -45,11 +44,6 @@ log = logging.getLogger(__name__)
 PRIVATE_KEY_JWT = "private_key_jwt"
 CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 (a method name)
 ACCESS_TOKEN_ALG = "ES256"  # noqa: S105 (an algorithm name)
-_hasher = PasswordHasher()
-
-
-def hash_client_secret(secret: str) -> str:
-    return _hasher.hash(secret)
 
 
 @dataclass(frozen=True)
@@ -77,10 +71,7 @@ class PartnerClient(ClientMixin):  # type: ignore[misc]
     def check_client_secret(self, client_secret: str) -> bool:
         if self.secret_hash is None:
             return False
-        try:
-            return bool(_hasher.verify(self.secret_hash, client_secret))
-        except Argon2Error:
-            return False
+        return verify_secret(self.secret_hash, client_secret)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return endpoint == "token" and method == self.auth_method
@@ -196,9 +187,6 @@ def presented_client_id(request: TokenRequest) -> str | None:
         return str(user)
     issuer = unverified_claims(request.form.get("client_assertion", "")).get("iss")
     return issuer if isinstance(issuer, str) and issuer else None
-
-
-IssuedHook = Callable[[PartnerClient, dict[str, Any]], None]
 
 
 class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import AccessTokenVerifier, PartnerAuthorizationServer
 from gateway.services.ledger import Ledger
 from gateway.services.observer import ContractObserver
@@ -51,6 +52,7 @@ class Gateway:
     ledger_reader: LedgerReader
     observer: ContractObserver
     quotas: QuotaService
+    metrics: GatewayMetrics
     #: Called at shutdown, after the ledger is closed (Redis clients and the like).
     closers: list[Callable[[], None]] = field(default_factory=list)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)

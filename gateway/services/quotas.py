@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from gateway import metrics
 from gateway.core.contracts import ContractDocument
 from gateway.core.quotas import (
     RATE_BURST_SECONDS,
@@ -40,6 +39,7 @@ from gateway.core.quotas import (
 )
 from gateway.core.times import rfc3339
 from gateway.errors import QuotaExceeded
+from gateway.metrics import GatewayMetrics
 from gateway.settings import QuotaSettings
 
 #: A stream's concurrency lease lives this long unless renewed (frees a dead replica's slots).
@@ -102,11 +102,13 @@ class QuotaService:
         self,
         store: QuotaStore,
         rules: QuotaSettings,
+        metrics: GatewayMetrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.rules = rules
+        self.metrics = metrics
         self.clock = clock
         self.monotonic = monotonic
         self._effective: dict[str, Quotas] = {}
@@ -145,7 +147,7 @@ class QuotaService:
             LEASE_SECONDS,
         )
         if full:
-            metrics.QUOTA_REFUSALS.labels("too_many_streams").inc()
+            self.metrics.quota_refusals.labels("too_many_streams").inc()
             whose = "this contract" if full == 1 else f"organisation {org!r}"
             limit = quotas.concurrent_streams if full == 1 else self.rules.org_concurrent_streams
             raise QuotaExceeded(
@@ -159,7 +161,7 @@ class QuotaService:
         return stream_quota
 
     def exhausted(self, contract_id: str, quotas: Quotas, ends: datetime) -> QuotaExceeded:
-        metrics.QUOTA_REFUSALS.labels("quota_exhausted").inc()
+        self.metrics.quota_refusals.labels("quota_exhausted").inc()
         retry_after = seconds_until(ends, self.clock())
         return QuotaExceeded(
             f"the contract's daily volume of {quotas.bytes_per_day} bytes is used up "
@@ -171,8 +173,7 @@ class QuotaService:
 
     @staticmethod
     def _daily_policy(quotas: Quotas) -> PolicyItem:
-        assert quotas.bytes_per_day is not None
-        return PolicyItem("daily", quotas.bytes_per_day, 86_400, "content-bytes")
+        return PolicyItem("daily", quotas.bytes_per_day or 0, 86_400, "content-bytes")
 
     async def fields(self, contract_id: str, org: str, quotas: Quotas) -> dict[str, str]:
         """``RateLimit-Policy`` and ``RateLimit`` for the caller's quotas on a contract."""
@@ -209,7 +210,7 @@ class QuotaService:
         rate = Rate(rate.per_second, burst=rules.token_burst * rate.interval)
         retry_after = await self.store.admit(QuotaKeys.token(client_key), 1, rate)
         if retry_after > 0:
-            metrics.QUOTA_REFUSALS.labels("too_many_requests").inc()
+            self.metrics.quota_refusals.labels("too_many_requests").inc()
             policy = PolicyItem("token", rules.token_requests_per_minute, 60, "request")
             wait = max(1, math.ceil(retry_after))
             raise QuotaExceeded(
@@ -285,10 +286,11 @@ class StreamQuota:
         #: Set when the day's volume ran out: the stream ends, ``retry_after`` seconds to wait.
         self.exhausted: QuotaExceeded | None = None
         # The contract's metric series, looked up once rather than per batch.
-        self._open = metrics.OPEN_STREAMS.labels(contract_id)
-        self._records_sent = metrics.DELIVERED_RECORDS.labels(contract_id)
-        self._bytes_sent = metrics.DELIVERED_BYTES.labels(contract_id)
-        self._throttled = metrics.THROTTLED_SECONDS.labels(contract_id)
+        metrics = service.metrics
+        self._open = metrics.open_streams.labels(contract_id)
+        self._records_sent = metrics.delivered_records.labels(contract_id)
+        self._bytes_sent = metrics.delivered_bytes.labels(contract_id)
+        self._throttled = metrics.throttled_seconds.labels(contract_id)
         self._open.inc()
 
     @property
@@ -337,7 +339,6 @@ class StreamQuota:
             key, size, UNLIMITED_VOLUME if limit is None else limit, ends.timestamp() + 3600
         )
         if granted < size:
-            assert limit is not None
             self.exhausted = self._service.exhausted(self.contract_id, self.quotas, ends)
         return granted
 

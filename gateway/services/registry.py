@@ -87,8 +87,8 @@ class Registry:
         for cid in sorted(self.histories):
             history = self.histories[cid]
             status = history.status_at(now)
-            if history.latest.contract.consumer == org and status.verdict.active:
-                assert status.governing is not None
+            consumer = history.latest.contract.consumer
+            if consumer == org and status.verdict.active and status.governing is not None:
                 active.append(status.governing)
         return active
 

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from gateway.core.filters import (
     Compare,
-    FilterSyntaxError,
     In,
     IsNull,
     Junction,
@@ -19,6 +18,7 @@ from gateway.core.filters import (
     Path,
     parse_filter,
 )
+from gateway.errors import FilterSyntaxError
 
 names = st.sampled_from(["amount", "status", "customer.country", "a.b.c", "x_1", "$meta"])
 paths = names.map(lambda n: Path(tuple(n.split("."))))

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import copy
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.ledger import Chain, verify
+from gateway.core.ledger import Chain, DeliveryEntry, verify
 
 
 def chain(n: int, name: str = "r1/a") -> list[dict[str, Any]]:
@@ -70,3 +72,34 @@ def test_any_reordering_is_detected(index: int, distance: int) -> None:
 
 def test_garbage_is_malformed_not_a_crash() -> None:
     assert kinds([{"malformed": True}, {"chain": 3}]) == {"malformed"}
+
+
+@given(
+    st.dictionaries(st.integers(0, 8), st.integers(-2, 2**40), max_size=4),
+    st.integers(0, 10**6),
+    st.integers(0, 10**9),
+)
+def test_a_delivery_entry_reads_back_as_written(
+    positions: dict[int, int], records: int, size: int
+) -> None:
+    started = datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC)
+    written = DeliveryEntry(
+        kind="stream",
+        contract="acme-globex-orders",
+        versions=("sha256:" + "a" * 64, "sha256:" + "b" * 64),
+        org="globex",
+        client="globex",
+        format="sse",
+        start=positions,
+        end={p: o + 1 for p, o in positions.items()},
+        records=records,
+        bytes=size,
+        bytes_by_day={"2026-11-21": size},
+        started=started,
+        ended=started + timedelta(seconds=5),
+        end_reason="disconnected",
+    )
+    details = written.details()
+    assert details["version"] == written.versions[0]
+    read = DeliveryEntry.from_entry(json.loads(json.dumps({**details, "kind": "stream"})))
+    assert read == written

@@ -19,7 +19,13 @@ from gateway.core.contracts import (
 )
 from gateway.core.documents import canonical_bytes
 from gateway.core.jose import sign_detached, signing_key
-from gateway.core.lifecycle import build_history, grants_no_less
+from gateway.core.lifecycle import (
+    StreamCarriesOn,
+    StreamEnds,
+    build_history,
+    grants_no_less,
+    stream_decision,
+)
 from gateway.errors import SignatureInvalid
 from tests.core.test_contracts import KEYS, PRODUCTS, PUBLIC
 
@@ -68,7 +74,7 @@ def statement(
     signer: str | None = None,
 ) -> Any:
     when = when or at(4)
-    data = {
+    data: dict[str, Any] = {
         "statement": kind,
         "contract": "c",
         "contract_version": version_hash,
@@ -212,3 +218,50 @@ field_sets = st.dictionaries(paths, st.sampled_from(["clear", "drop"]), min_size
 def test_a_version_always_grants_no_less_than_itself(fields: dict[str, str]) -> None:
     doc = doc_with(fields)
     assert grants_no_less(doc, doc)
+
+
+DECEMBER = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def decide(
+    version: Any, history: Any, *, now: datetime = T0, expires: datetime = DECEMBER, exhausted=None
+) -> Any:
+    return stream_decision(
+        now=now,
+        token_expires_at=expires,
+        exhausted=exhausted,
+        status=history.status_at(now),
+        version=version,
+    )
+
+
+def test_a_stream_ends_first_for_its_token_then_its_volume_then_its_contract() -> None:
+    v1, check = contract(1, valid_until="2026-02-01T00:00:00Z")
+    expired = build_history("c", [(v1, check)], [])
+    assert decide(v1, expired, expires=T0) == StreamEnds("token_expired")
+    assert decide(v1, expired, exhausted=(60, "used up")) == StreamEnds(
+        "quota_exhausted", {"retry_after": 60, "detail": "used up"}
+    )
+    ended = decide(v1, expired)
+    assert isinstance(ended, StreamEnds)
+    assert ended.reason == "expired"
+
+
+def test_a_stream_carries_on_under_a_version_that_grants_no_less() -> None:
+    v1, c1 = contract(1)
+    wider, cw = contract(2, supersedes=v1.hash, fields={"order_id": "clear", "amount": "clear"})
+    assert decide(v1, build_history("c", [(v1, c1)], [])) is None
+    carried = decide(v1, build_history("c", [(v1, c1), (wider, cw)], []))
+    assert carried == StreamCarriesOn(wider)
+    narrower, cn = contract(2, supersedes=v1.hash, fields={"amount": "clear"})
+    ends = decide(v1, build_history("c", [(v1, c1), (narrower, cn)], []))
+    assert isinstance(ends, StreamEnds)
+    assert ends.reason == "superseded"
+
+
+def test_a_stream_sending_pseudonyms_never_carries_over() -> None:
+    v1, c1 = contract(1, fields={"order_id": "hash"})
+    v2, c2 = contract(2, supersedes=v1.hash, fields={"order_id": "hash"})
+    ends = decide(v1, build_history("c", [(v1, c1), (v2, c2)], []))
+    assert isinstance(ends, StreamEnds)
+    assert ends.reason == "superseded"

@@ -87,11 +87,13 @@ def gateway_error_response(error: GatewayError, /, **members: Any) -> Response:
 
 def install(app: FastAPI) -> None:
     async def on_gateway_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatewayError)
+        if not isinstance(exc, GatewayError):  # registered for this type only
+            raise exc
         return gateway_error_response(exc)
 
     async def on_validation_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
+        if not isinstance(exc, RequestValidationError):  # registered for this type only
+            raise exc
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "header"))
@@ -99,7 +101,8 @@ def install(app: FastAPI) -> None:
         return problem(400, "invalid_parameter", "Invalid request parameter", "; ".join(parts))
 
     async def on_http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
+        if not isinstance(exc, StarletteHTTPException):  # registered for this type only
+            raise exc
         codes = {404: "not_found", 405: "method_not_allowed", 406: "not_acceptable"}
         code = codes.get(exc.status_code, f"http_{exc.status_code}")
         return problem(exc.status_code, code, str(exc.detail), str(exc.detail), headers=exc.headers)

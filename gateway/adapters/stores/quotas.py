@@ -24,10 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
 
+from prometheus_client import Gauge
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway import metrics
 from gateway.core.quotas import Rate, admit, throttle
 
 log = logging.getLogger(__name__)
@@ -252,15 +252,18 @@ class ResilientQuotaStore:
         self,
         primary: RedisQuotaStore,
         replicas: int,
+        degraded: Gauge | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        #: ``gateway_quota_store_degraded``: 1 while this replica enforces quotas on its own.
+        self._degraded = degraded or Gauge("unregistered", "", registry=None)
         self._primary = primary
         self._fallback = MemoryQuotaStore()
         self._replicas = max(1, replicas)
         self._clock = clock
         self._retry_at: float | None = None  # set while degraded
         self._unsynced: dict[str, tuple[int, float]] = {}
-        metrics.QUOTA_STORE_DEGRADED.set(0)
+        self._degraded.set(0)
 
     @property
     def degraded(self) -> bool:
@@ -274,7 +277,7 @@ class ResilientQuotaStore:
                 type(exc).__name__,
                 self._replicas,
             )
-            metrics.QUOTA_STORE_DEGRADED.set(1)
+            self._degraded.set(1)
         self._retry_at = self._clock() + REDIS_RETRY_SECONDS
 
     async def _use_primary(self) -> bool:
@@ -290,7 +293,7 @@ class ResilientQuotaStore:
             self._failed(exc)
             return False
         log.warning("quota store: Redis answers again; quotas are shared across replicas")
-        metrics.QUOTA_STORE_DEGRADED.set(0)
+        self._degraded.set(0)
         self._retry_at = None
         return True
 

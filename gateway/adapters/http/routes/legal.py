@@ -6,15 +6,11 @@ partner's bearer token never does.
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
-from argon2 import PasswordHasher
-from argon2.exceptions import Argon2Error
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
@@ -22,19 +18,14 @@ from fastapi.templating import Jinja2Templates
 
 from gateway.adapters.http.deps import GatewayDep
 from gateway.core.diff import diff_contracts
-from gateway.core.jose import signature_header
+from gateway.core.jose import SignatureInfo, describe_signature
 from gateway.core.lifecycle import ContractHistory
-from gateway.errors import AuthenticationFailed, ContractNotFound, GatewayError
+from gateway.errors import ContractNotFound, LegalAuthenticationFailed
+from gateway.services.passwords import check_login
 from gateway.services.report import build_report
 
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 _basic = HTTPBasic(auto_error=False, realm="legal")
-_hasher = PasswordHasher()
-
-
-class LegalAuthenticationFailed(AuthenticationFailed):
-    code = "legal_login_required"
-    challenge = 'Basic realm="legal", charset="UTF-8"'
 
 
 def legal_user(
@@ -42,40 +33,17 @@ def legal_user(
 ) -> str:
     if credentials is None:
         raise LegalAuthenticationFailed("the legal pages need a legal user's credentials")
-    for user in gateway.settings.legal_users:
-        if secrets.compare_digest(user.username, credentials.username):
-            try:
-                if _hasher.verify(user.password_hash.get_secret_value(), credentials.password):
-                    return user.username
-            except Argon2Error:
-                break
+    users = [(u.username, u.password_hash.get_secret_value()) for u in gateway.settings.legal_users]
+    if check_login(users, credentials.username, credentials.password):
+        return credentials.username
     raise LegalAuthenticationFailed("unknown user or wrong password")
 
 
 router = APIRouter(prefix="/legal", tags=["legal"], dependencies=[Depends(legal_user)])
 
 
-@dataclass
-class Signature:
-    org: str
-    kid: str
-    alg: str
-    signed_at: str
-
-
-def signatures(values: list[str]) -> list[Signature]:
-    found = []
-    for value in values:
-        try:
-            header = signature_header(value)
-        except GatewayError:
-            continue
-        when = header.get("iat")
-        at = datetime.fromtimestamp(when, UTC).isoformat() if isinstance(when, int) else "-"
-        found.append(
-            Signature(str(header.get("org")), str(header.get("kid")), str(header.get("alg")), at)
-        )
-    return found
+def signatures(values: list[str]) -> list[SignatureInfo]:
+    return [info for info in map(describe_signature, values) if info is not None]
 
 
 def _history(gateway: Any, contract_id: str) -> ContractHistory:

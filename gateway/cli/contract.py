@@ -1,0 +1,271 @@
+"""``gateway contract``: sign, verify, new, show, diff, history, suspend, resume, revoke."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+import yaml
+
+from gateway.adapters.stores.contracts_dir import (
+    load_registry,
+    read_documents,
+    read_keys,
+    read_products,
+)
+from gateway.adapters.stores.signing import sign_file, write_statement
+from gateway.cli.common import reported
+from gateway.core.contracts import ContractDocument, ContractState, parse_contract, parse_product
+from gateway.core.documents import load_yaml
+from gateway.core.jose import describe_signature as core_describe_signature
+from gateway.core.times import rfc3339
+from gateway.errors import DocumentInvalid
+from gateway.services.registry import Registry
+
+
+@click.group()
+def contract() -> None:
+    """Contract documents: sign and verify."""
+
+
+@contract.command("sign")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--org", default=None, help="Signing organisation (default: from the key file name).")
+def contract_sign(file: Path, key_path: Path, org: str | None) -> None:
+    """Sign FILE with a private JWKS; the signature covers the RFC 8785 canonical JSON."""
+    with reported():
+        signer = sign_file(file, key_path, org)
+    click.echo(f"signed {file} as {signer}")
+
+
+def _contract_files(paths: tuple[Path, ...]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
+        else:
+            files.append(path)
+    return files
+
+
+@contract.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--keys-dir", type=click.Path(path_type=Path), default=Path("keys"), show_default=True
+)
+@click.option("--products-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--org", default=None, help="The gateway's own organisation (the provider).")
+def contract_verify(
+    paths: tuple[Path, ...], keys_dir: Path, products_dir: Path | None, org: str | None
+) -> None:
+    """Check contracts: document, product, both signatures, validity. Exit 1 on any invalid."""
+    files = _contract_files(paths)
+    products_dir = products_dir or (files[0].parent / "products" if files else Path("products"))
+    now = datetime.now(UTC)
+    registry = Registry()
+    read_keys(keys_dir, registry)
+    read_products(products_dir, registry)
+    read_documents(files, registry, gateway_org=org, now=now)
+    failed = False
+    for cid, history in sorted(registry.histories.items()):
+        status = history.status_at(now)
+        doc = status.governing or history.latest
+        verdict = status.verdict
+        ok = verdict.state in (ContractState.ACTIVE, ContractState.NOT_YET_VALID)
+        label = "OK" if ok else "REFUSED"
+        version = f"{cid} v{doc.contract.version}"
+        click.echo(
+            f"{label} {doc.source} ({version}): {verdict.reason}: {verdict.detail} [{doc.hash}]"
+        )
+        failed = failed or not ok
+        for entry in history.versions:
+            if entry.check.state is ContractState.DRAFT:
+                click.echo(f"DRAFT {entry.doc.source}: {entry.check.detail}")
+    for refusal in registry.refusals:
+        click.echo(f"REFUSED {refusal.source}: {refusal.reason}: {refusal.detail}")
+        failed = True
+    sys.exit(1 if failed else 0)
+
+
+def _read_contract(path: Path) -> ContractDocument:
+    try:
+        text = path.read_text()
+        return parse_contract(load_yaml(text, source=str(path)), source=str(path), text=text)
+    except DocumentInvalid as exc:
+        raise click.ClickException(exc.detail) from None
+
+
+DRAFT_QUOTAS = """\
+# quotas:                    # optional; the gateway's settings bound them (docs/quotas.md)
+#   records_per_second: 100  # rates slow the stream down, nothing is skipped
+#   bytes_per_second: 1000000
+#   concurrent_streams: 2    # beyond: 429 with Retry-After
+#   bytes_per_day: 1000000000  # per UTC calendar day; beyond: 429 until midnight UTC
+"""
+
+
+@contract.command("new")
+@click.argument("product_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--consumer", required=True, help="The partner organisation.")
+@click.option("--id", "contract_id", default=None, help="Default: PROVIDER-CONSUMER-PRODUCT.")
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--months", type=int, default=12, show_default=True, help="Validity from today.")
+def contract_new(
+    product_file: Path, consumer: str, contract_id: str | None, out: Path | None, months: int
+) -> None:
+    """A draft contract for a product: every field of its schema listed, all `drop`."""
+    text = product_file.read_text()
+    try:
+        product = parse_product(
+            load_yaml(text, source=str(product_file)), source=str(product_file), text=text
+        )
+    except DocumentInvalid as exc:
+        raise click.ClickException(exc.detail) from None
+    contract_id = contract_id or f"{product.owner}-{consumer}-{product.product}"
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    data = {
+        "contract": contract_id,
+        "version": 1,
+        "provider": product.owner,
+        "consumer": consumer,
+        "product": product.product,
+        "purpose": "Describe why the partner receives this data",
+        "valid_from": rfc3339(start),
+        "valid_until": rfc3339(start + timedelta(days=30 * months)),
+        "fields": dict.fromkeys(product.field_paths() or ["CHANGE-ME"], "drop"),
+    }
+    header = (
+        f"# Draft contract: {product.owner} shares '{product.product}' with {consumer}.\n"
+        "# Every field is `drop`: change to `clear` what the partner may receive, state the\n"
+        "# purpose, then both parties sign with `gateway contract sign`.\n"
+    )
+    out = out or product_file.parent.parent / f"{contract_id}.yaml"
+    if out.exists():
+        raise click.ClickException(f"{out} exists")
+    out.write_text(
+        header + yaml.safe_dump(data, sort_keys=False) + DRAFT_QUOTAS + "signatures: []\n"
+    )
+    click.echo(f"draft written to {out}")
+
+
+@contract.command("show")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def contract_show(file: Path) -> None:
+    """A contract document in words: parties, terms, fields, signatures."""
+    doc = _read_contract(file)
+    c = doc.contract
+    click.echo(f"{c.contract} v{c.version}  [{doc.hash}]")
+    if c.supersedes:
+        click.echo(f"  supersedes {c.supersedes}")
+    click.echo(f"  {c.provider} shares '{c.product}' with {c.consumer}")
+    click.echo(f"  purpose: {c.purpose}")
+    for limitation in c.limitations:
+        click.echo(f"  limitation: {limitation}")
+    if c.terms:
+        click.echo(f"  terms: {c.terms.reference} ({c.terms.sha256})")
+    if c.retention:
+        click.echo(f"  retention: {c.retention.period}; {c.retention.deletion}")
+    if c.jurisdiction:
+        click.echo(f"  jurisdiction: {c.jurisdiction}")
+    click.echo(f"  valid {c.valid_from.isoformat()} to {c.valid_until.isoformat()}")
+    for path, rule in c.fields.items():
+        click.echo(f"  field {path}: {rule}")
+    if c.filter:
+        click.echo(f"  filter: {c.filter}")
+    for name, value in (c.quotas.model_dump(exclude_none=True) if c.quotas else {}).items():
+        click.echo(f"  quota {name}: {value}")
+    for signature in c.signatures:
+        click.echo(f"  {describe_signature(signature)}")
+    if not c.signatures:
+        click.echo("  not signed")
+
+
+def describe_signature(signature: str) -> str:
+    info = core_describe_signature(signature)
+    if info is None:
+        return "signature: not a compact JWS"
+    at = info.signed_at.isoformat() if info.signed_at else "time not stated"
+    return f"signed by {info.org} with key {info.kid} ({info.alg}), {at}"
+
+
+@contract.command("diff")
+@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def contract_diff(a: Path, b: Path) -> None:
+    """What changes from contract A to contract B (fields first)."""
+    from gateway.core.diff import diff_contracts
+
+    old, new = _read_contract(a), _read_contract(b)
+    click.echo(f"{old.contract.contract} v{old.contract.version} -> v{new.contract.version}")
+    changes = diff_contracts(old.contract, new.contract)
+    for change in changes:
+        click.echo(f"  {change.describe()}")
+    if not changes:
+        click.echo("  no change in the terms")
+
+
+@contract.command("history")
+@click.argument("contract_id")
+@click.option("--contracts-dir", type=click.Path(path_type=Path), default=Path("contracts"))
+@click.option("--keys-dir", type=click.Path(path_type=Path), default=Path("keys"))
+def contract_history(contract_id: str, contracts_dir: Path, keys_dir: Path) -> None:
+    """Every version and statement of a contract, and its state now."""
+    now = datetime.now(UTC)
+    registry = load_registry(contracts_dir, keys_dir, gateway_org=None, now=now)
+    history = registry.histories.get(contract_id)
+    if history is None:
+        raise click.ClickException(f"no contract {contract_id!r} in {contracts_dir}")
+    status = history.status_at(now)
+    click.echo(f"{contract_id}: {status.verdict.reason} ({status.verdict.detail})")
+    for entry in history.versions:
+        c = entry.doc.contract
+        mark = "*" if status.governing is entry.doc else " "
+        state = "in the chain" if entry.chained else f"{entry.check.reason}: {entry.check.detail}"
+        click.echo(f" {mark} v{c.version} {entry.doc.hash} {entry.doc.source}: {state}")
+    for said in history.statements:
+        s = said.doc.statement
+        verdict = "accepted" if said.accepted else f"refused ({said.reason})"
+        said_when = f"{s.issued_at.isoformat()} {s.statement.value} by {s.issued_by}"
+        click.echo(f"   {said_when}: {s.reason} [{verdict}]")
+
+
+def _statement_command(kind: str) -> None:
+    helps = {
+        "suspend": "Suspend a contract (provider; reversible by `resume`).",
+        "resume": "Resume a suspended contract (provider).",
+        "revoke": "Revoke a contract for good (either party), with the reason.",
+    }
+
+    @contract.command(kind, help=helps[kind])
+    @click.argument("contract_id")
+    @click.option("--reason", required=True)
+    @click.option("--key", "key_path", required=True, type=click.Path(exists=True, path_type=Path))
+    @click.option("--contracts-dir", type=click.Path(path_type=Path), default=Path("contracts"))
+    @click.option("--keys-dir", type=click.Path(path_type=Path), default=Path("keys"))
+    @click.option("--org", default=None)
+    def command(
+        contract_id: str,
+        reason: str,
+        key_path: Path,
+        contracts_dir: Path,
+        keys_dir: Path,
+        org: str | None,
+    ) -> None:
+        with reported():
+            path = write_statement(
+                kind,
+                contract_id,
+                reason=reason,
+                key_path=key_path,
+                contracts_dir=contracts_dir,
+                keys_dir=keys_dir,
+                org=org,
+            )
+        click.echo(f"{kind}: {path}")
+
+
+for _kind in ("suspend", "resume", "revoke"):
+    _statement_command(_kind)

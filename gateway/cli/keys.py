@@ -1,0 +1,41 @@
+"""``gateway keys generate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gateway.adapters.stores.contracts_dir import KEYS_SUFFIX
+from gateway.adapters.stores.signing import generate_keys
+from gateway.cli.common import reported
+
+
+def default_private_dir() -> Path:
+    return Path(click.get_app_dir("exchange-gateway")) / "keys"
+
+
+@click.group()
+def keys() -> None:
+    """Organisation keys (JWKS)."""
+
+
+@keys.command("generate")
+@click.argument("org")
+@click.option(
+    "--keys-dir", type=click.Path(path_type=Path), default=Path("keys"), show_default=True
+)
+@click.option("--private-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--force", is_flag=True, help="Replace an existing private key.")
+def keys_generate(org: str, keys_dir: Path, private_dir: Path | None, force: bool) -> None:
+    """Generate ORG's Ed25519 signing and X25519 encryption keys.
+
+    The private JWKS is written with mode 0600 outside the repository (by default); the public
+    JWKS goes to KEYS_DIR/ORG.jwks.json, ready to publish.
+    """
+    with reported():
+        private_path = generate_keys(
+            org, keys_dir, private_dir or default_private_dir(), force=force
+        )
+    click.echo(f"private keys: {private_path} (keep secret)")
+    click.echo(f"public keys:  {keys_dir / (org + KEYS_SUFFIX)}")

@@ -1,0 +1,113 @@
+"""``gateway ledger``: verify, export, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group()
+def ledger() -> None:
+    """The ledger of contracts, tokens and deliveries (a Kafka topic)."""
+
+
+def _ledger_source(
+    bootstrap_servers: str | None, topic: str | None, file: Path | None
+) -> list[dict[str, Any]]:
+    """Entries from an exported NDJSON file, or from the ledger topic."""
+    if file is not None:
+        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    from gateway.adapters.kafka.ledger import read_entries
+    from gateway.settings import Settings  # the server's settings: not in the partner SDK
+
+    settings = Settings()
+    if bootstrap_servers:
+        settings.kafka.bootstrap_servers = bootstrap_servers
+    if not settings.kafka.bootstrap_servers:
+        raise click.ClickException(
+            "pass --bootstrap-servers or set GATEWAY_KAFKA__BOOTSTRAP_SERVERS"
+        )
+    return list(read_entries(settings.kafka.librdkafka_config(), topic or settings.ledger_topic))
+
+
+_ledger_options = [
+    click.option("--bootstrap-servers", default=None),
+    click.option("--topic", default=None, help="The ledger topic (default: GATEWAY_LEDGER_TOPIC)."),
+    click.option(
+        "--file",
+        type=click.Path(exists=True, path_type=Path),
+        default=None,
+        help="Read an exported NDJSON file instead of the topic.",
+    ),
+]
+
+
+def ledger_options(command: F) -> F:
+    for option in reversed(_ledger_options):
+        command = option(command)
+    return command
+
+
+@ledger.command("verify")
+@ledger_options
+def ledger_verify(bootstrap_servers: str | None, topic: str | None, file: Path | None) -> None:
+    """Check every chain: edited, removed or reordered entries are reported; exit 1 if any."""
+    from gateway.core.ledger import verify
+
+    entries = _ledger_source(bootstrap_servers, topic, file)
+    problems = verify(entries)
+    chains = {e.get("chain") for e in entries}
+    for p in problems:
+        click.echo(f"{p.kind.upper()} chain {p.chain} seq {p.seq} (entry {p.position}): {p.detail}")
+    click.echo(
+        f"{len(entries)} entries in {len(chains)} chains: "
+        + ("intact" if not problems else f"{len(problems)} problems")
+    )
+    sys.exit(1 if problems else 0)
+
+
+@ledger.command("export")
+@ledger_options
+def ledger_export(bootstrap_servers: str | None, topic: str | None, file: Path | None) -> None:
+    """Print the ledger as NDJSON (for archiving, or `verify --file`)."""
+    for entry in _ledger_source(bootstrap_servers, topic, file):
+        click.echo(json.dumps(entry, separators=(",", ":")))
+
+
+@ledger.command("report")
+@click.option("--contract", "contract_id", required=True)
+@click.option("--from", "since", default=None, help="RFC 3339 time")
+@click.option("--to", "until", default=None, help="RFC 3339 time")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@ledger_options
+def ledger_report(
+    contract_id: str,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+    bootstrap_servers: str | None,
+    topic: str | None,
+    file: Path | None,
+) -> None:
+    """What the partner received under a contract, when, and under which versions."""
+    from gateway.services.report import build_report, render_table
+
+    def moment(text: str | None) -> datetime | None:
+        if text is None:
+            return None
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not an RFC 3339 time") from None
+
+    entries = _ledger_source(bootstrap_servers, topic, file)
+    report = build_report(entries, contract_id, since=moment(since), until=moment(until))
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else render_table(report))

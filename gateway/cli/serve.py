@@ -1,0 +1,60 @@
+"""``gateway serve`` and ``gateway demo``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@click.command()
+@click.option("--contracts", "contracts_dir", type=click.Path(path_type=Path))
+@click.option("--keys", "keys_dir", type=click.Path(path_type=Path))
+@click.option("--state", "state_dir", type=click.Path(path_type=Path))
+@click.option("--bootstrap-servers")
+@click.option("--host")
+@click.option("--port", type=int)
+@click.option("--tls-cert", type=click.Path(exists=True, path_type=Path))
+@click.option("--tls-key", type=click.Path(exists=True, path_type=Path))
+@click.option("--org")
+@click.option("--public-url")
+def serve(bootstrap_servers: str | None, **options: Any) -> None:
+    """Serve the partner API. Every option is also a GATEWAY_ setting."""
+    configure_logging()
+    from gateway.settings import Settings  # the server's settings: not in the partner SDK
+
+    overrides = {k: v for k, v in options.items() if v is not None}
+    settings = Settings(**overrides)
+    if bootstrap_servers:
+        settings.kafka.bootstrap_servers = bootstrap_servers
+    if not settings.kafka.bootstrap_servers:
+        raise click.ClickException(
+            "no Kafka configured: pass --bootstrap-servers or set GATEWAY_KAFKA__BOOTSTRAP_SERVERS"
+            " (`gateway demo` starts an embedded broker)"
+        )
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise click.ClickException("--tls-cert and --tls-key go together")
+    from gateway.server import run_server
+
+    run_server(settings)
+
+
+@click.command()
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True
+)
+def demo(port: int, workdir: Path) -> None:
+    """Embedded broker, demo keys and signed contracts, an order producer, and the gateway."""
+    from gateway.demo import run_demo
+
+    configure_logging()
+    run_demo(port=port, workdir=workdir)
