@@ -44,6 +44,14 @@ settings.load_profile("gateway")
 SOAK = int(os.environ.get("GATEWAY_TEST_SOAK", "1"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the broker, directly or through a fixture, is marked ``kafka``:
+    ``pytest -m 'not kafka'`` runs the rest without starting one."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     choice = os.environ.get("GATEWAY_TEST_KAFKA", "tansu")

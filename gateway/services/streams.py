@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -195,7 +195,7 @@ class Stream:
             return None
         return decision
 
-    async def events(self) -> AsyncIterator[bytes]:
+    async def events(self) -> AsyncGenerator[bytes]:
         """Encoded events until the client leaves, the token expires or the contract ends."""
         limits, monotonic = self._context.limits, self._context.monotonic
         last_write = monotonic()

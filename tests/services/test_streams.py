@@ -1,0 +1,150 @@
+"""The stream service on in-memory fakes: ordering, resumption, ends and heartbeats on a
+clock the test moves (no broker, no sleeping)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.adapters.stores.quotas import MemoryQuotaStore
+from gateway.core.cursor import CursorCodec
+from gateway.core.lifecycle import build_history
+from gateway.core.records import StreamFormat
+from gateway.metrics import GatewayMetrics
+from gateway.services.authorization import Partner
+from gateway.services.datakeys import DataKeyService
+from gateway.services.quotas import QuotaService
+from gateway.services.registry import Registry
+from gateway.services.streams import Start, StreamLimits, StreamService
+from gateway.settings import QuotaSettings
+from tests.core.test_contracts import PRODUCTS, PUBLIC
+from tests.core.test_lifecycle import contract
+from tests.fakes import Clocks, FakeDataKeyStore, FakeLedger, FakeTopic
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Setup:
+    def __init__(self) -> None:
+        self.clocks = Clocks()
+        self.topic = FakeTopic(2, self.clocks)
+        self.ledger = FakeLedger()
+        doc, check = contract(1)
+        self.registry = Registry(
+            products=dict(PRODUCTS),
+            keys=dict(PUBLIC),
+            histories={"c": build_history("c", [(doc, check)], [])},
+        )
+        clocks = self.clocks
+        self.service = StreamService(
+            registry=lambda: self.registry,
+            sources=self.topic.source,
+            codec=CursorCodec(b"k" * 32),
+            limits=StreamLimits(heartbeat_seconds=15),
+            ledger=self.ledger,
+            quotas=QuotaService(
+                MemoryQuotaStore(),
+                QuotaSettings(),
+                GatewayMetrics(),
+                clock=clocks.wall,
+                monotonic=clocks.monotonic,
+            ),
+            datakeys=DataKeyService(FakeDataKeyStore(), max_records=10, max_age=3600),
+            pseudonym_secret=b"p" * 32,
+            clock=clocks.wall,
+            monotonic=clocks.monotonic,
+        )
+
+    def partner(self, token_seconds: float = 600) -> Partner:
+        expires = self.clocks.now + timedelta(seconds=token_seconds)
+        return Partner(org="globex", client_id="globex", token_expires_at=expires)
+
+
+def events(data: bytes) -> list[tuple[str, dict[str, Any], str | None]]:
+    """``(event, data, id)`` of each SSE event in ``data``; a heartbeat is ``heartbeat``."""
+    found: list[tuple[str, dict[str, Any], str | None]] = []
+    for block in data.decode().split("\n\n"):
+        if block.startswith(": heartbeat"):
+            found.append(("heartbeat", {}, None))
+            continue
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            found.append((fields["event"], json.loads(fields["data"]), fields.get("id")))
+    return found
+
+
+async def collect(
+    setup: Setup, partner: Partner, *, cursor: str | None = None, until: Callable[..., bool]
+) -> list[tuple[str, dict[str, Any], str | None]]:
+    stream = await setup.service.open(
+        partner, "c", cursor=cursor, start=Start("earliest"), stream_format=StreamFormat.SSE
+    )
+    seen: list[tuple[str, dict[str, Any], str | None]] = []
+    async with contextlib.aclosing(stream.events()) as chunks:
+        async for chunk in chunks:
+            seen.extend(events(chunk))
+            if until(seen):
+                break
+    return seen
+
+
+def orders(*numbers: int) -> list[bytes]:
+    return [json.dumps({"order_id": f"o-{n}", "amount": n}).encode() for n in numbers]
+
+
+async def test_records_arrive_in_partition_order_and_a_cursor_resumes_exactly() -> None:
+    setup = Setup()
+    setup.topic.append(0, *orders(0, 1, 2))
+    setup.topic.append(1, *orders(10, 11))
+    first = await collect(setup, setup.partner(), until=lambda seen: len(seen) >= 3)
+    records = [(d["partition"], d["offset"]) for e, d, _ in first if e == "record"]
+    assert records[:3] == [(0, 0), (0, 1), (0, 2)]
+    cursor = first[2][2]
+    setup.topic.append(0, *orders(3))
+    rest = await collect(setup, setup.partner(), cursor=cursor, until=lambda seen: len(seen) >= 3)
+    assert [(d["partition"], d["offset"]) for _, d, _ in rest] == [(0, 3), (1, 0), (1, 1)]
+    assert all(set(d["value"]) == {"order_id"} for _, d, _ in first + rest)
+
+
+async def test_a_quiet_stream_heartbeats_then_ends_when_its_token_expires() -> None:
+    setup = Setup()
+    seen = await collect(
+        setup, setup.partner(token_seconds=20), until=lambda seen: seen[-1][0] == "end"
+    )
+    assert [e for e, _, _ in seen] == ["heartbeat", "end"]
+    assert seen[-1][1] == {"reason": "token_expired"}
+    (delivery,) = setup.ledger.of_kind("stream")
+    assert delivery["end_reason"] == "token_expired"
+    assert delivery["records"] == 0
+
+
+async def test_a_contract_that_expires_mid_stream_ends_it_and_the_ledger_says_why() -> None:
+    setup = Setup()
+    setup.clocks.now = datetime.fromisoformat("2026-12-30T23:59:55+00:00")
+    setup.topic.append(0, *orders(1, 2))
+    seen = await collect(setup, setup.partner(), until=lambda seen: seen[-1][0] == "end")
+    assert [e for e, _, _ in seen] == ["record", "record", "end"]
+    assert seen[-1][1]["reason"] == "expired"
+    (delivery,) = setup.ledger.of_kind("stream")
+    assert (delivery["records"], delivery["end_reason"]) == (2, "expired")
+    assert delivery["to"] == {"0": 2, "1": -2}  # partition 1: still at its beginning
+
+
+async def test_nothing_opens_while_the_ledger_cannot_record() -> None:
+    from gateway.errors import LedgerUnavailable
+
+    setup = Setup()
+    setup.ledger.broken = "the broker is down"
+    with pytest.raises(LedgerUnavailable):
+        await collect(setup, setup.partner(), until=lambda seen: True)
+    assert setup.topic.sources == [], "no consumer was even created"
