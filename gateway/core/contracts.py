@@ -141,8 +141,8 @@ class Product(BaseModel):
             if not isinstance(node, dict):
                 return True
             name = part.removesuffix("[]")
-            properties = node.get("properties")
-            if not isinstance(properties, dict):
+            properties = _properties(node)
+            if properties is None:
                 return True  # the schema does not describe this level
             if name not in properties:
                 return node.get("additionalProperties") not in (None, False)
@@ -158,8 +158,8 @@ class Product(BaseModel):
         paths: list[str] = []
 
         def walk(schema: Any, prefix: str) -> None:
-            properties = schema.get("properties") if isinstance(schema, dict) else None
-            if not isinstance(properties, dict) or not properties:
+            properties = _properties(schema)
+            if not properties:
                 if prefix:
                     paths.append(prefix)
                 return
@@ -168,6 +168,12 @@ class Product(BaseModel):
 
         walk(self.json_schema or {}, "")
         return paths
+
+
+def _properties(schema: Any) -> dict[str, Any] | None:
+    """The ``properties`` of a JSON Schema object level, or ``None`` where it lists none."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    return properties if isinstance(properties, dict) else None
 
 
 DocumentHash = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]

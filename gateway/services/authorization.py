@@ -96,11 +96,18 @@ class Replays(Protocol):
 class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
     CLIENT_AUTH_METHOD = PRIVATE_KEY_JWT
 
-    def __init__(self, audiences: list[str], replays: Replays, max_lifetime: int) -> None:
+    def __init__(
+        self,
+        audiences: list[str],
+        replays: Replays,
+        max_lifetime: int,
+        clock: Callable[[], float],
+    ) -> None:
         super().__init__(validate_jti=True, leeway=30)
         self._audiences = audiences
         self._replays = replays
         self._max_lifetime = max_lifetime
+        self._clock = clock
 
     def get_audiences(self) -> list[str]:
         return self._audiences
@@ -122,7 +129,7 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
 
     def verify_claims(self, claims: Any) -> None:
         exp = claims.get("exp")
-        if isinstance(exp, int | float) and exp - time.time() > self._max_lifetime:
+        if isinstance(exp, int | float) and exp - self._clock() > self._max_lifetime:
             raise InvalidClientError(
                 description=f"The client assertion may live at most {self._max_lifetime}s."
             )
@@ -203,6 +210,7 @@ class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         registered: list[RegisteredClient],
         replays: Replays,
         on_issued: Callable[[PartnerClient], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(scopes_supported=None)
         self.issuer = issuer
@@ -217,7 +225,7 @@ class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         )
         self.register_client_auth_method(
             PRIVATE_KEY_JWT,
-            _PrivateKeyJWT([self.token_endpoint, issuer], replays, assertion_max_lifetime),
+            _PrivateKeyJWT([self.token_endpoint, issuer], replays, assertion_max_lifetime, clock),
         )
 
     def query_client(self, client_id: str) -> PartnerClient | None:
