@@ -174,3 +174,52 @@ def test_replicas_sharing_the_directory_converge(
     for stream in streams:
         assert stream.wait_end()[1]["reason"] == "revoked"
     assert refused_reason(http, first) == refused_reason(http, second) == "revoked"
+
+
+def test_deleting_the_contract_file_ends_the_live_stream_as_withdrawn(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client
+) -> None:
+    gw = serve()
+    stream = LiveStream(http, gw.url, gw.token("globex"))
+    time.sleep(0.5)
+    removed = time.monotonic()
+    (world.contracts_dir / f"{CONTRACT}.yaml").unlink()
+    ended_at, end = stream.wait_end()
+    assert end["reason"] == "withdrawn"
+    assert ended_at - removed < 1.0
+    stream.close()
+    listed = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}",
+        headers={"Authorization": f"Bearer {gw.token('globex')}"},
+    )
+    assert listed.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b"a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+        + b"".join(
+            f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]\n".encode()
+            for p, n in zip("bcdefgh", "cdefghi", strict=True)
+        ),
+        b"\x00\xff\xfe binary \x00" * 100,
+        b"contract: huge\npurpose: " + b"x" * (2 * 1024 * 1024) + b"\n",
+    ],
+    ids=["alias-bomb", "binary", "huge"],
+)
+def test_a_hostile_file_is_refused_and_a_revocation_still_takes_effect_at_once(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client, hostile: bytes
+) -> None:
+    gw = serve()
+    stream = LiveStream(http, gw.url, gw.token("globex"))
+    time.sleep(0.5)
+    (world.contracts_dir / "hostile.yaml").write_bytes(hostile)
+    written = time.monotonic()
+    statement(world, "revoke", "globex")
+    ended_at, end = stream.wait_end()
+    assert end["reason"] == "revoked"
+    assert ended_at - written < 1.0, f"ended {ended_at - written:.2f}s after the statement"
+    stream.close()
+    refused = {r.source: r for r in gw.gateway.registry.refusals}
+    assert refused[str(world.contracts_dir / "hostile.yaml")].reason == "invalid_document"

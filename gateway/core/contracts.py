@@ -298,6 +298,8 @@ class ContractState(enum.StrEnum):
     SUSPENDED = "suspended"
     REVOKED = "revoked"
     REFUSED = "refused"
+    #: No longer among the gateway's contracts (its file was removed).
+    WITHDRAWN = "withdrawn"
 
 
 @dataclass(frozen=True, slots=True)

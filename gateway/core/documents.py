@@ -16,9 +16,23 @@ import yaml
 
 from gateway.errors import DocumentInvalid
 
+#: The largest document read (a contract with many fields is a few KiB).
+MAX_DOCUMENT_BYTES = 1024 * 1024
+
 
 class _JsonModelLoader(yaml.SafeLoader):
-    """SafeLoader without the timestamp resolver, refusing duplicate keys."""
+    """SafeLoader without the timestamp resolver, refusing duplicate keys, anchors and aliases.
+
+    No document here has a use for anchors (``&a``) and aliases (``*a``); refused, they cannot
+    make a few hundred bytes expand into gigabytes (the "billion laughs").
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            line = event.start_mark.line + 1
+            raise DocumentInvalid(f"line {line}: YAML anchors and aliases are not allowed")
+        return super().compose_node(parent, index)
 
 
 _JsonModelLoader.yaml_implicit_resolvers = {
@@ -46,6 +60,8 @@ _JsonModelLoader.add_constructor(
 
 def load_yaml(text: str, *, source: str) -> dict[str, Any]:
     """Parse one YAML document into a JSON-model mapping; errors name the source and line."""
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise DocumentInvalid(f"{source}: larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
         data = yaml.load(text, Loader=_JsonModelLoader)  # noqa: S506 (a SafeLoader subclass)
     except DocumentInvalid as exc:

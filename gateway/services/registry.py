@@ -56,7 +56,13 @@ class Registry:
         log.warning("refused %s: %s (%s)", source, reason, detail)
 
     def status(self, contract_id: str, now: datetime) -> Status:
-        return self.histories[contract_id].status_at(now)
+        """The contract's status; ``withdrawn`` once it is no longer in the registry (a live
+        stream on it ends, it is never an error)."""
+        history = self.histories.get(contract_id)
+        if history is None:
+            detail = f"contract {contract_id!r} is no longer among the gateway's contracts"
+            return Status(Verdict(ContractState.WITHDRAWN, "withdrawn", detail), None)
+        return history.status_at(now)
 
     def verdict(self, contract_id: str, now: datetime) -> Verdict:
         return self.status(contract_id, now).verdict

@@ -166,3 +166,34 @@ def test_garbage_yaml_is_a_clean_refusal(text: str) -> None:
 def test_garbage_signatures_are_a_clean_refusal(garbage: str) -> None:
     with pytest.raises(SignatureInvalid):
         verify_detached(garbage, b"x", PUBLIC["acme"])
+
+
+BILLION_LAUGHS = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (BILLION_LAUGHS, 1),
+        ("contract: c\nfields: &f {a: clear}\n", 2),
+        ("a: 1\nb: *nothing\n", 2),
+    ],
+)
+def test_anchors_and_aliases_are_refused_before_anything_expands(text: str, line: int) -> None:
+    with pytest.raises(DocumentInvalid, match=f"line {line}: YAML anchors and aliases"):
+        load_yaml(text, source="bomb.yaml")
+
+
+def test_a_huge_document_is_refused_unread() -> None:
+    with pytest.raises(DocumentInvalid, match="larger than"):
+        load_yaml("a: " + "x" * (2 * 1024 * 1024), source="huge.yaml")

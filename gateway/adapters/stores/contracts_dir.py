@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from gateway.core.documents import MAX_DOCUMENT_BYTES
 from gateway.services.registry import Registry, add_documents, add_keys, add_product
 
 KEYS_SUFFIX = ".jwks.json"
@@ -33,19 +34,26 @@ def _files(directory: Path, pattern: str) -> list[Path]:
     return sorted(p for p in directory.glob(pattern) if p.is_file()) if directory.is_dir() else []
 
 
+def _read(path: Path) -> str:
+    """The file's text; ``OSError``/``ValueError`` when it cannot be, or is too large, to read."""
+    if path.stat().st_size > MAX_DOCUMENT_BYTES:
+        raise ValueError(f"larger than {MAX_DOCUMENT_BYTES} bytes")
+    return path.read_text()
+
+
 def _texts(paths: Iterable[Path], registry: Registry) -> Iterator[tuple[str, str]]:
     for path in paths:
         try:
-            yield str(path), path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
+            yield str(path), _read(path)
+        except (OSError, ValueError) as exc:
             registry.refuse(str(path), "invalid_document", str(exc))
 
 
 def read_keys(keys_dir: Path, registry: Registry) -> None:
     for path in _files(keys_dir, f"*{KEYS_SUFFIX}"):
         try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
+            text = _read(path)
+        except (OSError, ValueError) as exc:
             registry.refuse(str(path), "invalid_keys", str(exc))
             continue
         add_keys(registry, str(path), path.name.removesuffix(KEYS_SUFFIX), text)
