@@ -223,3 +223,35 @@ def test_a_hostile_file_is_refused_and_a_revocation_still_takes_effect_at_once(
     stream.close()
     refused = {r.source: r for r in gw.gateway.registry.refusals}
     assert refused[str(world.contracts_dir / "hostile.yaml")].reason == "invalid_document"
+
+
+def test_a_pending_pull_is_refused_when_the_contract_is_revoked_and_returns_nothing_after(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client, produce_orders: Any
+) -> None:
+    import threading
+
+    gw = serve()
+    token = gw.token("globex")
+    answer: dict[str, Any] = {}
+
+    def pull() -> None:
+        response = http.get(
+            f"{gw.url}/v1/contracts/{CONTRACT}/records",
+            headers={"Authorization": f"Bearer {token}"},
+            params={"wait": "30", "from": "latest"},
+        )
+        answer.update(status=response.status_code, body=response.json(), at=time.monotonic())
+
+    waiting = threading.Thread(target=pull)
+    waiting.start()
+    time.sleep(0.5)
+    revoked = time.monotonic()
+    statement(world, "revoke", "globex")
+    time.sleep(0.2)
+    produce_orders(world.topic, 5)  # after the revocation: never to be delivered
+    waiting.join(timeout=10)
+    assert not waiting.is_alive()
+    assert answer["status"] == 403, answer["body"]
+    assert answer["body"]["reason"] == "revoked"
+    assert "records" not in answer["body"]
+    assert answer["at"] - revoked < 1.5

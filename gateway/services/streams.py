@@ -27,7 +27,14 @@ from gateway.core.lifecycle import StreamCarriesOn, StreamEnds, stream_decision
 from gateway.core.projection import compile_fields
 from gateway.core.protection import ContractProtector, pseudonym_key
 from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
-from gateway.errors import InvalidRequest, LedgerUnavailable
+from gateway.errors import (
+    AuthenticationFailed,
+    ContractNotActive,
+    GatewayError,
+    InvalidRequest,
+    LedgerUnavailable,
+    QuotaExceeded,
+)
 from gateway.services.authorization import Partner
 from gateway.services.datakeys import DataKeyService, encryption_key
 from gateway.services.ledger import Ledger
@@ -258,6 +265,15 @@ class Stream:
         )
 
 
+def refusal(ending: StreamEnds, exhausted: QuotaExceeded | None) -> GatewayError:
+    """The error a new request would get for the reason a running pull has to end."""
+    if ending.reason == "token_expired":
+        return AuthenticationFailed("the access token has expired", code="token_expired")
+    if ending.reason == "quota_exhausted" and exhausted is not None:
+        return exhausted
+    return ContractNotActive(str(ending.extra.get("detail", ending.reason)), reason=ending.reason)
+
+
 class StreamService:
     def __init__(
         self,
@@ -393,6 +409,11 @@ class StreamService:
         deadline = self.monotonic() + wait
         try:
             while True:
+                # Like a stream: nothing is fetched once the token or the contract has ended.
+                ending = stream.end_reason()
+                if ending is not None:
+                    stream.ended_because = ending.reason
+                    raise refusal(ending, stream.quota.exhausted)
                 await anyio.sleep(stream.quota.delay())  # within the rate quotas
                 remaining = deadline - self.monotonic()
                 batch = await stream.fetch(

@@ -20,7 +20,7 @@ from gateway.services.authorization import Partner
 from gateway.services.datakeys import DataKeyService
 from gateway.services.quotas import QuotaService
 from gateway.services.registry import Registry
-from gateway.services.streams import Start, StreamLimits, StreamService
+from gateway.services.streams import Start, Stream, StreamLimits, StreamService
 from gateway.settings import QuotaSettings
 from tests.core.test_contracts import PRODUCTS, PUBLIC
 from tests.core.test_lifecycle import contract
@@ -148,3 +148,36 @@ async def test_nothing_opens_while_the_ledger_cannot_record() -> None:
     with pytest.raises(LedgerUnavailable):
         await collect(setup, setup.partner(), until=lambda seen: True)
     assert setup.topic.sources == [], "no consumer was even created"
+
+
+async def open_pull(setup: Setup, partner: Partner) -> Stream:
+    """A pull on an empty topic: it waits, each empty fetch moving the clock by its timeout."""
+    return await setup.service.open(
+        partner, "c", cursor=None, start=Start("earliest"), stream_format=StreamFormat.NDJSON,
+        kind="pull",
+    )  # fmt: skip
+
+
+async def test_a_pending_pull_ends_when_the_contract_does_and_returns_nothing_after() -> None:
+    from gateway.errors import ContractNotActive
+
+    setup = Setup()
+    setup.clocks.now = datetime.fromisoformat("2026-12-30T23:59:58+00:00")
+    pull = await open_pull(setup, setup.partner())
+    with pytest.raises(ContractNotActive) as refused:
+        await setup.service.pull(pull, limit=10, wait=30)
+    assert refused.value.reason == "expired"
+    assert setup.clocks.monotonic() <= 3, "noticed within a second of the contract's end"
+    (delivery,) = setup.ledger.of_kind("pull")
+    assert (delivery["records"], delivery["end_reason"]) == (0, "expired")
+
+
+async def test_a_pending_pull_ends_when_the_token_expires() -> None:
+    from gateway.errors import AuthenticationFailed
+
+    setup = Setup()
+    pull = await open_pull(setup, setup.partner(token_seconds=2))
+    with pytest.raises(AuthenticationFailed) as refused:
+        await setup.service.pull(pull, limit=10, wait=30)
+    assert refused.value.code == "token_expired"
+    assert setup.clocks.monotonic() <= 3
