@@ -54,6 +54,12 @@ CODES: Final = MappingProxyType(
         "invalid_parameter": "a request parameter is malformed",
         "invalid_cursor": "a cursor was edited, or belongs to another contract",
         "unknown_key": "no data key with that kid for this contract",
+        # the token endpoint (RFC 6749 §5.2 errors, also the problem's code)
+        "invalid_client": "client authentication failed",
+        "invalid_request": "the token request is malformed",
+        "unsupported_grant_type": "only client_credentials is supported",
+        "unauthorized_client": "the client may not use this grant",
+        "invalid_scope": "the requested scope is not available",
         # 401
         "invalid_token": "the access token is missing or invalid",
         "token_expired": "the access token has expired",

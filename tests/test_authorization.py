@@ -309,12 +309,13 @@ def test_kafka_unreachable_fails_closed(
     from gateway.settings import KafkaSettings
 
     gw = serve(ready=False, kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"))
-    headers = {"Authorization": f"Bearer {gw.token('globex')}"}
-    response = http.get(f"{gw.url}/v1/contracts/{OWN}/records", headers=headers)
-    # Nothing can be recorded, so nothing may be delivered: the ledger check comes first.
-    body = assert_problem(response, 503, "ledger_unavailable")
-    assert response.headers["retry-after"]
+    # Nothing can be recorded, so no token is issued and nothing may be delivered.
+    refused = token_request(http, gw, gw.assertion("globex"))
+    body = assert_problem(refused, 503, "ledger_unavailable")
+    assert refused.json()["error"] == "temporarily_unavailable"
+    assert refused.headers["retry-after"]
     assert "recorded" in body["detail"]
+    # (A stream or pull is refused the same way: tests/services/test_streams.py.)
     health = http.get(f"{gw.url}/healthz")
     assert health.status_code == 503
     assert health.json()["status"] == "degraded"

@@ -17,7 +17,8 @@ PINNED = {
     "method_not_allowed", "not_acceptable", "quota_exceeded", "too_many_streams",
     "quota_exhausted", "too_many_requests", "broker_unavailable", "product_unavailable",
     "ledger_unavailable", "document_invalid", "document_exists", "signature_invalid",
-    "signature_missing", "invalid_filter", "gateway_error", "internal_error",
+    "signature_missing", "invalid_filter", "gateway_error", "internal_error", "invalid_client",
+    "invalid_request", "unsupported_grant_type", "unauthorized_client", "invalid_scope",
 }  # fmt: skip
 
 
@@ -52,11 +53,18 @@ def test_every_code_the_source_names_is_listed() -> None:
     assert named <= set(CODES), sorted(named - set(CODES))
 
 
+def test_the_token_endpoint_s_errors_are_listed() -> None:
+    from gateway.adapters.http.routes.oauth import _ERROR_TITLES
+
+    assert set(_ERROR_TITLES) <= set(CODES)
+
+
 def test_the_partner_docs_list_every_http_code() -> None:
     docs = (GATEWAY.parent / "docs" / "partners.md").read_text()
     http = set(CODES) - {
         "document_invalid", "document_exists", "signature_invalid", "signature_missing",
         "invalid_filter", "gateway_error", "legal_login_required", "quota_exceeded",
+        "unauthorized_client", "invalid_scope",
     }  # fmt: skip
     missing = sorted(code for code in http if f"`{code}`" not in docs)
     assert not missing, f"docs/partners.md does not list {missing}"

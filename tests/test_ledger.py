@@ -137,3 +137,30 @@ def test_a_revocation_is_recorded(
         ("revoke", "globex", True)
     ]
     assert revoked(entries)
+
+
+def test_an_undecodable_file_name_is_recorded_escaped_and_recording_goes_on(
+    serve: Callable[..., RunningGateway],
+    world: World,
+    produce_orders: Any,
+    http: httpx.Client,
+    kafka_config: dict[str, str],
+) -> None:
+    """Such a name used to kill the ledger writer: the gateway then served unrecorded."""
+    gw = serve()
+    topic = gw.gateway.settings.ledger_topic
+    name = bytes(world.contracts_dir) + b"/draft-\xff.yaml"
+    with open(name, "wb") as hostile:
+        hostile.write(b"contract: draft\n")
+    entries_until(kafka_config, topic, lambda es: any("draft-" in str(e) for e in es))
+    produce_orders(world.topic, 3)
+    headers = {"Authorization": f"Bearer {gw.token('globex')}"}
+    body = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}/records", headers=headers, params={"wait": "5"}
+    ).json()
+    assert len(body["records"]) == 3
+    entries = entries_until(kafka_config, topic, lambda es: any(e["kind"] == "pull" for e in es))
+    refused = [e for e in entries if e.get("event") == "refused"]
+    assert refused[0]["source"].endswith("draft-\\udcff.yaml")
+    assert [e["records"] for e in entries if e["kind"] == "pull"] == [3]
+    assert gw.gateway.ledger.problem() is None

@@ -16,6 +16,7 @@ whole chain, needs an anchor outside the ledger: see docs/ledger.md.)
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,36 @@ import rfc8785
 from gateway.core.times import rfc3339
 
 KINDS = frozenset({"chain_started", "contract", "statement", "token_issued", "stream", "pull"})
+#: The members the chain writes itself; details that use one keep it as ``details_<name>``.
+RESERVED = ("chain", "seq", "time", "kind", "prev", "hash")
+#: The largest integer RFC 8785 (I-JSON) represents exactly.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def recordable(value: Any) -> Any:
+    """``value`` as an entry can hold it, whatever it came from.
+
+    Text that is not valid Unicode (a file name with undecodable bytes) is escaped
+    (``\\udcff``); integers beyond ±(2^53 - 1) and non-finite floats become text. An entry can
+    then always be canonicalised, hashed and written: a strange value never stops recording.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_SAFE_INTEGER else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {_text(str(k)): recordable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [recordable(v) for v in value]
+    return _text(str(value))
+
+
+def _text(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def timestamp(moment: datetime) -> str:
@@ -49,8 +80,9 @@ class Chain:
     def append(self, time: str, kind: str, details: Mapping[str, Any]) -> dict[str, Any]:
         if kind not in KINDS:
             raise ValueError(f"unknown ledger entry kind {kind!r}")
+        own = recordable(details)
         entry: dict[str, Any] = {
-            **details,
+            **{f"details_{k}" if k in RESERVED else k: v for k, v in own.items()},
             "chain": self.chain,
             "seq": self.seq,
             "time": time,

@@ -231,6 +231,12 @@ class StreamCarriesOn:
     version: ContractDocument
 
 
+#: How long a live stream goes on while its delivery cannot be recorded. Its delivery entry is
+#: queued in memory and written when the ledger answers again; this bounds what a replica that
+#: also dies in that window could have sent unrecorded to this many seconds of the stream.
+LEDGER_GRACE_SECONDS = 5.0
+
+
 def stream_decision(
     *,
     now: datetime,
@@ -238,14 +244,20 @@ def stream_decision(
     exhausted: tuple[int, str] | None,
     status: Status,
     version: ContractDocument,
+    unrecordable_for: float = 0.0,
 ) -> StreamEnds | StreamCarriesOn | None:
     """What happens to a live stream relying on ``version`` at ``now`` (``None``: nothing).
 
-    In order: the token expired; the day's volume ran out (``exhausted`` is its
+    In order: the ledger has not been writable for ``LEDGER_GRACE_SECONDS``
+    (``unrecordable_for``); the token expired; the day's volume ran out (``exhausted`` is its
     ``(retry_after, detail)``); the contract is no longer active; a new version governs that
     changes the terms (or any version, if the stream sends pseudonyms, which belong to one
     version) — otherwise the stream carries on under the new version.
     """
+    if unrecordable_for >= LEDGER_GRACE_SECONDS:
+        return StreamEnds(
+            "ledger_unavailable", {"detail": "deliveries cannot be recorded now", "retry_after": 5}
+        )
     if now >= token_expires_at:
         return StreamEnds("token_expired")
     if exhausted is not None:

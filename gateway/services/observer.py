@@ -79,7 +79,7 @@ class ContractObserver:
                         "reason_given": s.reason,
                         "accepted": said.accepted,
                         "reason": said.reason,
-                        "hash": said.doc.hash,
+                        "statement_hash": said.doc.hash,
                         "source": said.doc.source,
                     },
                 )

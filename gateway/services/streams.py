@@ -143,6 +143,8 @@ class Stream:
         #: Why the delivery ended, for the ledger (a client that leaves: "disconnected").
         self.ended_because = "disconnected" if kind == "stream" else "answered"
         self._closed = False
+        #: Since when (monotonic) the ledger has not been writable, while it is not.
+        self._unrecordable_since: float | None = None
 
     def use_before_encrypting(self, refresh: Callable[[], None]) -> None:
         """Encrypting stream: ``refresh`` runs before each batch (and once now)."""
@@ -183,7 +185,13 @@ class Stream:
         of the contract, if one that grants no less now governs)."""
         now = self._context.clock()
         exhausted = self.quota.exhausted
+        if self._context.ledger.problem() is None:
+            self._unrecordable_since = None
+        elif self._unrecordable_since is None:
+            self._unrecordable_since = self._context.monotonic()
+        since = self._unrecordable_since
         decision = stream_decision(
+            unrecordable_for=0.0 if since is None else self._context.monotonic() - since,
             now=now,
             token_expires_at=self.partner.token_expires_at,
             exhausted=None if exhausted is None else (exhausted.retry_after, exhausted.detail),
@@ -271,6 +279,8 @@ def refusal(ending: StreamEnds, exhausted: QuotaExceeded | None) -> GatewayError
         return AuthenticationFailed("the access token has expired", code="token_expired")
     if ending.reason == "quota_exhausted" and exhausted is not None:
         return exhausted
+    if ending.reason == "ledger_unavailable":
+        return LedgerUnavailable("deliveries cannot be recorded now")
     return ContractNotActive(str(ending.extra.get("detail", ending.reason)), reason=ending.reason)
 
 

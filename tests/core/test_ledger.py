@@ -103,3 +103,34 @@ def test_a_delivery_entry_reads_back_as_written(
     assert details["version"] == written.versions[0]
     read = DeliveryEntry.from_entry(json.loads(json.dumps({**details, "kind": "stream"})))
     assert read == written
+
+
+hostile_text = st.text() | st.sampled_from(["draft-\udcff.yaml", "\ud800", "a\x00b", "é"])
+hostile_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats()
+    | hostile_text,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(hostile_text, children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(hostile_text, hostile_values, max_size=5))
+def test_any_details_are_recorded_and_the_chain_verifies(details: dict[str, Any]) -> None:
+    """Undecodable file names, offsets past 2^53, NaN: escaped, never an unwritable entry."""
+    chain = Chain("r/1")
+    entries = [chain.append("2026-11-21T10:00:00.000Z", "contract", details) for _ in range(2)]
+    assert verify(json.loads(json.dumps(entries))) == []
+
+
+def test_reserved_members_of_details_are_kept_apart_from_the_chain_s_own() -> None:
+    chain = Chain("r/1")
+    entry = chain.append("2026-11-21T10:00:00.000Z", "statement", {"hash": "sha256:abc", "seq": 9})
+    assert entry["seq"] == 0
+    assert entry["details_hash"] == "sha256:abc"
+    assert entry["details_seq"] == 9
+    assert verify([entry]) == []

@@ -181,3 +181,27 @@ async def test_a_pending_pull_ends_when_the_token_expires() -> None:
         await setup.service.pull(pull, limit=10, wait=30)
     assert refused.value.code == "token_expired"
     assert setup.clocks.monotonic() <= 3
+
+
+async def test_a_live_stream_ends_when_deliveries_cannot_be_recorded_for_the_grace() -> None:
+    from gateway.core.lifecycle import LEDGER_GRACE_SECONDS
+
+    setup = Setup()
+    setup.topic.append(0, *orders(1))
+    stream = await setup.service.open(
+        setup.partner(), "c", cursor=None, start=Start("earliest"), stream_format=StreamFormat.SSE
+    )
+    seen: list[tuple[str, dict[str, Any], str | None]] = []
+    async with contextlib.aclosing(stream.events()) as chunks:
+        async for chunk in chunks:
+            seen.extend(events(chunk))
+            if seen[-1][0] == "record":
+                setup.ledger.broken = "the broker is gone"
+                broke_at = setup.clocks.monotonic()
+            if seen[-1][0] == "end":
+                break
+    assert seen[-1][1]["reason"] == "ledger_unavailable"
+    waited = setup.clocks.monotonic() - broke_at
+    assert LEDGER_GRACE_SECONDS <= waited <= LEDGER_GRACE_SECONDS + 0.5
+    (delivery,) = setup.ledger.of_kind("stream")  # queued for when the ledger is back
+    assert (delivery["records"], delivery["end_reason"]) == (1, "ledger_unavailable")

@@ -9,11 +9,14 @@ keyed by chain so each chain stays in order on one partition. If entries cannot 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,19 +35,46 @@ _STOP = object()
 
 
 class KafkaLedger:
-    def __init__(self, config: Mapping[str, Any], topic: str, replica: str) -> None:
+    """The ledger writer of this process: one background thread, one producer, one chain.
+
+    Recording never stops on a bad entry or a failed producer. Details are made recordable
+    (``core.ledger.recordable``); an entry that still cannot be appended is logged as the bug it
+    is and the writer goes on. When an entry is not acknowledged (a fatal producer error, the
+    broker gone past ``message.timeout.ms``) the producer is rebuilt and a new chain begins
+    (``chain_started`` names the one it follows); every entry not acknowledged is written
+    again, first, on it. Until writes succeed, ``problem()`` says why and nothing new may start.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        topic: str,
+        replica: str,
+        producer: Callable[[], GuardedProducer] | None = None,
+    ) -> None:
         self._config = dict(config)
         self.topic = topic
-        self.chain = f"{replica}/{uuid.uuid4().hex[:12]}"
+        self._replica = replica
+        self.chain = self._new_chain_id()
+        self._producer_factory = producer or (
+            lambda: GuardedProducer(self._config, **{"linger.ms": 5, "message.timeout.ms": 10_000})
+        )
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=100_000)
         self._problem: str | None = "the ledger is starting"
+        self._rebuild: str | None = None
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
+
+    def _new_chain_id(self) -> str:
+        return f"{self._replica}/{uuid.uuid4().hex[:12]}"
 
     def start(self) -> None:
         self._thread.start()
 
     def problem(self) -> str | None:
         """Why the ledger cannot be written now, or ``None`` when it can."""
+        if self._thread.ident is not None and not self._thread.is_alive() and not self._stopping:
+            return "the ledger writer has stopped"
         return self._problem
 
     def record(self, time: str, kind: str, details: Mapping[str, Any]) -> None:
@@ -55,6 +85,7 @@ class KafkaLedger:
             self._fail("the ledger queue is full: entries are not being written")
 
     def close(self, timeout: float = 10.0) -> None:
+        self._stopping = True
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)
@@ -69,38 +100,72 @@ class KafkaLedger:
             create_topic(self._config, self.topic, topic_config=LEDGER_TOPIC_CONFIG)
         except GatewayError as exc:
             self._fail(f"cannot create the ledger topic {self.topic!r}: {exc.detail}")
-        producer = GuardedProducer(self._config, **{"linger.ms": 5, "message.timeout.ms": 10_000})
+        # The first entry opens the chain: it proves writes work before any stream is allowed.
+        work: deque[Any] = deque([(self._now(), "chain_started", {"topic": self.topic})])
+        unacknowledged: dict[int, Any] = {}
         chain = Chain(self.chain)
-        pending = 0
+        producer: GuardedProducer | None = None
+        while True:
+            try:
+                if producer is None or producer.fatal or self._rebuild:
+                    if producer is not None:
+                        why = producer.fatal or self._rebuild or "unknown"
+                        self._fail(f"an entry could not be written ({why})")
+                        # What the old producer did not write goes first on a new chain.
+                        work.extendleft(
+                            reversed([unacknowledged[s] for s in sorted(unacknowledged)])
+                        )
+                        unacknowledged.clear()
+                        follows, self.chain = self.chain, self._new_chain_id()
+                        chain = Chain(self.chain)
+                        started = {"topic": self.topic, "follows": follows, "because": why}
+                        work.appendleft((self._now(), "chain_started", started))
+                        log.warning("ledger: a new producer and chain %s (%s)", self.chain, why)
+                    self._rebuild = None
+                    producer = self._producer_factory()
+                while work:
+                    item = work.popleft()
+                    if item is _STOP:
+                        producer.flush(10)
+                        return
+                    self._write(producer, chain, item, unacknowledged)
+                producer.poll(0.05 if unacknowledged else 0)
+                with contextlib.suppress(queue.Empty):
+                    work.append(self._queue.get(timeout=0.1))
+            except Exception:  # a defect: say so, rebuild, keep recording
+                log.exception("ledger writer: unexpected error; rebuilding its producer")
+                self._rebuild = "an unexpected error in the writer"
+                time.sleep(0.5)
+
+    def _write(
+        self, producer: GuardedProducer, chain: Chain, item: Any, unacknowledged: dict[int, Any]
+    ) -> None:
+        at, kind, details = item
+        try:
+            entry = chain.append(at, kind, details)
+            value = orjson.dumps(entry)
+        except (ValueError, TypeError) as exc:
+            log.error("ledger: a %s entry cannot be recorded (a defect): %s", kind, exc)
+            return
+        seq, chain_id = entry["seq"], chain.chain
+        unacknowledged[seq] = item
 
         def delivered(error: str | None, _partition: int | None, _offset: int | None) -> None:
-            nonlocal pending
-            pending -= 1
+            if chain_id != self.chain:
+                return  # an entry of a chain already given up: it is written again on the new
             if error is not None:
-                self._fail(f"an entry could not be written ({error})")
-            elif self._problem is not None:
-                log.info("ledger writes succeed again")
+                self._rebuild = error
+                return
+            unacknowledged.pop(seq, None)
+            if self._problem is not None:
+                log.info("ledger writes succeed")
                 self._problem = None
 
-        # The first entry opens the chain: it proves writes work before any stream is allowed.
-        work: list[Any] = [(timestamp(datetime.now(UTC)), "chain_started", {"topic": self.topic})]
-        while True:
-            for item in work:
-                if item is _STOP:
-                    producer.flush(10)
-                    return
-                time, kind, details = item
-                entry = chain.append(time, kind, details)
-                producer.produce(
-                    self.topic, orjson.dumps(entry), key=self.chain, on_delivery=delivered
-                )
-                pending += 1
-            producer.poll(0.05 if pending else 0)
-            try:
-                work = [self._queue.get(timeout=0.1)]
-            except queue.Empty:
-                work = []
-                producer.poll(0)
+        producer.produce(self.topic, value, key=chain_id, on_delivery=delivered)
+
+    @staticmethod
+    def _now() -> str:
+        return timestamp(datetime.now(UTC))
 
 
 class KafkaLedgerReader:

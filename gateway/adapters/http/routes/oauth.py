@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from gateway.adapters.http.deps import GatewayDep
 from gateway.adapters.http.problems import gateway_error_response, problem
-from gateway.errors import QuotaExceeded
+from gateway.errors import LedgerUnavailable, QuotaExceeded
 from gateway.services.authorization import TokenRequest, presented_client_id
 
 router = APIRouter(tags=["oauth"])
@@ -66,6 +66,13 @@ async def token(request: Request, gateway: GatewayDep) -> Response:
     except QuotaExceeded as exc:  # with RFC 6749 members, so OAuth libraries read it too
         return gateway_error_response(
             exc, error="temporarily_unavailable", error_description=exc.detail
+        )
+    # Issuing a token is recorded like every delivery: fail closed while it cannot be.
+    if (unrecordable := gateway.ledger.problem()) is not None:
+        return gateway_error_response(
+            LedgerUnavailable(f"tokens cannot be recorded now: {unrecordable}"),
+            error="temporarily_unavailable",
+            error_description="the gateway cannot record token issuance now",
         )
     # In a worker thread: Argon2 and the shared replay cache block.
     status, payload, headers = await anyio.to_thread.run_sync(

@@ -1,0 +1,108 @@
+"""The ledger writer keeps recording through bad entries, failed producers and its own defects.
+
+The producer here is a fake with ``GuardedProducer``'s interface, so faults can be made exactly;
+the writer against a real broker is tested in ``tests/test_ledger.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.adapters.kafka import ledger as ledger_module
+from gateway.adapters.kafka.ledger import KafkaLedger
+from gateway.core.ledger import verify
+
+
+class FakeProducer:
+    """Acknowledges what it is given on ``poll``; ``fail_after`` entries, it fails fatally."""
+
+    def __init__(self, written: list[dict[str, Any]], fail_after: int | None = None) -> None:
+        self.written = written
+        self.fatal: str | None = None
+        self._fail_after = fail_after
+        self._pending: list[tuple[bytes, Callable[..., None]]] = []
+        self.produced = 0
+
+    def produce(
+        self, topic: str, value: bytes, *, key: Any = None, on_delivery: Any = None
+    ) -> None:
+        self.produced += 1
+        self._pending.append((value, on_delivery))
+
+    def poll(self, timeout: float = 0) -> int:
+        pending, self._pending = self._pending, []
+        for value, delivered in pending:
+            if self._fail_after is not None and len(self.written) >= self._fail_after:
+                self.fatal = "_FATAL: the idempotent producer lost its sequence"
+                delivered("_FATAL", None, None)
+            else:
+                self.written.append(orjson.loads(value))
+                delivered(None, 0, len(self.written))
+        return len(pending)
+
+    def flush(self, timeout: float) -> int:
+        self.poll()
+        return 0
+
+
+def writer(producers: list[FakeProducer], monkeypatch: Any) -> KafkaLedger:
+    monkeypatch.setattr(ledger_module, "create_topic", lambda *a, **k: None)
+    made = iter(producers)
+    ledger = KafkaLedger({}, "ledger", "replica-a", producer=lambda: next(made))  # type: ignore[arg-type,return-value]
+    ledger.start()
+    return ledger
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the writer did not get there"
+        time.sleep(0.01)
+
+
+def test_a_fatal_producer_error_starts_a_new_chain_and_loses_no_entry(monkeypatch: Any) -> None:
+    written: list[dict[str, Any]] = []
+    ledger = writer([FakeProducer(written, fail_after=3), FakeProducer(written)], monkeypatch)
+    wait_for(lambda: ledger.problem() is None)
+    for n in range(6):
+        ledger.record("2026-11-21T10:00:00.000Z", "token_issued", {"n": n})
+    wait_for(lambda: sum(e["kind"] == "token_issued" for e in written) == 6)
+    ledger.close()
+    assert sorted(e["n"] for e in written if e["kind"] == "token_issued") == list(range(6))
+    chains = [e for e in written if e["kind"] == "chain_started"]
+    assert len(chains) == 2
+    assert chains[1]["follows"] == chains[0]["chain"]
+    assert "_FATAL" in chains[1]["because"]
+    assert verify(written) == [], "each chain is intact: the failed one simply ends"
+    assert ledger.problem() is None
+
+
+def test_an_unencodable_entry_is_recorded_escaped_and_recording_goes_on(monkeypatch: Any) -> None:
+    written: list[dict[str, Any]] = []
+    ledger = writer([FakeProducer(written)], monkeypatch)
+    ledger.record("2026-11-21T10:00:00.000Z", "contract", {"source": "draft-\udcff.yaml"})
+    ledger.record("2026-11-21T10:00:00.000Z", "stream", {"from": {"0": 2**63}})
+    ledger.record("2026-11-21T10:00:00.000Z", "token_issued", {"after": True})
+    wait_for(lambda: any(e.get("after") for e in written))
+    ledger.close()
+    assert written[1]["source"] == "draft-\\udcff.yaml"
+    assert written[2]["from"] == {"0": str(2**63)}
+    assert verify(written) == []
+
+
+def test_a_defect_in_the_writer_does_not_stop_recording(monkeypatch: Any) -> None:
+    written: list[dict[str, Any]] = []
+
+    class Broken(FakeProducer):
+        def produce(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("a bug")
+
+    ledger = writer([Broken(written), FakeProducer(written)], monkeypatch)
+    ledger.record("2026-11-21T10:00:00.000Z", "token_issued", {"n": 1})
+    wait_for(lambda: any(e.get("n") == 1 for e in written))
+    assert ledger.problem() is None
+    ledger.close()
