@@ -8,10 +8,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import RunningGateway, World
 from tests.sse import Event, parse_events
@@ -250,3 +251,45 @@ def test_a_frozen_client_is_dropped_without_stalling_others(
         received += len(chunk)
     frozen.close()
     assert received < 3000 * 10_000, "the frozen stream was cut, not completed"
+
+
+def test_from_a_time_to_come_starts_at_the_end_never_in_history(
+    serve: Callable[..., RunningGateway], world: World, produce_orders: Any, http: httpx.Client
+) -> None:
+    """The test broker answers offset 0 for a future time: the partner got the whole history."""
+    produce_orders(world.topic, 5)
+    gw = serve()
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    headers = {"Authorization": f"Bearer {gw.token('globex')}"}
+    body = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}/records",
+        headers=headers,
+        params={"from": later, "wait": "1"},
+    ).json()
+    assert body["records"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"cursor": ""}, "invalid_cursor"),
+        ({"from": "1969-12-31T23:59:59.999Z"}, "invalid_parameter"),
+        ({"from": "1960-01-01T00:00:00Z"}, "invalid_parameter"),
+        ({"from": "yesterday"}, "invalid_parameter"),
+    ],
+)
+def test_bad_positions_are_a_clear_400(
+    serve: Callable[..., RunningGateway],
+    http: httpx.Client,
+    params: dict[str, str],
+    code: str,
+) -> None:
+    gw = serve()
+    response = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}/records",
+        headers={"Authorization": f"Bearer {gw.token('globex')}"},
+        params=params,
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code

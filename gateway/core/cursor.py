@@ -22,6 +22,24 @@ _TAG_BYTES = 16
 MAX_CURSOR_LENGTH = 16_384
 
 
+#: Kafka's bounds: partitions are int32, offsets int64 (OFFSET_BEGINNING is -2).
+_MAX_PARTITION, _MAX_OFFSET = 2**31 - 1, 2**63 - 1
+
+
+def _positions(body: bytes) -> dict[int, int]:
+    """``p:o,p:o`` in ASCII digits, within Kafka's bounds; ``ValueError`` otherwise."""
+    positions: dict[int, int] = {}
+    for item in filter(None, body.decode("ascii").split(",")):
+        partition_text, _, offset_text = item.partition(":")
+        if not partition_text.isdigit() or not offset_text.lstrip("-").isdigit():
+            raise ValueError(item)
+        partition, offset = int(partition_text), int(offset_text)
+        if partition > _MAX_PARTITION or not OFFSET_BEGINNING <= offset <= _MAX_OFFSET:
+            raise ValueError(item)
+        positions[partition] = offset
+    return positions
+
+
 class CursorCodec:
     """Encodes and checks cursors with the gateway's cursor secret (shared by all replicas)."""
 
@@ -57,12 +75,10 @@ class CursorCodec:
             raise InvalidCursor("the cursor was altered or belongs to another contract")
         if not payload.startswith(_VERSION):
             raise InvalidCursor("the cursor version is not supported")
-        positions: dict[int, int] = {}
-        body = payload[len(_VERSION) :].decode("ascii")
-        for item in filter(None, body.split(",")):
-            partition, _, offset = item.partition(":")
-            positions[int(partition)] = int(offset)
-        return positions
+        try:
+            return _positions(payload[len(_VERSION) :])
+        except ValueError:  # a cursor minted with the secret but not by the gateway
+            raise InvalidCursor("the cursor's positions are malformed") from None
 
 
 class CursorWriter:

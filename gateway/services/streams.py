@@ -58,6 +58,8 @@ class RecordSource(Protocol):
 
 SourceFactory = Callable[[str], RecordSource]
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 #: How long a pull keeps fetching past ``wait`` while the log end says records are waiting.
 PULL_CATCH_UP_SECONDS = 5.0
 
@@ -83,6 +85,8 @@ class Start:
             raise InvalidRequest(
                 "'from' must be 'earliest', 'latest' or an RFC 3339 time with a UTC offset"
             )
+        if moment < EPOCH:  # Kafka times start in 1970 (and -1 ms would mean "latest")
+            raise InvalidRequest("'from' must not be before 1970-01-01T00:00:00Z")
         return cls("time", moment)
 
 
@@ -323,7 +327,8 @@ class StreamService:
     ) -> Stream:
         registry = self.registry()
         doc = registry.active_contract_for(partner.org, contract_id, self.clock())
-        resumed = self._codec.decode(contract_id, cursor) if cursor else None
+        # An empty cursor is a malformed one, never "from the start".
+        resumed = self._codec.decode(contract_id, cursor) if cursor is not None else None
         problem = self.ledger.problem()
         if problem is not None:  # fail closed: no delivery that cannot be recorded
             raise LedgerUnavailable(f"deliveries cannot be recorded now: {problem}")
@@ -347,7 +352,7 @@ class StreamService:
                 protector.use(self.datakeys.current(contract_id, recipient))
             source = self._sources(topic)
             try:
-                positions = self._positions(source, resumed, start)
+                positions = self._positions(source, resumed, start, self.clock())
                 source.assign(positions)
             except BaseException:
                 source.close()
@@ -390,13 +395,14 @@ class StreamService:
 
     @staticmethod
     def _positions(
-        source: RecordSource, resumed: dict[int, int] | None, start: Start
+        source: RecordSource, resumed: dict[int, int] | None, start: Start, now: datetime
     ) -> dict[int, int]:
         partitions = source.partitions()
         if resumed is not None:
             # A partition the cursor does not know was added since: read it from its beginning.
             return {p: resumed.get(p, OFFSET_BEGINNING) for p in partitions}
-        if start.kind == "latest":
+        if start.kind == "latest" or (start.moment is not None and start.moment >= now):
+            # A time to come starts at the end, whatever a broker answers for it: never history.
             return source.latest(partitions)
         if start.kind == "time" and start.moment is not None:
             return source.at_time(partitions, start.moment)

@@ -25,18 +25,31 @@ Headers = Sequence[tuple[str, bytes | str | None]]
 QUEUE_FULL_POLL_SECONDS = 0.1
 
 
+class _Fatal:
+    """librdkafka's error callback. Kept apart from the producer that owns it: a callback bound
+    to its owner would make a reference cycle through the C object, which the garbage collector
+    cannot see, and the producer (with its threads and connections) would never be freed."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.reason = f"{err.name()}: {err.str()}"
+
+
 class GuardedProducer:
     def __init__(self, config: Mapping[str, Any], **overrides: Any) -> None:
-        #: Why this producer must be replaced (a fatal librdkafka error), or ``None``.
-        self.fatal: str | None = None
+        self._fatal = _Fatal()
         settings = {**config, "enable.idempotence": True, "acks": "all", **overrides}
-        settings["error_cb"] = self._error
+        settings["error_cb"] = self._fatal
         with map_kafka_errors("create a producer"):
             self._producer = Producer(settings)
 
-    def _error(self, err: KafkaError) -> None:
-        if err.fatal():
-            self.fatal = f"{err.name()}: {err.str()}"
+    @property
+    def fatal(self) -> str | None:
+        """Why this producer must be replaced (a fatal librdkafka error), or ``None``."""
+        return self._fatal.reason
 
     def produce(
         self,
