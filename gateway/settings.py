@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     #: How often the contracts and keys directories are checked for changes (0 disables).
     watch_seconds: float = Field(default=0.25, ge=0)
+    #: At start, how long the gateway waits for the ledger to take writes before it listens
+    #: (it then listens anyway, answering 503 with the reason until it does).
+    startup_wait_seconds: float = Field(default=15.0, ge=0)
     #: A stream whose client does not take a write within this time is dropped.
     send_timeout_seconds: float = Field(default=30.0, gt=0)
     #: Longest lifetime accepted for a client assertion (RFC 7523 ``exp - now``).

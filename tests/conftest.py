@@ -220,6 +220,7 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
             "org": "acme",
             "kafka": KafkaSettings(bootstrap_servers=kafka_bootstrap),
             "ledger_topic": f"ledger-{uuid.uuid4().hex[:8]}",
+            "startup_wait_seconds": 15 if ready else 0,
         }
         settings = Settings(**{**options, **overrides})
         config = settings.kafka.librdkafka_config()

@@ -316,9 +316,11 @@ def test_kafka_unreachable_fails_closed(
     assert refused.headers["retry-after"]
     assert "recorded" in body["detail"]
     # (A stream or pull is refused the same way: tests/services/test_streams.py.)
-    health = http.get(f"{gw.url}/healthz")
-    assert health.status_code == 503
-    assert health.json()["status"] == "degraded"
+    for probe in ("/readyz", "/healthz"):
+        health = http.get(f"{gw.url}{probe}")
+        assert health.status_code == 503
+        assert health.json()["status"] == "degraded"
+    assert http.get(f"{gw.url}/livez").status_code == 200, "alive: a restart cures nothing"
 
 
 def test_a_broker_that_does_not_answer_is_broker_unavailable() -> None:

@@ -164,3 +164,14 @@ def test_an_undecodable_file_name_is_recorded_escaped_and_recording_goes_on(
     assert refused[0]["source"].endswith("draft-\\udcff.yaml")
     assert [e["records"] for e in entries if e["kind"] == "pull"] == [3]
     assert gw.gateway.ledger.problem() is None
+
+
+def test_the_first_request_to_a_starting_gateway_is_served_not_refused(
+    world: World, kafka_bootstrap: str, http: httpx.Client
+) -> None:
+    """It listens once the ledger takes writes: no 503 "the ledger is starting" to a partner."""
+    from tests.test_cli import gateway_serve
+
+    with gateway_serve(world, kafka_bootstrap, "--org", "acme") as (port, _):
+        response = http.get(f"http://127.0.0.1:{port}/readyz")
+        assert response.status_code == 200, response.text

@@ -89,6 +89,13 @@ def test_legal_review_in_the_browser(reviewed: RunningGateway, browser: Browser)
     ARTIFACTS.mkdir(exist_ok=True)
     context = browser.new_context(http_credentials={"username": "lena", "password": PASSWORD})
     page = context.new_page()
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
 
     page.goto(f"{reviewed.url}/legal")
     rows = page.locator("table").first.locator("tbody tr")
@@ -130,6 +137,23 @@ def test_legal_review_in_the_browser(reviewed: RunningGateway, browser: Browser)
     expect(page.locator("table").first).to_contain_text("v2")  # delivered under the amendment
     page.screenshot(path=ARTIFACTS / "legal-deliveries.png", full_page=True)
     context.close()
+    assert not violations, f"the Content-Security-Policy refused something: {violations}"
+
+
+def test_the_pages_forbid_framing_sniffing_caching_and_anything_but_their_own_style(
+    reviewed: RunningGateway, http: httpx.Client
+) -> None:
+    for path in ("/legal", f"/legal/contracts/{CONTRACT}", "/legal/nothing-here"):
+        page = http.get(reviewed.url + path, auth=("lena", PASSWORD))
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'none'" in policy
+        assert "frame-ancestors 'none'" in policy
+        assert "'unsafe-inline'" not in policy
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["cache-control"] == "no-store"
+    api = http.get(reviewed.url + "/.well-known/oauth-authorization-server")
+    assert "content-security-policy" not in api.headers
 
 
 def test_no_partner_token_or_missing_login_opens_them(

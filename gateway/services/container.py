@@ -32,6 +32,7 @@ class ContractSource(Protocol):
 
 
 class LedgerWriter(Ledger, Protocol):
+    def wait_ready(self, timeout: float) -> bool: ...
     def close(self) -> None: ...
 
 

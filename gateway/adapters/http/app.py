@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,13 +13,21 @@ from fastapi.responses import JSONResponse, Response
 from gateway import __version__
 from gateway.adapters.http import problems
 from gateway.adapters.http.routes import contracts, legal, oauth, usage
+from gateway.adapters.http.security import LegalPageHeaders
 from gateway.services.container import Gateway
 from gateway.services.watcher import watch
+
+log = logging.getLogger(__name__)
 
 
 def create_app(gateway: Gateway) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # uvicorn listens once this returns: wait for the ledger, so that the first requests
+        # are served rather than refused with "the ledger is starting".
+        wait = gateway.settings.startup_wait_seconds
+        if wait and not await anyio.to_thread.run_sync(gateway.ledger.wait_ready, wait):
+            log.error("the ledger takes no writes after %.0f s: listening, refusing with 503", wait)
         async with anyio.create_task_group() as tasks:
             interval = gateway.settings.watch_seconds
             if interval > 0:
@@ -37,15 +46,24 @@ def create_app(gateway: Gateway) -> FastAPI:
         description="Partner API: OAuth2 client credentials, contracts, SSE/NDJSON streams, pull.",
     )
     app.state.gateway = gateway
+    app.add_middleware(LegalPageHeaders)
     problems.install(app)
     app.include_router(oauth.router)
     app.include_router(contracts.router)
     app.include_router(usage.router)
     app.include_router(legal.router)
 
+    @app.get("/livez", include_in_schema=False)
+    def livez() -> Response:
+        """Alive: the process answers. An orchestrator restarts it only when this fails, never
+        for an outage of Kafka or the ledger, which a restart would not cure."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> Response:
-        """Ready when deliveries can be recorded (fail closed: otherwise no stream may start)."""
+    def readyz() -> Response:
+        """Ready when deliveries can be recorded (fail closed: otherwise no stream may start);
+        a load balancer sends nothing here while it is not."""
         problem = gateway.ledger.problem()
         if problem is None:
             return JSONResponse({"status": "ok", "ledger": "ok"})

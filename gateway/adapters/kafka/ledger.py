@@ -77,6 +77,13 @@ class KafkaLedger:
             return "the ledger writer has stopped"
         return self._problem
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the first entry to be written; whether it was."""
+        deadline = time.monotonic() + timeout
+        while self.problem() is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.problem() is None
+
     def record(self, time: str, kind: str, details: Mapping[str, Any]) -> None:
         """Queue an entry; never blocks. A full queue marks the ledger unavailable."""
         try:
