@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from gateway.client import client_assertion
 from gateway.core.jose import eddsa_allowed
 from gateway.services.passwords import hash_secret
-from gateway.settings import RedisSettings, RegisteredClient
+from gateway.settings import QuotaSettings, RedisSettings, RegisteredClient
 from tests.conftest import RunningGateway, World
 from tests.redis_server import RedisServer
 
@@ -355,3 +355,59 @@ def test_an_assertion_used_at_one_replica_is_refused_at_another(
         "globex", first.world.key("globex"), "https://gateway.test/oauth/token"
     )
     assert token_request(http, second, fresh).status_code == 200
+
+
+def test_brute_force_on_a_client_secret_is_throttled_however_the_form_names_the_client(
+    serve: Callable[..., RunningGateway], http: httpx.Client
+) -> None:
+    """Varying ``client_id`` used to evade the limit: 200 wrong secrets, 0 refusals."""
+    client = RegisteredClient(
+        client_id="globex-etl", org="globex", secret_hash=SecretStr(hash_secret("s3cret-s3cret"))
+    )
+    gw = serve(clients=[client], quotas=QuotaSettings(token_requests_per_minute=60, token_burst=5))
+    statuses = []
+    for attempt in range(30):
+        answer = http.post(
+            f"{gw.url}/oauth/token",
+            data={"grant_type": "client_credentials", "client_id": f"decoy-{attempt}"},
+            auth=("globex-etl", f"guess-{attempt}"),
+        )
+        statuses.append(answer.status_code)
+    assert statuses.count(429) >= 20, statuses
+    assert 200 not in statuses
+
+
+def test_a_client_id_that_disagrees_with_the_credentials_is_refused(
+    serve: Callable[..., RunningGateway], http: httpx.Client
+) -> None:
+    client = RegisteredClient(
+        client_id="globex-etl", org="globex", secret_hash=SecretStr(hash_secret("s3cret-s3cret"))
+    )
+    gw = serve(clients=[client])
+    refused = http.post(
+        f"{gw.url}/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": "initech"},
+        auth=("globex-etl", "s3cret-s3cret"),
+    )
+    assert_problem(refused, 401, "invalid_client")
+
+
+def test_two_authentication_methods_in_one_request_issue_nothing(
+    serve: Callable[..., RunningGateway], http: httpx.Client
+) -> None:
+    """A wrong Basic secret beside a valid assertion of another organisation (RFC 6749 §2.3)."""
+    client = RegisteredClient(
+        client_id="globex-etl", org="globex", secret_hash=SecretStr(hash_secret("s3cret-s3cret"))
+    )
+    gw = serve(clients=[client])
+    mixed = http.post(
+        f"{gw.url}/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": gw.assertion("initech"),
+        },
+        auth=("globex-etl", "wrong"),
+    )
+    body = assert_problem(mixed, 400, "invalid_request")
+    assert "one client authentication method" in body["detail"]

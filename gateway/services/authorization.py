@@ -181,19 +181,38 @@ class _Request(OAuth2Request):  # type: ignore[misc]
         return {}
 
 
-def presented_client_id(request: TokenRequest) -> str | None:
-    """The client id a token request claims, before authentication (to rate-limit per client):
-    ``client_id``, else the HTTP Basic user name, else the assertion's unverified ``iss``."""
-    if request.form.get("client_id"):
-        return request.form["client_id"]
+@dataclass(frozen=True)
+class PresentedClient:
+    """Whom a token request claims to come from, read before authenticating it."""
+
+    #: The identity the request authenticates as (HTTP Basic user, else the assertion's
+    #: unverified ``iss``, else ``client_id``): what the brute-force limit is keyed on.
+    client_id: str | None
+    #: Why the request must be refused before authentication, with its RFC 6749 error.
+    conflict: tuple[str, str] | None = None
+
+
+def presented_client(request: TokenRequest) -> PresentedClient:
+    """RFC 6749 §2.3: one authentication method per request, and a ``client_id`` parameter,
+    if sent, names the client that authenticates."""
     try:
-        user, _ = extract_basic_authorization({"Authorization": request.authorization})
+        basic_user, _ = extract_basic_authorization({"Authorization": request.authorization})
     except UnicodeDecodeError:
-        return None
-    if user:
-        return str(user)
-    issuer = unverified_claims(request.form.get("client_assertion", "")).get("iss")
-    return issuer if isinstance(issuer, str) and issuer else None
+        basic_user = None
+    assertion = request.form.get("client_assertion")
+    issuer = unverified_claims(assertion).get("iss") if assertion else None
+    named = request.form.get("client_id") or None
+    authenticating = basic_user or (issuer if isinstance(issuer, str) and issuer else None)
+    identity = authenticating or named
+    if request.authorization and assertion:
+        return PresentedClient(
+            identity, ("invalid_request", "use one client authentication method, not two")
+        )
+    if named and authenticating and named != authenticating:
+        return PresentedClient(
+            identity, ("invalid_client", "client_id does not name the client that authenticates")
+        )
+    return PresentedClient(identity)
 
 
 class PartnerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]

@@ -50,6 +50,9 @@ CONCURRENCY_RETRY_AFTER = 5
 #: Bytes per record assumed before a stream has sent any (to size its first batch).
 FIRST_RECORD_BYTES = 512
 UNLIMITED_VOLUME = 2**62
+#: An address may make this many times a client's token requests (several partners may share
+#: one address behind a NAT; one attacker varying client names from it may not).
+TOKEN_ADDRESS_FACTOR = 10
 
 
 class QuotaStore(Protocol):
@@ -203,18 +206,21 @@ class QuotaService:
                 items.append((PolicyItem(name, limit, None, "concurrency"), limit - open_now, 0))
         return ratelimit_fields(items)
 
-    async def admit_token(self, client_key: str) -> None:
-        """Brute-force protection of the token endpoint: a rate per presented client id."""
+    async def admit_token(self, key: str, *, per_address: bool = False) -> None:
+        """Brute-force protection of the token endpoint: a rate per client, and
+        ``TOKEN_ADDRESS_FACTOR`` times that per source address (``per_address``)."""
         rules = self.rules
-        rate = Rate(rules.token_requests_per_minute / 60)
-        rate = Rate(rate.per_second, burst=rules.token_burst * rate.interval)
-        retry_after = await self.store.admit(QuotaKeys.token(client_key), 1, rate)
+        factor = TOKEN_ADDRESS_FACTOR if per_address else 1
+        per_minute = rules.token_requests_per_minute * factor
+        rate = Rate(per_minute / 60)
+        rate = Rate(rate.per_second, burst=rules.token_burst * factor * rate.interval)
+        retry_after = await self.store.admit(QuotaKeys.token(key), 1, rate)
         if retry_after > 0:
             self.metrics.quota_refusals.labels("too_many_requests").inc()
-            policy = PolicyItem("token", rules.token_requests_per_minute, 60, "request")
+            policy = PolicyItem("token", per_minute, 60, "request")
             wait = max(1, math.ceil(retry_after))
             raise QuotaExceeded(
-                f"too many token requests for this client; try again in {wait} s",
+                f"too many token requests; try again in {wait} s",
                 code="too_many_requests",
                 retry_after=wait,
                 fields=ratelimit_fields([(policy, 0, wait)]),

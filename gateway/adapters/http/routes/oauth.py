@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from gateway.adapters.http.deps import GatewayDep
 from gateway.adapters.http.problems import gateway_error_response, problem
 from gateway.errors import LedgerUnavailable, QuotaExceeded
-from gateway.services.authorization import TokenRequest, presented_client_id
+from gateway.services.authorization import TokenRequest, presented_client
 
 router = APIRouter(tags=["oauth"])
 
@@ -58,15 +58,21 @@ async def token(request: Request, gateway: GatewayDep) -> Response:
         return _token_problem(400, "invalid_request", "a parameter is given more than once", {})
     server = gateway.authorization
     token_request = TokenRequest(server.token_endpoint, form, request.headers.get("authorization"))
-    # Brute-force protection per client; requests naming none share one bucket per address.
-    client = presented_client_id(token_request)
+    # Brute-force protection: per client it authenticates as, and per source address (so that
+    # varying the names a request gives does not escape it). Refused requests count too.
+    presented = presented_client(token_request)
     address = request.client.host if request.client else "unknown"
     try:
-        await gateway.quotas.admit_token(f"client:{client}" if client else f"addr:{address}")
+        if presented.client_id is not None:
+            await gateway.quotas.admit_token(f"client:{presented.client_id}")
+        await gateway.quotas.admit_token(f"addr:{address}", per_address=True)
     except QuotaExceeded as exc:  # with RFC 6749 members, so OAuth libraries read it too
         return gateway_error_response(
             exc, error="temporarily_unavailable", error_description=exc.detail
         )
+    if presented.conflict is not None:
+        error, description = presented.conflict
+        return _token_problem(400 if error == "invalid_request" else 401, error, description, {})
     # Issuing a token is recorded like every delivery: fail closed while it cannot be.
     if (unrecordable := gateway.ledger.problem()) is not None:
         return gateway_error_response(
