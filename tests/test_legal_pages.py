@@ -177,3 +177,18 @@ def test_no_partner_token_or_missing_login_opens_them(
         with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):
             context.new_page().goto(f"{reviewed.url}/legal")
         context.close()
+
+
+def test_guessing_passwords_is_throttled_per_user_and_address(
+    reviewed: RunningGateway, http: httpx.Client
+) -> None:
+    """200 wrong passwords used to meet no refusal at all."""
+    answers = [
+        http.get(f"{reviewed.url}/legal", auth=("lena", f"guess-{n}")).status_code for n in range(8)
+    ]
+    assert answers[:5] == [401] * 5
+    assert answers[5:] == [429] * 3
+    refused = http.get(f"{reviewed.url}/legal", auth=("lena", PASSWORD))
+    assert refused.status_code == 429, "locked for a while, even with the right password"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["code"] == "too_many_requests"

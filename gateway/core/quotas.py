@@ -171,3 +171,7 @@ class QuotaKeys:
     @staticmethod
     def token(client_key: str) -> str:
         return f"token:{client_key}"
+
+    @staticmethod
+    def login(key: str) -> str:
+        return f"login:{key}"

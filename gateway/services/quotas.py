@@ -50,6 +50,8 @@ CONCURRENCY_RETRY_AFTER = 5
 #: Bytes per record assumed before a stream has sent any (to size its first batch).
 FIRST_RECORD_BYTES = 512
 UNLIMITED_VOLUME = 2**62
+#: Failed logins to the legal pages: 10 a minute per user name and per address, 5 at once.
+LOGIN_FAILURES = Rate(10 / 60, burst=5 * 6.0)
 #: An address may make this many times a client's token requests (several partners may share
 #: one address behind a NAT; one attacker varying client names from it may not).
 TOKEN_ADDRESS_FACTOR = 10
@@ -225,6 +227,25 @@ class QuotaService:
                 retry_after=wait,
                 fields=ratelimit_fields([(policy, 0, wait)]),
             )
+
+    async def check_login(self, keys: list[str]) -> None:
+        """Before a password is checked: refused (``too_many_requests``) while any of ``keys``
+        (the user name, the address) has used up its failures."""
+        rate = LOGIN_FAILURES
+        for key in keys:
+            over = await self.store.debt(QuotaKeys.login(key)) + rate.interval - rate.burst
+            if over > 0:
+                self.metrics.quota_refusals.labels("too_many_requests").inc()
+                wait = max(1, math.ceil(over))
+                raise QuotaExceeded(
+                    f"too many failed logins; try again in {wait} s",
+                    code="too_many_requests",
+                    retry_after=wait,
+                )
+
+    async def login_failed(self, keys: list[str]) -> None:
+        for key in keys:
+            await self.store.throttle(QuotaKeys.login(key), 1, LOGIN_FAILURES)
 
     async def close(self) -> None:
         await self.store.close()

@@ -28,14 +28,24 @@ templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates"
 _basic = HTTPBasic(auto_error=False, realm="legal")
 
 
-def legal_user(
-    gateway: GatewayDep, credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
+async def legal_user(
+    request: Request,
+    gateway: GatewayDep,
+    credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
 ) -> str:
+    """The legal user logging in. Failures are throttled per user name and per address, and
+    an unknown name costs the same as a wrong password (it does not show which names exist)."""
     if credentials is None:
         raise LegalAuthenticationFailed("the legal pages need a legal user's credentials")
+    address = request.client.host if request.client else "unknown"
+    throttled = [f"user:{credentials.username}", f"addr:{address}"]
+    await gateway.quotas.check_login(throttled)
     users = [(u.username, u.password_hash.get_secret_value()) for u in gateway.settings.legal_users]
-    if check_login(users, credentials.username, credentials.password):
+    if await anyio.to_thread.run_sync(
+        check_login, users, credentials.username, credentials.password
+    ):
         return credentials.username
+    await gateway.quotas.login_failed(throttled)
     raise LegalAuthenticationFailed("unknown user or wrong password")
 
 
