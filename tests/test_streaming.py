@@ -251,6 +251,15 @@ def test_a_frozen_client_is_dropped_without_stalling_others(
         received += len(chunk)
     frozen.close()
     assert received < 3000 * 10_000, "the frozen stream was cut, not completed"
+    deadline = time.monotonic() + 15
+    while True:  # the ledger says why each delivery ended
+        reasons = sorted(
+            e["end_reason"] for e in gw.gateway.ledger_entries() if e["kind"] == "stream"
+        )
+        if len(reasons) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "send_timeout" in reasons, reasons
 
 
 def test_from_a_time_to_come_starts_at_the_end_never_in_history(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 from sse_starlette.sse import EventSourceResponse, SendTimeoutError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.core.records import StreamFormat
 from gateway.services.streams import Stream
@@ -28,19 +29,27 @@ class StreamResponse(EventSourceResponse):
         headers: dict[str, str] | None = None,
     ) -> None:
         self._stream = stream
+        self._send_timeout = send_timeout
         super().__init__(
             stream.events(),
             headers=headers,
             media_type=stream_format.value,
             ping=0,  # heartbeats are written by the stream in its own format
-            send_timeout=send_timeout,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def timed(message: Message) -> None:
+            # The reason is set here, before the events are torn down and the delivery is
+            # recorded (sse-starlette's own send_timeout was seen only after: "disconnected").
+            with anyio.move_on_after(self._send_timeout) as waited:
+                await send(message)
+            if waited.cancelled_caught:
+                self._stream.ended_because = "send_timeout"
+                raise SendTimeoutError
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, timed)
         except SendTimeoutError:
-            self._stream.ended_because = "send_timeout"
             log.info("stream dropped: the client did not take data within the send timeout")
         except OSError:
             log.info("stream dropped: the connection failed")
