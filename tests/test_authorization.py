@@ -124,6 +124,11 @@ def test_contracts_not_active_are_refused_with_the_reason(
     world.add_contract("expired", "globex", valid_until="2026-02-01T00:00:00Z")
     world.add_contract("future", "globex", valid_from="2098-01-01T00:00:00Z")
     world.add_contract("one-signature", "globex", signers=("acme",))
+    world.add_contract("bad-field", "globex", fields="fields:\n  order_id: publish\n", signers=())
+    world.add_contract("broken-chain", "globex", version=2, supersedes="sha256:" + "0" * 64)
+    world.add_contract(
+        "someone-else-s", "initech", fields="fields:\n  order_id: publish\n", signers=()
+    )
     tampered = world.add_contract("tampered", "globex")
     tampered.write_text(
         tampered.read_text().replace("customer.country: clear", "customer.email: clear")
@@ -135,6 +140,8 @@ def test_contracts_not_active_are_refused_with_the_reason(
         "future": "not_yet_valid",
         "one-signature": "signature_missing",
         "tampered": "signature_invalid",
+        "bad-field": "invalid_document",
+        "broken-chain": "broken_chain",
     }
     for contract, reason in expected.items():
         for path in partner_paths(contract)[1:]:
@@ -144,6 +151,9 @@ def test_contracts_not_active_are_refused_with_the_reason(
             assert body["reason"] == reason
     listed = http.get(f"{gw.url}/v1/contracts", headers=globex).json()["contracts"]
     assert [c["contract"] for c in listed] == [OWN]
+    # Another organisation's refused contract stays invisible: as if it did not exist.
+    other = http.get(f"{gw.url}/v1/contracts/someone-else-s", headers=globex)
+    assert_problem(other, 404, "contract_not_found")
 
 
 def test_tokens_missing_invalid_or_expired_are_refused(

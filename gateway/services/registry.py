@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from joserfc.jwk import KeySet
 
@@ -42,6 +43,10 @@ class Refusal:
     source: str
     reason: str
     detail: str
+    #: The contract and consumer the refused document names, where it could be read that far:
+    #: its consumer is then told why (403) rather than that no such contract exists (404).
+    contract: str | None = None
+    consumer: str | None = None
 
 
 @dataclass
@@ -51,8 +56,13 @@ class Registry:
     histories: dict[str, ContractHistory] = field(default_factory=dict)
     refusals: list[Refusal] = field(default_factory=list)
 
-    def refuse(self, source: str, reason: str, detail: str) -> None:
-        self.refusals.append(Refusal(source, reason, detail))
+    def refuse(
+        self, source: str, reason: str, detail: str, names: Mapping[str, Any] | None = None
+    ) -> None:
+        """Refuse a document; ``names`` is what it says it is (for its consumer's answer)."""
+        said = {k: v for k, v in (names or {}).items() if isinstance(v, str)}
+        refusal = Refusal(source, reason, detail, said.get("contract"), said.get("consumer"))
+        self.refusals.append(refusal)
         log.warning("refused %s: %s (%s)", source, reason, detail)
 
     def status(self, contract_id: str, now: datetime) -> Status:
@@ -68,8 +78,18 @@ class Registry:
         return self.status(contract_id, now).verdict
 
     def history_for(self, org: str, contract_id: str) -> ContractHistory:
-        """The contract if ``org`` is its consumer; otherwise exactly as if it did not exist."""
+        """The contract if ``org`` is its consumer; otherwise exactly as if it did not exist.
+
+        A contract refused as a whole (no version of it could be used) is ``ContractNotActive``
+        with the reason for the consumer it names."""
         history = self.histories.get(contract_id)
+        if history is None:
+            for refusal in self.refusals:
+                if refusal.contract == contract_id and refusal.consumer == org:
+                    raise ContractNotActive(
+                        f"contract {contract_id!r} is refused: {refusal.detail}",
+                        reason=refusal.reason,
+                    )
         if history is None or history.latest.contract.consumer != org:
             raise ContractNotFound(f"no contract {contract_id!r}")
         return history
@@ -128,6 +148,7 @@ def add_documents(
     versions: dict[str, dict[int, tuple[ContractDocument, Verdict]]] = {}
     statements: dict[str, list[tuple[StatementDocument, Verdict | None]]] = {}
     for source, text in documents:
+        data: dict[str, Any] = {}
         try:
             data = load_yaml(text, source=source)
             if "statement" in data:
@@ -138,7 +159,7 @@ def add_documents(
                 continue
             doc = parse_contract(data, source=source, text=text)
         except DocumentInvalid as exc:
-            registry.refuse(source, "invalid_document", exc.detail)
+            registry.refuse(source, "invalid_document", exc.detail, data)
             continue
         c = doc.contract
         known = versions.setdefault(c.contract, {})
