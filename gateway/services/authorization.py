@@ -204,7 +204,7 @@ def presented_client(request: TokenRequest) -> PresentedClient:
     named = request.form.get("client_id") or None
     authenticating = basic_user or (issuer if isinstance(issuer, str) and issuer else None)
     identity = authenticating or named
-    if request.authorization and assertion:
+    if basic_user and assertion:
         return PresentedClient(
             identity, ("invalid_request", "use one client authentication method, not two")
         )

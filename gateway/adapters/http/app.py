@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from gateway import __version__
-from gateway.adapters.http import problems
+from gateway.adapters.http import openapi, problems
 from gateway.adapters.http.routes import contracts, legal, oauth, usage
 from gateway.adapters.http.security import LegalPageHeaders
 from gateway.services.container import Gateway
@@ -48,6 +48,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     app.add_middleware(LegalPageHeaders)
     problems.install(app)
+    openapi.install(app)
     app.include_router(oauth.router)
     app.include_router(contracts.router)
     app.include_router(usage.router)

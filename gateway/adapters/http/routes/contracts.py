@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 
 from gateway.adapters.http.deps import CurrentPartner, GatewayDep
+from gateway.adapters.http.openapi import PARTNER_ERRORS, errors
 from gateway.adapters.http.problems import problem
 from gateway.adapters.http.schemas import ContractPublic, ContractsPublic
 from gateway.adapters.http.streaming import StreamResponse
@@ -51,7 +52,7 @@ def negotiate(accept: str | None) -> StreamFormat | None:
     return min(ranked)[3] if ranked else None
 
 
-@router.get("")
+@router.get("", responses=errors(401, 503))
 def list_contracts(partner: CurrentPartner, gateway: GatewayDep) -> ContractsPublic:
     streams = gateway.streams
     registry = streams.registry()
@@ -64,7 +65,7 @@ def list_contracts(partner: CurrentPartner, gateway: GatewayDep) -> ContractsPub
     )
 
 
-@router.get("/{contract_id}")
+@router.get("/{contract_id}", responses=errors(401, 403, 404))
 def get_contract(contract_id: str, partner: CurrentPartner, gateway: GatewayDep) -> Response:
     """The contract document exactly as signed (signatures included)."""
     doc = gateway.streams.registry().contract_for(partner.org, contract_id, gateway.streams.clock())
@@ -77,7 +78,17 @@ def get_contract(contract_id: str, partner: CurrentPartner, gateway: GatewayDep)
     )
 
 
-@router.get("/{contract_id}/stream", response_model=None)
+@router.get(
+    "/{contract_id}/stream",
+    response_model=None,
+    responses={
+        200: {
+            "description": "Server-Sent Events, or NDJSON with `Accept: application/x-ndjson`",
+            "content": {"text/event-stream": {}, "application/x-ndjson": {}},
+        },
+        **errors(*PARTNER_ERRORS, 406),
+    },
+)
 async def stream(
     contract_id: str,
     partner: CurrentPartner,
@@ -111,7 +122,7 @@ async def stream(
     )
 
 
-@router.get("/{contract_id}/records")
+@router.get("/{contract_id}/records", responses=errors(*PARTNER_ERRORS))
 async def records(
     contract_id: str,
     partner: CurrentPartner,
@@ -143,7 +154,7 @@ async def records(
     return Response(body, media_type="application/json", headers=headers)
 
 
-@router.get("/{contract_id}/keys")
+@router.get("/{contract_id}/keys", responses=errors(400, 401, 403, 404))
 async def keys(
     contract_id: str,
     partner: CurrentPartner,

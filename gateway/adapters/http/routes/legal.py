@@ -49,7 +49,10 @@ async def legal_user(
     raise LegalAuthenticationFailed("unknown user or wrong password")
 
 
-router = APIRouter(prefix="/legal", tags=["legal"], dependencies=[Depends(legal_user)])
+# Pages for people, not part of the partner API: left out of the OpenAPI document.
+router = APIRouter(
+    prefix="/legal", tags=["legal"], dependencies=[Depends(legal_user)], include_in_schema=False
+)
 
 
 def signatures(values: list[str]) -> list[SignatureInfo]:

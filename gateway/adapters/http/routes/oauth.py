@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.adapters.http.deps import GatewayDep
+from gateway.adapters.http.openapi import errors
 from gateway.adapters.http.problems import gateway_error_response, problem
 from gateway.errors import LedgerUnavailable, QuotaExceeded
 from gateway.services.authorization import TokenRequest, presented_client
@@ -41,7 +42,34 @@ def _token_problem(status: int, error: str, description: str, headers: dict[str,
     )
 
 
-@router.post("/oauth/token")
+@router.post(
+    "/oauth/token",
+    responses={
+        200: {"description": "An RFC 9068 access token (RFC 6749 §5.1)"},
+        **errors(400, 401, 429, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["grant_type"],
+                        # RFC 6749 §3.2: other parameters are ignored, none may repeat.
+                        "additionalProperties": False,
+                        "properties": {
+                            "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                            "client_assertion_type": {"type": "string"},
+                            "client_assertion": {"type": "string"},
+                            "client_id": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
 async def token(request: Request, gateway: GatewayDep) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
