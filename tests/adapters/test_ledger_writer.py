@@ -48,6 +48,9 @@ class FakeProducer:
         self.poll()
         return 0
 
+    def unreachable(self, topic: str, timeout: float) -> str | None:
+        return None
+
 
 def writer(producers: list[FakeProducer], monkeypatch: Any) -> KafkaLedger:
     monkeypatch.setattr(ledger_module, "create_topic", lambda *a, **k: None)

@@ -32,6 +32,15 @@ log = logging.getLogger(__name__)
 
 LEDGER_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 _STOP = object()
+LEDGER_PRODUCER = {
+    "linger.ms": 5,
+    "message.timeout.ms": 10_000,
+    # A deleted ledger topic must stay missing, and be noticed, not come back empty.
+    "allow.auto.create.topics": False,
+}
+#: How often the writer asks Kafka for the ledger topic, and how long it waits for an answer.
+PROBE_SECONDS = 1.0
+PROBE_TIMEOUT_SECONDS = 1.0
 
 
 class KafkaLedger:
@@ -57,10 +66,12 @@ class KafkaLedger:
         self._replica = replica
         self.chain = self._new_chain_id()
         self._producer_factory = producer or (
-            lambda: GuardedProducer(self._config, **{"linger.ms": 5, "message.timeout.ms": 10_000})
+            lambda: GuardedProducer(self._config, **LEDGER_PRODUCER)
         )
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=100_000)
         self._problem: str | None = "the ledger is starting"
+        #: Set by the probe while no broker answers or the topic is gone (cleared by it too).
+        self._unreachable: str | None = None
         self._rebuild: str | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
@@ -75,7 +86,7 @@ class KafkaLedger:
         """Why the ledger cannot be written now, or ``None`` when it can."""
         if self._thread.ident is not None and not self._thread.is_alive() and not self._stopping:
             return "the ledger writer has stopped"
-        return self._problem
+        return self._unreachable or self._problem
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the first entry to be written; whether it was."""
@@ -112,6 +123,7 @@ class KafkaLedger:
         unacknowledged: dict[int, Any] = {}
         chain = Chain(self.chain)
         producer: GuardedProducer | None = None
+        probed = 0.0
         while True:
             try:
                 if producer is None or producer.fatal or self._rebuild:
@@ -137,12 +149,26 @@ class KafkaLedger:
                         return
                     self._write(producer, chain, item, unacknowledged)
                 producer.poll(0.05 if unacknowledged else 0)
+                if time.monotonic() - probed >= PROBE_SECONDS:
+                    probed = time.monotonic()
+                    self._probe(producer)
                 with contextlib.suppress(queue.Empty):
                     work.append(self._queue.get(timeout=0.1))
             except Exception:  # a defect: say so, rebuild, keep recording
                 log.exception("ledger writer: unexpected error; rebuilding its producer")
                 self._rebuild = "an unexpected error in the writer"
                 time.sleep(0.5)
+
+    def _probe(self, producer: GuardedProducer) -> None:
+        """Whether the topic can be written to now: a broker outage shows within a second or
+        two (entries in flight would show it only after ``message.timeout.ms``)."""
+        unreachable = producer.unreachable(self.topic, PROBE_TIMEOUT_SECONDS)
+        if unreachable != self._unreachable:
+            if unreachable is None:
+                log.info("ledger: Kafka answers again")
+            else:
+                log.error("ledger unavailable: %s", unreachable)
+            self._unreachable = unreachable
 
     def _write(
         self, producer: GuardedProducer, chain: Chain, item: Any, unacknowledged: dict[int, Any]

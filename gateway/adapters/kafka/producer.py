@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from gateway.adapters.kafka.errors import map_kafka_errors
 
@@ -77,6 +77,19 @@ class GuardedProducer:
                 except BufferError:
                     self._producer.poll(QUEUE_FULL_POLL_SECONDS)
             self._producer.poll(0)
+
+    def unreachable(self, topic: str, timeout: float) -> str | None:
+        """Why ``topic`` cannot be written to now (no broker answers, the topic is gone), or
+        ``None``: a metadata request, answered within ``timeout`` seconds or not at all."""
+        try:
+            metadata = self._producer.list_topics(topic, timeout=timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            return f"Kafka cannot be reached ({err.name() if isinstance(err, KafkaError) else exc})"
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            return f"the topic {topic!r} does not exist"
+        return None
 
     def poll(self, timeout: float = 0) -> int:
         """Serve delivery reports for up to ``timeout`` seconds; how many were served."""
