@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningGateway, World
+from tests.conftest import SOAK, RunningGateway, World
 from tests.sse import Event, parse_events
 
 CONTRACT = "acme-globex-orders"
@@ -94,16 +94,18 @@ def test_sse_delivers_exactly_the_produced_records_projected(
     assert "Name " not in raw
 
 
-def test_resume_after_20_random_disconnects_is_exact(
+@pytest.mark.soak
+def test_resume_after_100_random_disconnects_over_two_partitions_is_exact(
     serve: Callable[..., RunningGateway], world: World, produce_orders: Any, http: httpx.Client
 ) -> None:
-    orders = produce_orders(world.topic, 200)
+    cycles = 100 * SOAK
+    orders = produce_orders(world.topic, 15 * cycles)
     gw = serve()
     token = gw.token("globex")
     rng = random.Random(20261121)
     received: list[dict[str, Any]] = []
     cursor: str | None = None
-    for _ in range(20):
+    for _ in range(cycles):
         # Cut anywhere: inside an event's id, data, or between events.
         events = sse_read(http, gw, token, cursor=cursor, max_bytes=rng.randint(1, 2500))
         for event in events:
@@ -118,6 +120,7 @@ def test_resume_after_20_random_disconnects_is_exact(
     positions = [(r["partition"], r["offset"]) for r in received]
     assert len(positions) == len(set(positions)), "a record was delivered twice"
     assert sorted(r["key"] for r in received) == sorted(o["order_id"] for o in orders)
+    assert {p for p, _ in positions} == {0, 1}
 
 
 def test_ndjson_stream_carries_cursors_and_resumes(
