@@ -26,7 +26,9 @@ import rfc8785
 
 from gateway.core.times import rfc3339
 
-KINDS = frozenset({"chain_started", "contract", "statement", "token_issued", "stream", "pull"})
+KINDS = frozenset(
+    {"chain_started", "contract", "statement", "token_issued", "stream", "pull", "progress"}
+)
 #: The members the chain writes itself; details that use one keep it as ``details_<name>``.
 RESERVED = ("chain", "seq", "time", "kind", "prev", "hash")
 #: The largest integer RFC 8785 (I-JSON) represents exactly.
@@ -139,6 +141,8 @@ def verify(entries: Iterable[Mapping[str, Any]]) -> list[Problem]:
 
 
 DELIVERY_KINDS = ("stream", "pull")
+#: A delivery still running: what it has sent so far (written at least every second).
+PROGRESS = "progress"
 
 
 @dataclass(frozen=True)
@@ -163,9 +167,12 @@ class DeliveryEntry:
     started: datetime
     ended: datetime
     end_reason: str
+    #: Names the delivery across its progress entries and its final one ("" before they were).
+    delivery: str = ""
 
     def details(self) -> dict[str, Any]:
         return {
+            "delivery": self.delivery,
             "contract": self.contract,
             "version": self.versions[0],
             "versions": list(self.versions),
@@ -204,4 +211,5 @@ class DeliveryEntry:
             started=datetime.fromisoformat(str(entry["started"])),
             ended=ended,
             end_reason=str(entry["end_reason"]),
+            delivery=str(entry.get("delivery") or ""),
         )

@@ -8,11 +8,11 @@ where it really was, so overlapping ranges are records sent again on resumption.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from gateway.core.ledger import DELIVERY_KINDS, DeliveryEntry, timestamp
+from gateway.core.ledger import DELIVERY_KINDS, PROGRESS, DeliveryEntry, timestamp
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,25 @@ def build_report(
     until: datetime | None = None,
 ) -> Report:
     report = Report(contract)
+    finished: list[DeliveryEntry] = []
+    running: dict[str, DeliveryEntry] = {}  # the last progress of each delivery
     for entry in entries:
         if entry.get("contract") != contract:
             continue
-        if entry.get("kind") == "contract" and entry.get("event") == "version":
+        kind = entry.get("kind")
+        if kind == "contract" and entry.get("event") == "version":
             report.version_numbers[str(entry["version"])] = int(entry["number"])
-        if entry.get("kind") not in DELIVERY_KINDS:
-            continue
-        delivery = DeliveryEntry.from_entry(entry)
+        elif kind in DELIVERY_KINDS:
+            finished.append(DeliveryEntry.from_entry(entry))
+        elif kind == PROGRESS:
+            progress = DeliveryEntry.from_entry(entry)
+            running[progress.delivery] = progress
+    for done in finished:
+        running.pop(done.delivery, None)
+    # A delivery with progress but no end was cut short (its replica died): what it had
+    # recorded is shown, as interrupted.
+    interrupted = [replace(p, end_reason="interrupted") for p in running.values()]
+    for delivery in finished + interrupted:
         if (since and delivery.ended < since) or (until and delivery.started > until):
             continue
         report.deliveries.append(

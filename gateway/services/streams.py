@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ import anyio.to_thread
 from gateway.core.contracts import ContractDocument
 from gateway.core.cursor import OFFSET_BEGINNING, CursorCodec
 from gateway.core.filters import parse_filter
-from gateway.core.ledger import DeliveryEntry, timestamp
+from gateway.core.ledger import PROGRESS, DeliveryEntry, timestamp
 from gateway.core.lifecycle import StreamCarriesOn, StreamEnds, stream_decision
 from gateway.core.projection import compile_fields
 from gateway.core.protection import ContractProtector, pseudonym_key
@@ -59,6 +60,10 @@ class RecordSource(Protocol):
 SourceFactory = Callable[[str], RecordSource]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: A live stream records its progress at least this often while it sends: the most of a
+#: delivery a replica that dies (SIGKILL, power) can have sent unrecorded.
+PROGRESS_SECONDS = 1.0
 
 #: How long a pull keeps fetching past ``wait`` while the log end says records are waiting.
 PULL_CATCH_UP_SECONDS = 5.0
@@ -149,6 +154,9 @@ class Stream:
         self._closed = False
         #: Since when (monotonic) the ledger has not been writable, while it is not.
         self._unrecordable_since: float | None = None
+        #: Names the delivery in its progress entries and its final one.
+        self.delivery = uuid.uuid4().hex
+        self._progressed = -PROGRESS_SECONDS
 
     def use_before_encrypting(self, refresh: Callable[[], None]) -> None:
         """Encrypting stream: ``refresh`` runs before each batch (and once now)."""
@@ -233,6 +241,8 @@ class Stream:
                     size = self.quota.batch_size(limits.batch_records)
                     batch = await self.fetch(size, limits.poll_seconds)
                 if batch is not None and batch.data:
+                    if monotonic() - self._progressed >= PROGRESS_SECONDS:
+                        self._record_progress()  # before the batch leaves, covering it
                     yield batch.data
                     last_write = monotonic()
                 elif monotonic() - last_write >= limits.heartbeat_seconds:
@@ -241,16 +251,8 @@ class Stream:
         finally:
             await self.close()
 
-    async def close(self) -> None:
-        """Release the consumer; safe to call more than once."""
-        if self._closed:
-            return
-        self._closed = True
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._source.close, limiter=self._limiter)
-            await self.quota.close()
-        ended = self._context.clock()
-        delivery = DeliveryEntry(
+    def _delivery(self, now: datetime, end_reason: str) -> DeliveryEntry:
+        return DeliveryEntry(
             kind=self.kind,
             contract=self.contract_id,
             versions=tuple(self.versions),
@@ -261,11 +263,31 @@ class Stream:
             end=dict(self.encoder.positions),
             records=self.records_sent,
             bytes=self.bytes_sent,
-            bytes_by_day=self.quota.bytes_by_day,
+            bytes_by_day=dict(self.quota.bytes_by_day),
             started=self.started,
-            ended=ended,
-            end_reason=self.ended_because,
+            ended=now,
+            end_reason=end_reason,
+            delivery=self.delivery,
         )
+
+    def _record_progress(self) -> None:
+        """What the stream has sent, with the batch about to go: if this replica dies, the
+        ledger still holds all but at most ``PROGRESS_SECONDS`` of the delivery."""
+        self._progressed = self._context.monotonic()
+        now = self._context.clock()
+        progress = self._delivery(now, "in_progress")
+        self._context.ledger.record(timestamp(now), PROGRESS, progress.details())
+
+    async def close(self) -> None:
+        """Release the consumer; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._source.close, limiter=self._limiter)
+            await self.quota.close()
+        ended = self._context.clock()
+        delivery = self._delivery(ended, self.ended_because)
         self._context.ledger.record(timestamp(ended), self.kind, delivery.details())
         log.info(
             "%s closed: contract %s, org %s, %d records (%s)",

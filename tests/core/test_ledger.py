@@ -134,3 +134,31 @@ def test_reserved_members_of_details_are_kept_apart_from_the_chain_s_own() -> No
     assert entry["details_hash"] == "sha256:abc"
     assert entry["details_seq"] == 9
     assert verify([entry]) == []
+
+
+def test_a_delivery_with_progress_but_no_end_is_reported_interrupted() -> None:
+    from gateway.services.report import build_report
+
+    started = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+
+    def entry(kind: str, delivery: str, to: int, ended: float, reason: str) -> dict[str, Any]:
+        written = DeliveryEntry(
+            kind="stream", contract="c", versions=("sha256:" + "a" * 64,), org="globex",
+            client="globex", format="sse", start={0: -2}, end={0: to}, records=to, bytes=to * 10,
+            bytes_by_day={"2026-11-21": to * 10}, started=started,
+            ended=started + timedelta(seconds=ended), end_reason=reason, delivery=delivery,
+        )  # fmt: skip
+        return {**written.details(), "kind": kind}
+
+    entries = [
+        entry("progress", "a", 10, 1, "in_progress"),
+        entry("progress", "a", 20, 2, "in_progress"),
+        entry("stream", "a", 25, 2.5, "disconnected"),
+        entry("progress", "b", 7, 1, "in_progress"),
+        entry("progress", "b", 9, 2, "in_progress"),  # then its replica died
+    ]
+    report = build_report(entries, "c")
+    assert [(d.records, d.end_reason) for d in report.deliveries] == [
+        (25, "disconnected"),
+        (9, "interrupted"),
+    ]
