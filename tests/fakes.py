@@ -64,6 +64,8 @@ class FakeTopic:
 
     def __init__(self, partitions: int, clocks: Clocks) -> None:
         self.logs: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+        #: Per partition, the oldest offset still kept (retention deleted what is before it).
+        self.oldest: dict[int, int] = dict.fromkeys(range(partitions), 0)
         self.clocks = clocks
         self.sources: list[FakeRecordSource] = []
 
@@ -90,11 +92,18 @@ class FakeRecordSource:
     def latest(self, partitions: Sequence[int]) -> dict[int, int]:
         return {p: len(self._topic.logs[p]) for p in partitions}
 
+    def earliest(self, partitions: Sequence[int]) -> dict[int, int]:
+        return {p: self._topic.oldest[p] for p in partitions}
+
     def at_time(self, partitions: Sequence[int], moment: datetime) -> dict[int, int]:
         return dict.fromkeys(partitions, 0)
 
     def assign(self, positions: dict[int, int]) -> None:
-        self._positions = {p: 0 if o == OFFSET_BEGINNING else o for p, o in positions.items()}
+        oldest = self._topic.oldest
+        self._positions = {
+            p: oldest[p] if o == OFFSET_BEGINNING else max(o, oldest[p])
+            for p, o in positions.items()
+        }
 
     def fetch(self, max_records: int, timeout: float) -> list[FakeRecord]:
         batch: list[FakeRecord] = []

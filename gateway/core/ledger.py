@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -169,6 +169,9 @@ class DeliveryEntry:
     end_reason: str
     #: Names the delivery across its progress entries and its final one ("" before they were).
     delivery: str = ""
+    #: Per partition, the first and last offset a resumed cursor pointed at that retention had
+    #: already deleted: records the partner did not get and can no longer get.
+    lost_to_retention: Mapping[int, tuple[int, int]] = field(default_factory=dict)
 
     def details(self) -> dict[str, Any]:
         return {
@@ -187,6 +190,11 @@ class DeliveryEntry:
             "started": timestamp(self.started),
             "ended": timestamp(self.ended),
             "end_reason": self.end_reason,
+            **(
+                {"lost_to_retention": {str(p): list(r) for p, r in self.lost_to_retention.items()}}
+                if self.lost_to_retention
+                else {}
+            ),
         }
 
     @classmethod
@@ -212,4 +220,8 @@ class DeliveryEntry:
             ended=ended,
             end_reason=str(entry["end_reason"]),
             delivery=str(entry.get("delivery") or ""),
+            lost_to_retention={
+                int(p): (int(r[0]), int(r[1]))
+                for p, r in (entry.get("lost_to_retention") or {}).items()
+            },
         )

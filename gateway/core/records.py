@@ -216,6 +216,12 @@ class RecordEncoder:
             return b"event: keys\ndata: %s\n\n" % orjson.dumps({"keys": keys})
         return orjson.dumps({"event": "keys", "keys": keys}) + b"\n"
 
+    def notice(self, event: str, body: dict[str, Any]) -> bytes:
+        """A control event (no cursor): ``gap`` for records the partner can no longer get."""
+        if self._sse:
+            return b"event: %s\ndata: %s\n\n" % (event.encode(), orjson.dumps(body))
+        return orjson.dumps({"event": event, **body}) + b"\n"
+
     def heartbeat(self) -> bytes:
         return b": heartbeat\n\n" if self._sse else b'{"event":"heartbeat"}\n'
 

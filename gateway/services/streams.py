@@ -50,6 +50,7 @@ class RecordSource(Protocol):
 
     def partitions(self) -> list[int]: ...
     def latest(self, partitions: Sequence[int]) -> dict[int, int]: ...
+    def earliest(self, partitions: Sequence[int]) -> dict[int, int]: ...
     def at_time(self, partitions: Sequence[int], moment: datetime) -> dict[int, int]: ...
     def assign(self, positions: dict[int, int]) -> None: ...
     def fetch(self, max_records: int, timeout: float) -> Sequence[SourceRecord]: ...
@@ -156,6 +157,8 @@ class Stream:
         self._unrecordable_since: float | None = None
         #: Names the delivery in its progress entries and its final one.
         self.delivery = uuid.uuid4().hex
+        #: Records the cursor pointed at that retention had deleted (said first, and recorded).
+        self.lost_to_retention: dict[int, tuple[int, int]] = {}
         self._progressed = -PROGRESS_SECONDS
 
     def use_before_encrypting(self, refresh: Callable[[], None]) -> None:
@@ -227,6 +230,14 @@ class Stream:
         limits, monotonic = self._context.limits, self._context.monotonic
         last_write = monotonic()
         try:
+            for partition, (first, last) in sorted(self.lost_to_retention.items()):
+                log.warning(
+                    "contract %s: a cursor of %s resumes after retention deleted offsets "
+                    "%d..%d of partition %d",
+                    self.contract_id, self.partner.org, first, last, partition,
+                )  # fmt: skip
+                gap = {"partition": partition, "first": first, "last": last, "reason": "retention"}
+                yield self.encoder.notice("gap", gap)
             while True:
                 ending = self.end_reason()
                 if ending is not None:
@@ -268,6 +279,7 @@ class Stream:
             ended=now,
             end_reason=end_reason,
             delivery=self.delivery,
+            lost_to_retention=self.lost_to_retention,
         )
 
     def _record_progress(self) -> None:
@@ -369,22 +381,23 @@ class StreamService:
             else None
         )
 
-        def positioned() -> tuple[RecordSource, dict[int, int]]:
+        def positioned() -> tuple[RecordSource, dict[int, int], dict[int, tuple[int, int]]]:
             if protector is not None and recipient is not None:
                 protector.use(self.datakeys.current(contract_id, recipient))
             source = self._sources(topic)
             try:
                 positions = self._positions(source, resumed, start, self.clock())
+                lost = self._past_retention(source, positions) if resumed else {}
                 source.assign(positions)
             except BaseException:
                 source.close()
                 raise
-            return source, positions
+            return source, positions, lost
 
         # Quotas come last among refusals, and a stream that fails to start frees its slot.
         quota = await self.quotas.open(contract_id, partner.org, doc)
         try:
-            source, positions = await anyio.to_thread.run_sync(positioned, limiter=limiter)
+            source, positions, lost = await anyio.to_thread.run_sync(positioned, limiter=limiter)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await quota.close()
@@ -411,6 +424,7 @@ class StreamService:
             stream_format=stream_format,
             quota=quota,
         )
+        stream.lost_to_retention = lost
         if fields.encrypted:
             stream.use_before_encrypting(lambda: self.refresh_recipient(stream))
         return stream
@@ -429,6 +443,20 @@ class StreamService:
         if start.kind == "time" and start.moment is not None:
             return source.at_time(partitions, start.moment)
         return dict.fromkeys(partitions, OFFSET_BEGINNING)
+
+    @staticmethod
+    def _past_retention(
+        source: RecordSource, positions: dict[int, int]
+    ) -> dict[int, tuple[int, int]]:
+        """Where a cursor points before the oldest record still kept: start there instead
+        (updating ``positions``) and return, per partition, the offsets lost to retention."""
+        oldest = source.earliest(list(positions))
+        lost = {}
+        for partition, offset in positions.items():
+            if 0 <= offset < oldest[partition]:
+                lost[partition] = (offset, oldest[partition] - 1)
+                positions[partition] = oldest[partition]
+        return lost
 
     def refresh_recipient(self, stream: Stream) -> None:
         """Encrypt to the consumer's current key (a change in ``keys/`` starts a new epoch)."""

@@ -205,3 +205,17 @@ async def test_a_live_stream_ends_when_deliveries_cannot_be_recorded_for_the_gra
     assert LEDGER_GRACE_SECONDS <= waited <= LEDGER_GRACE_SECONDS + 0.5
     (delivery,) = setup.ledger.of_kind("stream")  # queued for when the ledger is back
     assert (delivery["records"], delivery["end_reason"]) == (1, "ledger_unavailable")
+
+
+async def test_a_cursor_older_than_retention_starts_at_the_oldest_and_says_what_was_lost() -> None:
+    setup = Setup()
+    setup.topic.append(0, *orders(*range(10)))
+    first = await collect(setup, setup.partner(), until=lambda seen: len(seen) >= 2)
+    cursor = first[1][2]  # after offset 1 of partition 0
+    setup.topic.oldest[0] = 6  # retention deleted offsets 0..5
+    seen = await collect(setup, setup.partner(), cursor=cursor, until=lambda seen: len(seen) >= 5)
+    assert seen[0][0] == "gap"
+    assert seen[0][1] == {"partition": 0, "first": 2, "last": 5, "reason": "retention"}
+    assert [d["offset"] for e, d, _ in seen[1:] if e == "record"] == [6, 7, 8, 9]
+    resumed = setup.ledger.of_kind("stream")[-1]
+    assert resumed["lost_to_retention"] == {"0": [2, 5]}

@@ -65,6 +65,10 @@ class KafkaRecordSource:
                 for p in partitions
             }
 
+    def earliest(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The oldest offset each partition still keeps (retention deleted what is before)."""
+        return {p: low for p, (low, _) in self._watermarks(partitions).items()}
+
     def latest(self, partitions: Sequence[int]) -> dict[int, int]:
         """The log end of each partition: the offset the next produced record will get."""
         return {p: high for p, (_, high) in self._watermarks(partitions).items()}

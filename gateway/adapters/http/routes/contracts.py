@@ -17,7 +17,7 @@ from gateway.adapters.http.streaming import StreamResponse
 from gateway.core.records import StreamFormat
 from gateway.errors import InvalidRequest
 from gateway.services.datakeys import encryption_key
-from gateway.services.streams import Start
+from gateway.services.streams import Start, Stream
 
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
 
@@ -145,13 +145,25 @@ async def records(
     # The NDJSON lines of records (control lines, like key announcements, carry "event").
     items = [line for line in batch.data.splitlines() if not line.startswith(b'{"event"')]
     next_cursor = batch.cursor or opened.encoder.cursor()
-    body = b'{"records":[%s],"cursor":%s,"keys":%s}' % (
+    body = b'{"records":[%s],"cursor":%s,"keys":%s%s}' % (
         b",".join(items),
         orjson.dumps(next_cursor),
         orjson.dumps(batch.keys),
+        lost_to_retention(opened),
     )
     headers = {"Cache-Control": "no-store", **await opened.quota.fields()}
     return Response(body, media_type="application/json", headers=headers)
+
+
+def lost_to_retention(opened: Stream) -> bytes:
+    """``,"gaps":[...]`` when the cursor pointed at records retention had deleted."""
+    if not opened.lost_to_retention:
+        return b""
+    gaps = [
+        {"partition": p, "first": first, "last": last, "reason": "retention"}
+        for p, (first, last) in sorted(opened.lost_to_retention.items())
+    ]
+    return b',"gaps":' + orjson.dumps(gaps)
 
 
 @router.get("/{contract_id}/keys", responses=errors(400, 401, 403, 404))
