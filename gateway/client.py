@@ -97,9 +97,28 @@ def _raise_for_problem(response: httpx.Response) -> None:
         response.read()  # a refused stream's problem body has not been read yet
         try:
             body = response.json()
-        except ValueError:
-            body = {"code": "http_error", "detail": response.text[:200]}
+        except ValueError:  # not the gateway answering (a proxy, another server): one line
+            text = " ".join(response.text.split())[:200]
+            body = {"code": "http_error", "detail": f"{response.request.url} answered: {text}"}
         raise GatewayClientError(response.status_code, body)
+
+
+def _member(response: httpx.Response, name: str, url: str) -> Any:
+    """``name`` from a JSON object answer; a server that is not the gateway answers otherwise
+    (an HTML page, another API), which is a ``GatewayClientError``, not a ``KeyError``."""
+    try:
+        body = response.json()
+        return body[name]
+    except (ValueError, TypeError, KeyError, IndexError):
+        detail = f"no '{name}' in the answer of {url}: not an Exchange Gateway?"
+        raise GatewayClientError(
+            response.status_code, {"code": "http_error", "detail": detail}
+        ) from None
+
+
+#: The stream's own refusals of a token (expired, revoked): a new token is fetched and the
+#: stream reopened. Any other 401 (the token endpoint's ``invalid_client``) is final.
+_TOKEN_REFUSALS = frozenset({"invalid_token", "token_expired"})
 
 
 class GatewayClient:
@@ -132,9 +151,10 @@ class GatewayClient:
 
     def token_endpoint(self) -> str:
         if self._token_endpoint is None:
-            response = self._http.get(f"{self.base_url}/.well-known/oauth-authorization-server")
+            url = f"{self.base_url}/.well-known/oauth-authorization-server"
+            response = self._http.get(url)
             _raise_for_problem(response)
-            self._token_endpoint = str(response.json()["token_endpoint"])
+            self._token_endpoint = str(_member(response, "token_endpoint", url))
         return self._token_endpoint
 
     def fetch_token(self) -> str:
@@ -148,7 +168,7 @@ class GatewayClient:
             },
         )
         _raise_for_problem(response)
-        self._token = str(response.json()["access_token"])
+        self._token = str(_member(response, "access_token", endpoint))
         return self._token
 
     def _auth(self) -> dict[str, str]:
@@ -158,6 +178,16 @@ class GatewayClient:
         self, contract: str, *, cursor: str | None, start: str | None = None
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(cursor, record)`` pairs from one SSE connection; ``StreamEnded`` when it ends."""
+        return self._events(contract, cursor=cursor, start=start, opened=None)
+
+    def _events(
+        self,
+        contract: str,
+        *,
+        cursor: str | None,
+        start: str | None,
+        opened: Callable[[], None] | None,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         params = {"from": start} if start and not cursor else {}
         headers = self._auth()
         if cursor:
@@ -165,6 +195,8 @@ class GatewayClient:
         url = f"{self.base_url}/v1/contracts/{contract}/stream"
         with connect_sse(self._http, "GET", url, params=params, headers=headers) as source:
             _raise_for_problem(source.response)
+            if opened is not None:
+                opened()
             for event in source.iter_sse():
                 if event.event == "record":
                     yield event.id, self.verified(contract, json.loads(event.data))
@@ -206,15 +238,55 @@ class GatewayClient:
         return decryptor.decrypt(record)
 
     def records(
-        self, contract: str, *, cursor: str | None, start: str | None = None
+        self,
+        contract: str,
+        *,
+        cursor: str | None,
+        start: str | None = None,
+        give_up_after: float | None = None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Like ``events`` but reconnects: a new token when needed, backoff on failures, and
-        after a quota's ``Retry-After`` (a busy concurrency quota, the day's volume used up)."""
+        after a quota's ``Retry-After`` (a busy concurrency quota, the day's volume used up).
+
+        While the gateway cannot be reached (a connection error or timeout, a 5xx answer) it
+        retries with exponential backoff (0.5 s doubling to 30 s), logging a warning for each
+        attempt. With ``give_up_after`` it stops retrying once every attempt has failed that
+        way for that many seconds (counted from the first failure since the gateway last
+        answered: a stream opened, or a 4xx such as a 429), and raises the last error (an
+        ``httpx.TransportError`` or a 5xx ``GatewayClientError``). A URL that is not http(s)
+        (``httpx.UnsupportedProtocol``) and the token endpoint's refusal (401
+        ``invalid_client``) are raised at once: no retry changes them.
+        """
         backoff = 0.5
+        failing_since: float | None = None  # monotonic time of the outage's first failure
+
+        def opened() -> None:
+            nonlocal backoff, failing_since
+            backoff = 0.5
+            failing_since = None
+
+        def retried(what: str) -> bool:
+            """Sleep the backoff, never past ``give_up_after``; ``False``: time is up."""
+            nonlocal backoff, failing_since
+            now = time.monotonic()
+            if failing_since is None:
+                failing_since = now
+            wait = backoff
+            if give_up_after is not None:
+                left = failing_since + give_up_after - now
+                if left <= 0:
+                    return False
+                wait = min(wait, left)
+            log.warning("%s; retrying in %.1f s", what, wait)
+            time.sleep(wait)
+            backoff = min(backoff * 2, 30.0)
+            return True
+
         while True:
             try:
-                for position, record in self.events(contract, cursor=cursor, start=start):
-                    backoff = 0.5
+                for position, record in self._events(
+                    contract, cursor=cursor, start=start, opened=opened
+                ):
                     cursor = position
                     yield position, record
             except StreamEnded as ended:
@@ -226,23 +298,29 @@ class GatewayClient:
                 elif ended.reason != "disconnected":
                     raise
             except GatewayClientError as exc:
-                if exc.status == 401:
+                if exc.status < 500:
+                    failing_since = None  # it answered: reachable
+                if exc.status == 401 and exc.problem.get("code") in _TOKEN_REFUSALS:
                     self._token = None
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
                 elif exc.status == 429:
                     wait = float(exc.problem.get("retry_after", backoff))
                     log.warning("%s; retrying in %.0f s", exc.problem.get("detail"), wait)
                     time.sleep(wait)
-                    continue
-                elif exc.status < 500:
+                elif exc.status < 500 or not retried(f"the gateway answered {exc}"):
                     raise
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+            except httpx.UnsupportedProtocol:
+                raise  # not http:// or https://: no retry makes it one
             except httpx.TransportError as exc:
-                log.warning(
-                    "connection failed (%s); retrying in %.1fs", type(exc).__name__, backoff
-                )
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                if not retried(f"gateway unreachable ({_describe(exc)})"):
+                    raise
+
+
+def _describe(exc: Exception) -> str:
+    """``ConnectError: [Errno 111] Connection refused``, or the type alone when it says nothing."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def read_checkpoint(path: Path) -> str | None:
@@ -397,6 +475,7 @@ def consume(
     checkpoint_seconds: float = 1.0,
     interruptions: Interruptions | None = None,
     final_commit_seconds: float = 10.0,
+    give_up_after: float | None = None,
 ) -> int:
     """Deliver records to ``sink``; the checkpoint advances only after the sink has them.
 
@@ -405,6 +484,7 @@ def consume(
     ``checkpoint_seconds``' worth) per crash; nothing is ever lost. On the way out (the end,
     an error, an interruption) what the sink took is committed within ``final_commit_seconds``
     and checkpointed; if the sink cannot confirm it, the checkpoint stays where it was.
+    ``give_up_after`` is ``GatewayClient.records``': how long the gateway may stay unreachable.
     """
     guard = interruptions or Interruptions()  # not installed: critical() is then a no-op
     cursor = read_checkpoint(checkpoint)
@@ -424,7 +504,9 @@ def consume(
         last_save = time.monotonic()
 
     try:
-        for position, record in client.records(contract, cursor=cursor, start=start):
+        for position, record in client.records(
+            contract, cursor=cursor, start=start, give_up_after=give_up_after
+        ):
             with guard.critical():
                 sink.write(record, position)
             pending = position

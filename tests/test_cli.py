@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from gateway.adapters.kafka.embedded import free_port, wait_for_port
+from gateway.adapters.stores.signing import generate_keys
 from gateway.cli import main
 from tests.conftest import World
 from tests.processes import stop
@@ -328,3 +329,177 @@ def test_malformed_documents_name_line_and_field(world: World) -> None:
     )
     assert result.exit_code == 1
     assert "line 11, fields.amount:" in result.output
+
+
+#: A user mistake a command line is given, and a word the one line that explains it contains.
+#: Each builds its arguments from the world (``{...}`` placeholders, see ``mistake_paths``).
+MISTAKES: dict[str, tuple[list[str], str]] = {}
+for _name, _word in (
+    ("public", "public"),
+    ("empty", "empty"),
+    ("not_json", "not JSON"),
+    ("directory", "directory"),
+):
+    _key = f"{{{_name}}}"
+    MISTAKES[f"token-key-{_name}"] = (["token", "--key", _key, "--gateway", "{url}"], _word)
+    MISTAKES[f"consume-key-{_name}"] = (
+        ["consume", "--contract", "acme-globex-orders", "--key", _key, "--gateway", "{url}"],
+        _word,
+    )
+    MISTAKES[f"sign-key-{_name}"] = (["contract", "sign", "{contract}", "--key", _key], _word)
+    for _kind in ("suspend", "resume", "revoke"):
+        MISTAKES[f"{_kind}-key-{_name}"] = (
+            [
+                *("contract", _kind, "acme-globex-orders", "--reason", "r", "--key", _key),
+                *("--contracts-dir", "{contracts}", "--keys-dir", "{keys}"),
+            ],
+            _word,
+        )
+for _name, _url, _word in (
+    ("no-scheme", "localhost:8080", "scheme"),
+    ("ftp", "ftp://x", "ftp://"),
+    ("unreachable", "{url}", "unreachable"),
+):
+    MISTAKES[f"token-gateway-{_name}"] = (
+        ["token", "--key", "{private}", "--gateway", _url],
+        _word,
+    )
+    MISTAKES[f"consume-gateway-{_name}"] = (
+        [
+            *("consume", "--contract", "acme-globex-orders", "--key", "{private}"),
+            *("--gateway", _url, "--deadline", "1", "--checkpoint", "{cursor}"),
+        ],
+        _word,
+    )
+for _name, _word in (("missing", "does not exist"), ("empty-file", "empty")):
+    _file = "{nowhere}" if _name == "missing" else "{empty_contract}"
+    MISTAKES[f"sign-contract-{_name}"] = (["contract", "sign", _file, "--key", "{private}"], _word)
+    MISTAKES[f"verify-contract-{_name}"] = (
+        ["contract", "verify", _file, "--keys-dir", "{keys}"],
+        _word,
+    )
+    MISTAKES[f"show-contract-{_name}"] = (["contract", "show", _file], _word)
+
+
+def mistake_paths(world: World) -> dict[str, str]:
+    root = world.root / "mistakes"
+    root.mkdir()
+    (root / "empty.json").write_text("")
+    (root / "notes.txt").write_text("these are not keys\n")
+    (root / "a-directory").mkdir()
+    (root / "empty.yaml").write_text("")
+    contract = world.add_contract("to-sign", "globex", signers=())
+    return {
+        "public": str(world.keys_dir / "globex.jwks.json"),
+        "empty": str(root / "empty.json"),
+        "not_json": str(root / "notes.txt"),
+        "directory": str(root / "a-directory"),
+        "private": str(world.private["globex"]),
+        "url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "contract": str(contract),
+        "contracts": str(world.contracts_dir),
+        "keys": str(world.keys_dir),
+        "cursor": str(root / "globex.cursor"),
+        "nowhere": str(root / "no-such-contract.yaml"),
+        "empty_contract": str(root / "empty.yaml"),
+    }
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_a_user_mistake_is_one_clear_line_and_exit_2(world: World, mistake: str) -> None:
+    template, word = MISTAKES[mistake]
+    paths = mistake_paths(world)
+    args = [arg.format(**paths) for arg in template]
+    result = CliRunner().invoke(main, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert "Traceback" not in result.output
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.output
+    assert word in errors[0], result.output
+
+
+def test_consume_retries_an_unreachable_gateway_until_its_deadline(
+    world: World, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    command = consume_command(world, url, tmp_path / "globex.cursor", "--deadline", "3")
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert elapsed < 10, f"gave up after {elapsed:.1f} s"
+    retries = [line for line in result.stderr.splitlines() if "retrying in" in line]
+    assert retries, result.stderr
+    assert "unreachable" in retries[0]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("Error: "), result.stderr
+    assert "unreachable" in last, result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / "globex.cursor").exists()
+
+
+def test_consume_deadline_is_in_its_help() -> None:
+    result = CliRunner().invoke(main, ["consume", "--help"])
+    assert "--deadline" in result.output
+
+
+def test_consume_with_a_key_the_gateway_refuses_stops_at_once(
+    world: World, served: str, tmp_path: Path
+) -> None:
+    """The token endpoint's ``invalid_client`` (400, or 401 which was retried silently for
+    ever) is final: one line, exit 1, no retry."""
+    elsewhere = tmp_path / "elsewhere"  # not the keys the gateway reads (world.keys_dir)
+    stranger = generate_keys("umbrella", elsewhere / "keys", elsewhere / "private")
+    for key, org in ((stranger, "umbrella"), (world.private["initech"], "globex")):
+        args = ["--contract", "acme-globex-orders", "--key", str(key), "--org", org]
+        result = subprocess.run(
+            [*GATEWAY, "consume", *args, "--gateway", served, "--checkpoint", str(tmp_path / "c")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 1, result.stderr
+        assert "invalid_client" in result.stderr.splitlines()[-1], result.stderr
+        assert "Traceback" not in result.stderr
+        assert "retrying" not in result.stderr
+
+
+def test_the_client_s_retries_end_where_no_retry_helps(caplog: pytest.LogCaptureFixture) -> None:
+    """5xx answers are retried, each attempt said, until ``give_up_after``; the last answer is
+    then raised. A 401 ``invalid_client`` from the token endpoint is raised at once."""
+    from gateway.client import GatewayClient, GatewayClientError
+    from gateway.core.jose import generate_org_keys, signing_key
+
+    base = "http://gateway.test"
+    answers: dict[str, httpx.Response] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return answers[request.url.path]
+
+    meta = {"token_endpoint": f"{base}/oauth/token"}
+    key = signing_key(generate_org_keys())
+    busy = {"code": "broker_unavailable", "detail": "Kafka cannot be reached"}
+    answers["/.well-known/oauth-authorization-server"] = httpx.Response(503, json=busy)
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    with GatewayClient(base, org="globex", key=key, http=http) as client:
+        started = time.monotonic()
+        with pytest.raises(GatewayClientError) as unavailable:
+            next(client.records("c", cursor=None, give_up_after=1.0))
+        assert 1.0 <= time.monotonic() - started < 5
+        assert unavailable.value.status == 503
+        said = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+        assert said, "every retry is said"
+        assert said[0].startswith("the gateway answered 503 broker_unavailable")
+
+        answers["/.well-known/oauth-authorization-server"] = httpx.Response(200, json=meta)
+        refused = {"code": "invalid_client", "detail": "The client assertion does not verify."}
+        answers["/oauth/token"] = httpx.Response(401, json=refused)
+        started = time.monotonic()
+        with pytest.raises(GatewayClientError) as final:
+            next(client.records("c", cursor=None))
+        assert final.value.status == 401
+        assert time.monotonic() - started < 0.5, "not retried"

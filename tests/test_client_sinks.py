@@ -63,14 +63,11 @@ def positions(messages: list[Any]) -> list[tuple[int, int]]:
     return [(header(m, "gateway-partition"), header(m, "gateway-offset")) for m in messages]
 
 
-def test_killing_the_client_20_times_loses_nothing(
-    serve: Callable[..., RunningGateway],
-    processes: Processes,
-    world: World,
-    kafka_config: dict[str, str],
-    partner_kafka: str,
-    tmp_path: Path,
-) -> None:
+def protected_orders(
+    world: World, kafka_config: dict[str, str], partner_kafka: str
+) -> tuple[list[dict[str, Any]], str]:
+    """1,500 orders under a contract that protects fields, and a fresh topic in the partner's
+    Kafka (the partner broker outlives one test)."""
     (world.contracts_dir / "acme-globex-orders.yaml").unlink()
     world.add_contract("acme-globex-orders", "globex", fields=PROTECTED)
     orders = [order(n) for n in range(4, 1504)]  # all pass the contract's filter (amount > 3)
@@ -80,20 +77,28 @@ def test_killing_the_client_20_times_loses_nothing(
         [(o["order_id"], json.dumps(o).encode()) for o in orders],
         producer_config={"linger.ms": 20},
     )
-    gw = serve()
-    topic = f"globex.orders.{uuid.uuid4().hex[:8]}"  # the partner broker outlives one test
+    topic = f"globex.orders.{uuid.uuid4().hex[:8]}"
     create_topic({"bootstrap.servers": partner_kafka}, topic, 2)
-    command = consume_command(
-        world,
-        gw.url,
-        tmp_path / "cursor",
-        "--to-kafka",
-        partner_kafka,
-        "--topic",
-        topic,
-        "--checkpoint-every",
-        str(CHECKPOINT_EVERY),
-    )
+    return orders, topic
+
+
+def to_kafka(world: World, url: str, checkpoint: Path, partner_kafka: str, topic: str) -> list[str]:
+    """``gateway consume`` into the partner's own Kafka topic."""
+    command = consume_command(world, url, checkpoint, "--to-kafka", partner_kafka, "--topic", topic)
+    return [*command, "--checkpoint-every", str(CHECKPOINT_EVERY)]
+
+
+def test_killing_the_client_20_times_loses_nothing(
+    serve: Callable[..., RunningGateway],
+    processes: Processes,
+    world: World,
+    kafka_config: dict[str, str],
+    partner_kafka: str,
+    tmp_path: Path,
+) -> None:
+    orders, topic = protected_orders(world, kafka_config, partner_kafka)
+    gw = serve()
+    command = to_kafka(world, gw.url, tmp_path / "cursor", partner_kafka, topic)
     rng = random.Random(4)
     for _ in range(KILLS):
         client = processes.start(command, stop_signal=signal.SIGKILL, stdout=subprocess.DEVNULL)
@@ -136,25 +141,12 @@ def test_interrupting_the_client_mid_stream_stops_it_cleanly(
     confluent-kafka's call state: ``SystemError: flush returned NULL`` or a flush that waited
     out its whole timeout, which looked like a hung ``gateway consume``.
     """
-    (world.contracts_dir / "acme-globex-orders.yaml").unlink()
-    world.add_contract("acme-globex-orders", "globex", fields=PROTECTED)
-    orders = [order(n) for n in range(4, 1504)]
-    produce(
-        kafka_config,
-        world.topic,
-        [(o["order_id"], json.dumps(o).encode()) for o in orders],
-        producer_config={"linger.ms": 20},
-    )
+    _, topic = protected_orders(world, kafka_config, partner_kafka)
     gw = serve()
-    topic = f"globex.orders.{uuid.uuid4().hex[:8]}"
-    create_topic({"bootstrap.servers": partner_kafka}, topic, 2)
     rng = random.Random(7)
     for run in range(INTERRUPTS):
         checkpoint = tmp_path / f"cursor-{run}"  # from the start each time: always mid-stream
-        command = consume_command(
-            world, gw.url, checkpoint, "--to-kafka", partner_kafka, "--topic", topic
-        )
-        command += ["--checkpoint-every", str(CHECKPOINT_EVERY)]
+        command = to_kafka(world, gw.url, checkpoint, partner_kafka, topic)
         sig = signal.SIGINT if run % 2 else signal.SIGTERM
         client = processes.start(command, stop_signal=sig, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30

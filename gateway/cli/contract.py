@@ -16,7 +16,7 @@ from gateway.adapters.stores.contracts_dir import (
     read_products,
 )
 from gateway.adapters.stores.signing import sign_file, write_statement
-from gateway.cli.common import reported
+from gateway.cli.common import DocumentPath, InputError, KeyFile, reported
 from gateway.core.contracts import ContractDocument, ContractState, parse_contract, parse_product
 from gateway.core.documents import load_yaml
 from gateway.core.jose import describe_signature as core_describe_signature
@@ -31,8 +31,8 @@ def contract() -> None:
 
 
 @contract.command("sign")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--key", "key_path", required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("file", type=DocumentPath())
+@click.option("--key", "key_path", required=True, type=KeyFile(), help="Your private JWKS.")
 @click.option("--org", default=None, help="Signing organisation (default: from the key file name).")
 def contract_sign(file: Path, key_path: Path, org: str | None) -> None:
     """Sign FILE with a private JWKS; the signature covers the RFC 8785 canonical JSON."""
@@ -52,7 +52,7 @@ def _contract_files(paths: tuple[Path, ...]) -> list[Path]:
 
 
 @contract.command("verify")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=DocumentPath(dir_okay=True))
 @click.option(
     "--keys-dir", type=click.Path(path_type=Path), default=Path("keys"), show_default=True
 )
@@ -90,12 +90,20 @@ def contract_verify(
     sys.exit(1 if failed else 0)
 
 
-def _read_contract(path: Path) -> ContractDocument:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text()
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise InputError(f"{path}: cannot be read ({reason or exc})") from None
+
+
+def _read_contract(path: Path) -> ContractDocument:
+    text = _read_text(path)
+    try:
         return parse_contract(load_yaml(text, source=str(path)), source=str(path), text=text)
     except DocumentInvalid as exc:
-        raise click.ClickException(exc.detail) from None
+        raise InputError(exc.detail) from None
 
 
 DRAFT_QUOTAS = """\
@@ -108,7 +116,7 @@ DRAFT_QUOTAS = """\
 
 
 @contract.command("new")
-@click.argument("product_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("product_file", type=DocumentPath())
 @click.option("--consumer", required=True, help="The partner organisation.")
 @click.option("--id", "contract_id", default=None, help="Default: PROVIDER-CONSUMER-PRODUCT.")
 @click.option("--out", type=click.Path(path_type=Path), default=None)
@@ -117,13 +125,13 @@ def contract_new(
     product_file: Path, consumer: str, contract_id: str | None, out: Path | None, months: int
 ) -> None:
     """A draft contract for a product: every field of its schema listed, all `drop`."""
-    text = product_file.read_text()
+    text = _read_text(product_file)
     try:
         product = parse_product(
             load_yaml(text, source=str(product_file)), source=str(product_file), text=text
         )
     except DocumentInvalid as exc:
-        raise click.ClickException(exc.detail) from None
+        raise InputError(exc.detail) from None
     contract_id = contract_id or f"{product.owner}-{consumer}-{product.product}"
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     data = {
@@ -152,7 +160,7 @@ def contract_new(
 
 
 @contract.command("show")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=DocumentPath())
 def contract_show(file: Path) -> None:
     """A contract document in words: parties, terms, fields, signatures."""
     doc = _read_contract(file)
@@ -192,8 +200,8 @@ def describe_signature(signature: str) -> str:
 
 
 @contract.command("diff")
-@click.argument("a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("a", type=DocumentPath())
+@click.argument("b", type=DocumentPath())
 def contract_diff(a: Path, b: Path) -> None:
     """What changes from contract A to contract B (fields first)."""
     from gateway.core.diff import diff_contracts
@@ -242,7 +250,7 @@ def _statement_command(kind: str) -> None:
     @contract.command(kind, help=helps[kind])
     @click.argument("contract_id")
     @click.option("--reason", required=True)
-    @click.option("--key", "key_path", required=True, type=click.Path(exists=True, path_type=Path))
+    @click.option("--key", "key_path", required=True, type=KeyFile(), help="Your private JWKS.")
     @click.option("--contracts-dir", type=click.Path(path_type=Path), default=Path("contracts"))
     @click.option("--keys-dir", type=click.Path(path_type=Path), default=Path("keys"))
     @click.option("--org", default=None)

@@ -45,17 +45,46 @@ def org_of_key_file(path: Path) -> str:
 
 
 def read_private_keys(path: Path) -> KeySet:
-    """The key set in a private JWKS file."""
+    """The key set in a private JWKS file; ``DocumentInvalid`` says why a file cannot be one."""
+    if path.is_dir():
+        raise DocumentInvalid(f"{path}: a directory, not a JWKS file")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DocumentInvalid(f"{path}: cannot read a JWKS ({exc})") from None
+        text = path.read_text()
+    except OSError as exc:
+        raise DocumentInvalid(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise DocumentInvalid(f"{path}: not a JWKS (not even text)") from None
+    if not text.strip():
+        raise DocumentInvalid(f"{path}: the file is empty; a private JWKS was expected")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DocumentInvalid(
+            f"{path}: not JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); "
+            "a private JWKS was expected"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise DocumentInvalid(f"{path}: not a JWKS (expected an object with 'keys')")
     return parse_private_jwks(data, source=str(path))
+
+
+def private_signing_key(keys: KeySet, *, source: Path) -> OKPKey:
+    """The Ed25519 signing key of a private key set; refuses a public JWKS with a hint."""
+    try:
+        key = signing_key(keys)
+    except DocumentInvalid as exc:
+        raise DocumentInvalid(f"{source}: {exc.detail}") from None
+    if not key.is_private:
+        raise DocumentInvalid(
+            f"{source}: holds public keys only, nothing to sign with; give the private JWKS "
+            f"(<org>{PRIVATE_SUFFIX}, written by `gateway keys generate`)"
+        )
+    return key
 
 
 def read_signing_key(path: Path) -> OKPKey:
     """The Ed25519 signing key in a private JWKS file."""
-    return signing_key(read_private_keys(path))
+    return private_signing_key(read_private_keys(path), source=path)
 
 
 def generate_keys(org: str, keys_dir: Path, private_dir: Path, *, force: bool = False) -> Path:
@@ -71,11 +100,22 @@ def generate_keys(org: str, keys_dir: Path, private_dir: Path, *, force: bool = 
     return private_path
 
 
+def _read_document(path: Path) -> str:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise DocumentInvalid(f"{path}: cannot be read ({reason or exc})") from None
+    if not text.strip():
+        raise DocumentInvalid(f"{path}: the file is empty; a contract was expected")
+    return text
+
+
 def sign_file(path: Path, key_path: Path, org: str | None = None) -> str:
     """Add (or replace) ``org``'s signature in the contract file at ``path``."""
     org = org or org_of_key_file(key_path)
     key = read_signing_key(key_path)
-    text = path.read_text()
+    text = _read_document(path)
     data = load_yaml(text, source=str(path))
     doc = parse_contract(data, source=str(path))
     others = [s for s in doc.contract.signatures if signature_header(s).get("org") != org]
@@ -97,6 +137,7 @@ def write_statement(
 ) -> Path:
     """Sign a suspend/resume/revoke statement about the version in force and store it beside."""
     org = org or org_of_key_file(key_path)
+    key = read_signing_key(key_path)  # a key that cannot sign is refused before anything is read
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     registry = load_registry(contracts_dir, keys_dir, gateway_org=None, now=now)
     history = registry.histories.get(contract_id)
@@ -112,9 +153,7 @@ def write_statement(
         "reason": reason,
     }
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    signature = sign_detached(
-        canonical_bytes(load_yaml(text, source="statement")), read_signing_key(key_path), org=org
-    )
+    signature = sign_detached(canonical_bytes(load_yaml(text, source="statement")), key, org=org)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     path = contracts_dir / f"{contract_id}.{stamp}.{kind}.yaml"
     path.write_text(with_signatures(text, [signature]))
