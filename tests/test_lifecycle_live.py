@@ -205,8 +205,9 @@ def test_deleting_the_contract_file_ends_the_live_stream_as_withdrawn(
         ),
         b"\x00\xff\xfe binary \x00" * 100,
         b"contract: huge\npurpose: " + b"x" * (2 * 1024 * 1024) + b"\n",
+        b"[" * 5000,
     ],
-    ids=["alias-bomb", "binary", "huge"],
+    ids=["alias-bomb", "binary", "huge", "deep"],
 )
 def test_a_hostile_file_is_refused_and_a_revocation_still_takes_effect_at_once(
     serve: Callable[..., RunningGateway], world: World, http: httpx.Client, hostile: bytes
@@ -223,6 +224,10 @@ def test_a_hostile_file_is_refused_and_a_revocation_still_takes_effect_at_once(
     stream.close()
     refused = {r.source: r for r in gw.gateway.registry.refusals}
     assert refused[str(world.contracts_dir / "hostile.yaml")].reason == "invalid_document"
+    (world.keys_dir / "hostile.jwks.json").write_bytes(hostile)  # keys are read first
+    time.sleep(0.6)
+    refused = {r.source: r for r in gw.gateway.registry.refusals}
+    assert refused[str(world.keys_dir / "hostile.jwks.json")].reason == "invalid_keys"
 
 
 def test_a_pending_pull_is_refused_when_the_contract_is_revoked_and_returns_nothing_after(

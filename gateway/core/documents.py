@@ -16,8 +16,9 @@ import yaml
 
 from gateway.errors import DocumentInvalid
 
-#: The largest document read (a contract with many fields is a few KiB).
+#: The largest document read (a contract with many fields is a few KiB), and its deepest nesting.
 MAX_DOCUMENT_BYTES = 1024 * 1024
+MAX_DEPTH = 64
 
 
 class _JsonModelLoader(yaml.SafeLoader):
@@ -27,12 +28,20 @@ class _JsonModelLoader(yaml.SafeLoader):
     make a few hundred bytes expand into gigabytes (the "billion laughs").
     """
 
+    depth = 0
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            line = event.start_mark.line + 1
             raise DocumentInvalid(f"line {line}: YAML anchors and aliases are not allowed")
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:  # "[[[[…" would otherwise recurse until Python gives up
+            raise DocumentInvalid(f"line {line}: nested deeper than {MAX_DEPTH} levels")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 _JsonModelLoader.yaml_implicit_resolvers = {
@@ -58,10 +67,30 @@ _JsonModelLoader.add_constructor(
 )
 
 
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside quoted text, in one pass."""
+    depth = deepest = 0
+    quote = ""
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def load_yaml(text: str, *, source: str) -> dict[str, Any]:
     """Parse one YAML document into a JSON-model mapping; errors name the source and line."""
     if len(text) > MAX_DOCUMENT_BYTES:
         raise DocumentInvalid(f"{source}: larger than {MAX_DOCUMENT_BYTES} bytes")
+    if _flow_depth(text) > MAX_DEPTH:  # before parsing: PyYAML's scanner is quadratic in it
+        raise DocumentInvalid(f"{source}: nested deeper than {MAX_DEPTH} levels")
     try:
         data = yaml.load(text, Loader=_JsonModelLoader)  # noqa: S506 (a SafeLoader subclass)
     except DocumentInvalid as exc:
@@ -70,6 +99,8 @@ def load_yaml(text: str, *, source: str) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise DocumentInvalid(f"{source}:{where} not valid YAML") from None
+    except RecursionError:  # "[[[[…": nested deeper than any document needs
+        raise DocumentInvalid(f"{source}: nested too deeply") from None
     if not isinstance(data, dict):
         raise DocumentInvalid(f"{source}: expected a mapping at the top level")
     return data

@@ -123,7 +123,7 @@ def add_keys(registry: Registry, source: str, org: str, text: str) -> None:
     """An organisation's public JWKS, or a refusal saying why it cannot be used."""
     try:
         registry.keys[org] = parse_public_jwks(json.loads(text), source=source)
-    except (DocumentInvalid, ValueError) as exc:
+    except (DocumentInvalid, ValueError, RecursionError) as exc:
         registry.refuse(source, "invalid_keys", getattr(exc, "detail", str(exc)))
 
 

@@ -197,3 +197,11 @@ def test_anchors_and_aliases_are_refused_before_anything_expands(text: str, line
 def test_a_huge_document_is_refused_unread() -> None:
     with pytest.raises(DocumentInvalid, match="larger than"):
         load_yaml("a: " + "x" * (2 * 1024 * 1024), source="huge.yaml")
+
+
+@pytest.mark.parametrize("text", ["[" * 5000, "a: " + "{" * 100_000, "a:\n" + "  - [" * 70])
+def test_deep_nesting_is_refused_before_parsing(text: str) -> None:
+    """PyYAML's scanner is quadratic in flow nesting and its composer recursive: 5,000 '['
+    used to end a reload in a RecursionError (no revocation took effect after it)."""
+    with pytest.raises(DocumentInvalid, match="nested deeper than 64"):
+        load_yaml(text, source="deep.yaml")
