@@ -109,3 +109,23 @@ def test_a_defect_in_the_writer_does_not_stop_recording(monkeypatch: Any) -> Non
     wait_for(lambda: any(e.get("n") == 1 for e in written))
     assert ledger.problem() is None
     ledger.close()
+
+
+def test_the_writer_keeps_up_with_thousands_of_entries_a_second(monkeypatch: Any) -> None:
+    """One entry per loop, each waiting for its acknowledgement, made about 120 a second."""
+
+    class Slow(FakeProducer):
+        def poll(self, timeout: float = 0) -> int:
+            time.sleep(0.008)  # a round trip to the broker
+            return super().poll(timeout)
+
+    written: list[dict[str, Any]] = []
+    ledger = writer([Slow(written)], monkeypatch)
+    wait_for(lambda: ledger.problem() is None)
+    started = time.monotonic()
+    for n in range(5000):
+        ledger.record("2026-11-21T10:00:00.000Z", "progress", {"n": n})
+    wait_for(lambda: sum(e["kind"] == "progress" for e in written) == 5000)
+    assert time.monotonic() - started < 5
+    ledger.close()
+    assert verify(written) == []

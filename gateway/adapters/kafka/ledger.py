@@ -41,6 +41,10 @@ LEDGER_PRODUCER = {
 #: How often the writer asks Kafka for the ledger topic, and how long it waits for an answer.
 PROBE_SECONDS = 1.0
 PROBE_TIMEOUT_SECONDS = 1.0
+#: Entries the writer takes from its queue at a time.
+BATCH_ENTRIES = 1000
+#: An entry no chain could take this many times is dropped (and said): it cannot be written.
+MAX_CHAINS_PER_ENTRY = 3
 
 
 class KafkaLedger:
@@ -73,6 +77,7 @@ class KafkaLedger:
         #: Set by the probe while no broker answers or the topic is gone (cleared by it too).
         self._unreachable: str | None = None
         self._rebuild: str | None = None
+        self._overflowing = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
 
@@ -86,6 +91,8 @@ class KafkaLedger:
         """Why the ledger cannot be written now, or ``None`` when it can."""
         if self._thread.ident is not None and not self._thread.is_alive() and not self._stopping:
             return "the ledger writer has stopped"
+        if self._overflowing:
+            return "the ledger queue is full: entries are not being written"
         return self._unreachable or self._problem
 
     def wait_ready(self, timeout: float) -> bool:
@@ -96,11 +103,13 @@ class KafkaLedger:
         return self.problem() is None
 
     def record(self, time: str, kind: str, details: Mapping[str, Any]) -> None:
-        """Queue an entry; never blocks. A full queue marks the ledger unavailable."""
+        """Queue an entry; never blocks. A full queue marks the ledger unavailable until it
+        has drained to half."""
         try:
             self._queue.put_nowait((time, kind, dict(details)))
         except queue.Full:
-            self._fail("the ledger queue is full: entries are not being written")
+            self._overflowing = True
+            log.error("ledger unavailable: the queue is full, an entry was not recorded")
 
     def close(self, timeout: float = 10.0) -> None:
         self._stopping = True
@@ -121,25 +130,24 @@ class KafkaLedger:
         # The first entry opens the chain: it proves writes work before any stream is allowed.
         work: deque[Any] = deque([(self._now(), "chain_started", {"topic": self.topic})])
         unacknowledged: dict[int, Any] = {}
+        attempts: dict[int, int] = {}  # id(item) -> chains it was given to
         chain = Chain(self.chain)
         producer: GuardedProducer | None = None
         probed = 0.0
         while True:
             try:
-                if producer is None or producer.fatal or self._rebuild:
-                    if producer is not None:
-                        why = producer.fatal or self._rebuild or "unknown"
-                        self._fail(f"an entry could not be written ({why})")
-                        # What the old producer did not write goes first on a new chain.
-                        work.extendleft(
-                            reversed([unacknowledged[s] for s in sorted(unacknowledged)])
-                        )
-                        unacknowledged.clear()
-                        follows, self.chain = self.chain, self._new_chain_id()
-                        chain = Chain(self.chain)
-                        started = {"topic": self.topic, "follows": follows, "because": why}
-                        work.appendleft((self._now(), "chain_started", started))
-                        log.warning("ledger: a new producer and chain %s (%s)", self.chain, why)
+                if producer is None:
+                    producer = self._producer_factory()
+                # While no broker answers, a new producer would fail the same way: wait.
+                elif (producer.fatal or self._rebuild) and self._unreachable is None:
+                    why = producer.fatal or self._rebuild or "unknown"
+                    self._fail(f"an entry could not be written ({why})")
+                    work.extendleft(reversed(self._again(unacknowledged, attempts)))
+                    follows, self.chain = self.chain, self._new_chain_id()
+                    chain = Chain(self.chain)
+                    started = {"topic": self.topic, "follows": follows, "because": why}
+                    work.appendleft((self._now(), "chain_started", started))
+                    log.warning("ledger: a new producer and chain %s (%s)", self.chain, why)
                     self._rebuild = None
                     producer = self._producer_factory()
                 while work:
@@ -148,16 +156,41 @@ class KafkaLedger:
                         producer.flush(10)
                         return
                     self._write(producer, chain, item, unacknowledged)
-                producer.poll(0.05 if unacknowledged else 0)
+                    if len(unacknowledged) % 1000 == 0:
+                        producer.poll(0)
+                producer.poll(0)
                 if time.monotonic() - probed >= PROBE_SECONDS:
                     probed = time.monotonic()
                     self._probe(producer)
+                # Take everything queued (up to a batch), waiting briefly only when idle.
                 with contextlib.suppress(queue.Empty):
-                    work.append(self._queue.get(timeout=0.1))
+                    work.append(self._queue.get(timeout=0.02))
+                    for _ in range(BATCH_ENTRIES):
+                        work.append(self._queue.get_nowait())
+                if self._overflowing and self._queue.qsize() < self._queue.maxsize // 2:
+                    self._overflowing = False
             except Exception:  # a defect: say so, rebuild, keep recording
                 log.exception("ledger writer: unexpected error; rebuilding its producer")
                 self._rebuild = "an unexpected error in the writer"
                 time.sleep(0.5)
+
+    @staticmethod
+    def _again(unacknowledged: dict[int, Any], attempts: dict[int, int]) -> list[Any]:
+        """What a failed producer did not write, in order, to go first on the next chain: not
+        the failed chain's own start, and not an entry already given to three chains (it cannot
+        be written: a defect, said loudly)."""
+        again = []
+        for seq in sorted(unacknowledged):
+            item = unacknowledged.pop(seq)
+            if item[1] == "chain_started":
+                continue
+            tries = attempts[id(item)] = attempts.get(id(item), 0) + 1
+            if tries >= MAX_CHAINS_PER_ENTRY:
+                log.error("ledger: a %s entry could not be written on 3 chains; dropped", item[1])
+                attempts.pop(id(item))
+                continue
+            again.append(item)
+        return again
 
     def _probe(self, producer: GuardedProducer) -> None:
         """Whether the topic can be written to now: a broker outage shows within a second or
