@@ -165,7 +165,7 @@ def test_a_replica_killed_mid_stream_leaves_at_most_a_second_unrecorded_and_resu
 
     entries = list(read_entries(kafka_config, ledger_topic, idle=0.5))
     (delivery,) = build_report(entries, CONTRACT).deliveries
-    assert delivery.end_reason == "interrupted"
+    assert delivery.end_reason == "unfinished"
     unrecorded = len(received) - delivery.records
     assert unrecorded <= 200, f"{unrecorded} records sent and not recorded (1 s is 200)"
     assert delivery.records <= len(received) + 20, "what is recorded was about to be sent"

@@ -31,6 +31,9 @@ KINDS = frozenset(
 )
 #: The members the chain writes itself; details that use one keep it as ``details_<name>``.
 RESERVED = ("chain", "seq", "time", "kind", "prev", "hash")
+#: Free text (a statement's reason, a refusal's detail) is kept to this many characters, so
+#: that no entry grows past what the topic takes.
+MAX_TEXT = 4096
 #: The largest integer RFC 8785 (I-JSON) represents exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -39,13 +42,14 @@ def recordable(value: Any) -> Any:
     """``value`` as an entry can hold it, whatever it came from.
 
     Text that is not valid Unicode (a file name with undecodable bytes) is escaped
-    (``\\udcff``); integers beyond ±(2^53 - 1) and non-finite floats become text. An entry can
+    (``\\udcff``); integers beyond ±(2^53 - 1) and non-finite floats become text; text longer
+    than ``MAX_TEXT`` is truncated. An entry can
     then always be canonicalised, hashed and written: a strange value never stops recording.
     """
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        return _text(value)
+        return _text(value if len(value) <= MAX_TEXT else f"{value[:MAX_TEXT]}… (truncated)")
     if isinstance(value, int):
         return value if abs(value) <= MAX_SAFE_INTEGER else str(value)
     if isinstance(value, float):

@@ -98,12 +98,15 @@ def build_report(
         elif kind == PROGRESS:
             progress = DeliveryEntry.from_entry(entry)
             running[progress.delivery] = progress
-    for done in finished:
+    # An entry written again on a new chain after its producer failed (it may have been
+    # written the first time too) is the same delivery: counted once.
+    ended = list({d.delivery or str(n): d for n, d in enumerate(finished)}.values())
+    for done in ended:
         running.pop(done.delivery, None)
-    # A delivery with progress but no end was cut short (its replica died): what it had
-    # recorded is shown, as interrupted.
-    interrupted = [replace(p, end_reason="interrupted") for p in running.values()]
-    for delivery in finished + interrupted:
+    # A delivery with progress but no end is still running, or its replica died: what it had
+    # recorded is shown as unfinished.
+    unfinished = [replace(p, end_reason="unfinished") for p in running.values()]
+    for delivery in ended + unfinished:
         if (since and delivery.ended < since) or (until and delivery.started > until):
             continue
         report.deliveries.append(

@@ -136,7 +136,7 @@ def test_reserved_members_of_details_are_kept_apart_from_the_chain_s_own() -> No
     assert verify([entry]) == []
 
 
-def test_a_delivery_with_progress_but_no_end_is_reported_interrupted() -> None:
+def test_a_delivery_with_progress_but_no_end_is_reported_unfinished_and_each_once() -> None:
     from gateway.services.report import build_report
 
     started = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -156,9 +156,10 @@ def test_a_delivery_with_progress_but_no_end_is_reported_interrupted() -> None:
         entry("stream", "a", 25, 2.5, "disconnected"),
         entry("progress", "b", 7, 1, "in_progress"),
         entry("progress", "b", 9, 2, "in_progress"),  # then its replica died
+        entry("stream", "a", 25, 2.5, "disconnected"),  # written again on a new chain
     ]
     report = build_report(entries, "c")
     assert [(d.records, d.end_reason) for d in report.deliveries] == [
         (25, "disconnected"),
-        (9, "interrupted"),
+        (9, "unfinished"),
     ]
