@@ -52,6 +52,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Ends after which the partner reconnects with its cursor: the gateway could not record
+#: deliveries for a moment, or a new contract version changes what is sent.
+RESUMABLE = frozenset({"ledger_unavailable", "superseded"})
 
 
 class GatewayClientError(Exception):
@@ -295,6 +298,10 @@ class GatewayClient:
                 elif ended.reason == "quota_exhausted" and ended.retry_after is not None:
                     log.warning("daily volume used up; resuming in %d s", ended.retry_after)
                     time.sleep(ended.retry_after)
+                elif ended.reason in RESUMABLE:
+                    wait = ended.retry_after or 0
+                    log.warning("stream ended (%s); resuming in %d s", ended.reason, wait)
+                    time.sleep(wait)
                 elif ended.reason != "disconnected":
                     raise
             except GatewayClientError as exc:
