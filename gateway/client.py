@@ -384,6 +384,14 @@ class Interruptions:
 
         return restore
 
+    @property
+    def held(self) -> bool:
+        """A signal came inside a critical section and waits for it to end."""
+        return self._held
+
+    def forget(self) -> None:
+        self._held = False
+
     def _received(self, _signum: int, _frame: FrameType | None) -> None:
         if self._depth:
             self._held = True
@@ -428,10 +436,19 @@ class KafkaSink:
     a consumer drop the duplicates at-least-once delivery may bring after a crash.
     """
 
-    def __init__(self, config: dict[str, Any], topic: str, contract: str) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topic: str,
+        contract: str,
+        stop_waiting: Callable[[], bool] | None = None,
+    ) -> None:
         from gateway.adapters.kafka.producer import GuardedProducer  # needs confluent-kafka
 
         self._producer = GuardedProducer(config)
+        #: Whether to stop waiting for room in the producer's queue (the partner's Kafka down,
+        #: and the user asked to stop): the write then fails and nothing is checkpointed.
+        self._stop_waiting = stop_waiting
         self._topic = topic
         self._contract = contract.encode()
         self._failures: list[str] = []
@@ -447,13 +464,19 @@ class KafkaSink:
             ("gateway-offset", str(record["offset"]).encode()),
         ]
         value = json.dumps(record.get("value"), separators=(",", ":")).encode()
-        self._producer.produce(
-            self._topic,
-            value,
-            key=record.get("key"),
-            headers=headers,
-            on_delivery=self._delivered,
-        )
+        try:
+            self._producer.produce(
+                self._topic,
+                value,
+                key=record.get("key"),
+                headers=headers,
+                on_delivery=self._delivered,
+                give_up=self._stop_waiting,
+            )
+        except BufferError:
+            raise SinkError(
+                f"stopped while the topic {self._topic!r} took no records; the checkpoint stays"
+            ) from None
 
     def commit(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)
@@ -523,6 +546,9 @@ def consume(
                 break
             if since >= checkpoint_every or time.monotonic() - last_save >= checkpoint_seconds:
                 save()
+    except Exception:
+        guard.forget()  # a signal held now must not stand in for the error on the way out
+        raise
     finally:
         save(final_commit_seconds)
     return written

@@ -503,3 +503,31 @@ def test_the_client_s_retries_end_where_no_retry_helps(caplog: pytest.LogCapture
             next(client.records("c", cursor=None))
         assert final.value.status == 401
         assert time.monotonic() - started < 0.5, "not retried"
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (["ledger", "verify", "--file", "{garbage}"], "not an exported ledger"),
+        (
+            ["ledger", "report", "--contract", "c", "--file", "{empty}", "--from", "2026-01-01"],
+            "UTC offset",
+        ),
+        (
+            ["ledger", "verify", "--bootstrap-servers", "127.0.0.1:{port}", "--topic", "t"],
+            "Kafka could not",
+        ),
+    ],
+    ids=["not-ndjson", "naive-time", "no-broker"],
+)
+def test_ledger_commands_answer_mistakes_in_one_line(
+    tmp_path: Path, args: list[str], word: str
+) -> None:
+    (tmp_path / "garbage").write_text("not json\n")
+    (tmp_path / "empty").write_text("")
+    values = {"garbage": tmp_path / "garbage", "empty": tmp_path / "empty", "port": free_port()}
+    result = CliRunner().invoke(main, [a.format(**values) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code in (1, 2)
+    assert word in result.output
+    assert "Traceback" not in result.output

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
+from gateway.cli.common import InputError, reported
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -24,7 +26,10 @@ def _ledger_source(
 ) -> list[dict[str, Any]]:
     """Entries from an exported NDJSON file, or from the ledger topic."""
     if file is not None:
-        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        try:
+            return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{file}: not an exported ledger (NDJSON): {exc}") from None
     from gateway.adapters.kafka.ledger import read_entries
     from gateway.settings import Settings  # the server's settings: not in the partner SDK
 
@@ -35,7 +40,10 @@ def _ledger_source(
         raise click.ClickException(
             "pass --bootstrap-servers or set GATEWAY_KAFKA__BOOTSTRAP_SERVERS"
         )
-    return list(read_entries(settings.kafka.librdkafka_config(), topic or settings.ledger_topic))
+    with reported():  # Kafka cannot be reached: one line
+        return list(
+            read_entries(settings.kafka.librdkafka_config(), topic or settings.ledger_topic)
+        )
 
 
 _ledger_options = [
@@ -104,9 +112,14 @@ def ledger_report(
         if text is None:
             return None
         try:
-            return datetime.fromisoformat(text)
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise click.BadParameter(f"{text!r} is not an RFC 3339 time") from None
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise click.BadParameter(
+                f"{text!r} is not an RFC 3339 time with a UTC offset (e.g. 2026-11-21T00:00:00Z)"
+            )
+        return moment
 
     entries = _ledger_source(bootstrap_servers, topic, file)
     report = build_report(entries, contract_id, since=moment(since), until=moment(until))

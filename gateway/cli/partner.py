@@ -15,6 +15,7 @@ from gateway.adapters.stores.signing import (
     read_private_keys,
 )
 from gateway.cli.common import GatewayURL, InputError, KeyFile, reported
+from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from gateway.client import GatewayClient
@@ -155,9 +156,20 @@ def consume(
             param_hint="'--checkpoint'",
         )
     client = _client(gateway_url, key_path, org)
+    interruptions = Interruptions()
     sink: Sink
     if to_kafka is not None and topic is not None:
-        sink = KafkaSink({"bootstrap.servers": to_kafka}, topic, contract_id)
+        stop = lambda: interruptions.held  # noqa: E731 (Ctrl-C while the partner's Kafka is down)
+        try:
+            sink = KafkaSink({"bootstrap.servers": to_kafka}, topic, contract_id, stop_waiting=stop)
+        except ModuleNotFoundError:
+            client.close()
+            raise InputError(
+                "--to-kafka needs confluent-kafka: pip install 'exchange-gateway[kafka]'"
+            ) from None
+        except GatewayError as exc:  # a bootstrap address librdkafka refuses
+            client.close()
+            raise InputError(f"--to-kafka {to_kafka}: {exc.detail}") from None
     elif out is not None:
         try:
             sink = FileSink(out.open("a"))
@@ -168,7 +180,6 @@ def consume(
             ) from None
     else:
         sink = FileSink(sys.stdout)
-    interruptions = Interruptions()
     restore = interruptions.install()  # Ctrl-C and SIGTERM stop between records, cleanly
     try:
         run(

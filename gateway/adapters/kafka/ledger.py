@@ -24,6 +24,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from gateway.adapters.kafka.admin import create_topic
+from gateway.adapters.kafka.errors import map_kafka_errors
 from gateway.adapters.kafka.producer import GuardedProducer
 from gateway.core.ledger import Chain, timestamp
 from gateway.errors import GatewayError
@@ -253,6 +254,11 @@ def read_entries(
     Reads until every partition has reached its end offset and nothing more arrives within
     ``idle`` seconds (entries may still be appended while reading).
     """
+    with map_kafka_errors("read the ledger"):
+        yield from _read_entries(config, topic, idle)
+
+
+def _read_entries(config: Mapping[str, Any], topic: str, idle: float) -> Iterator[dict[str, Any]]:
     consumer = Consumer(
         {**config, "group.id": "exchange-gateway-ledger-reader", "enable.auto.commit": False}
     )

@@ -60,8 +60,10 @@ class GuardedProducer:
         headers: Headers | None = None,
         partition: int | None = None,
         on_delivery: DeliveryCallback | None = None,
+        give_up: Callable[[], bool] | None = None,
     ) -> None:
-        """Queue one record; waits while librdkafka's queue is full."""
+        """Queue one record; waits while librdkafka's queue is full (``BufferError`` if
+        ``give_up`` says to stop waiting)."""
         kwargs: dict[str, Any] = {"key": key, "value": value}
         if headers:
             kwargs["headers"] = list(headers)
@@ -75,6 +77,8 @@ class GuardedProducer:
                     self._producer.produce(topic, **kwargs)
                     break
                 except BufferError:
+                    if give_up is not None and give_up():
+                        raise
                     self._producer.poll(QUEUE_FULL_POLL_SECONDS)
             self._producer.poll(0)
 
