@@ -42,4 +42,6 @@ def run_server(settings: Settings) -> None:
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         log_config=None,
         timeout_graceful_shutdown=5,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
     )

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     #: The organisation running this gateway; contracts naming another provider are refused.
     org: OrgId | None = None
+    #: Addresses of the TLS-terminating proxies in front of the gateway (comma-separated, or
+    #: ``*``), whose ``X-Forwarded-For`` names the client: the per-address limits (token
+    #: requests, legal logins) then count clients, not the proxy.
+    trusted_proxies: str = "127.0.0.1"
     #: The gateway's public base URL (token issuer, audience of client assertions).
     #: Defaults to the scheme, host and port it listens on.
     public_url: str | None = None

@@ -107,6 +107,7 @@ def test_a_deleted_ledger_topic_is_noticed_and_nothing_new_starts(
     from confluent_kafka.admin import AdminClient
 
     gw = serve()
+    token = gw.token("globex")
     topic = gw.gateway.settings.ledger_topic
     config: dict[str, str | int | float | bool] = {**kafka_config}
     admin = AdminClient(config)
@@ -115,8 +116,11 @@ def test_a_deleted_ledger_topic_is_noticed_and_nothing_new_starts(
     until(lambda: http.get(f"{gw.url}/readyz").status_code == 503, timeout=5)
     problem = http.get(f"{gw.url}/readyz").json()["ledger"]
     assert "does not exist" in problem
-    refused = http.post(f"{gw.url}/oauth/token", data={"grant_type": "client_credentials"})
-    assert refused.status_code in (400, 503)  # nothing is issued either way
+    refused = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}/records", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "ledger_unavailable"
 
 
 def test_a_replica_killed_mid_stream_leaves_at_most_a_second_unrecorded_and_resumes_exactly(

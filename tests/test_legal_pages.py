@@ -192,3 +192,18 @@ def test_guessing_passwords_is_throttled_per_user_and_address(
     assert refused.status_code == 429, "locked for a while, even with the right password"
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["code"] == "too_many_requests"
+
+
+def test_guesses_sent_in_parallel_are_throttled_too(reviewed: RunningGateway) -> None:
+    """The failure count was read before the check and written after it: parallel guesses
+    all passed the check."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def guess(n: int) -> int:
+        with httpx.Client(timeout=30) as http:
+            return http.get(f"{reviewed.url}/legal", auth=("lena", f"guess-{n}")).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(guess, range(12)))
+    assert answers.count(401) <= 5, answers
+    assert answers.count(429) >= 7, answers

@@ -86,8 +86,10 @@ class Registry:
         if history is None:
             for refusal in self.refusals:
                 if refusal.contract == contract_id and refusal.consumer == org:
+                    # The detail names the provider's files: the partner gets the reason.
                     raise ContractNotActive(
-                        f"contract {contract_id!r} is refused: {refusal.detail}",
+                        f"contract {contract_id!r} is refused ({refusal.reason}); its provider "
+                        "has been told why",
                         reason=refusal.reason,
                     )
         if history is None or history.latest.contract.consumer != org:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -230,13 +230,9 @@ class Stream:
         limits, monotonic = self._context.limits, self._context.monotonic
         last_write = monotonic()
         try:
-            for partition, (first, last) in sorted(self.lost_to_retention.items()):
-                log.warning(
-                    "contract %s: a cursor of %s resumes after retention deleted offsets "
-                    "%d..%d of partition %d",
-                    self.contract_id, self.partner.org, first, last, partition,
-                )  # fmt: skip
-                gap = {"partition": partition, "first": first, "last": last, "reason": "retention"}
+            for gap in self.gaps():
+                log.warning("contract %s: %s resumes past retention: %s", self.contract_id,
+                            self.partner.org, gap)  # fmt: skip
                 yield self.encoder.notice("gap", gap)
             while True:
                 ending = self.end_reason()
@@ -261,6 +257,13 @@ class Stream:
                     last_write = monotonic()
         finally:
             await self.close()
+
+    def gaps(self) -> list[dict[str, Any]]:
+        """What the partner's cursor pointed at that retention had deleted, per partition."""
+        return [
+            {"partition": p, "first": first, "last": last, "reason": "retention"}
+            for p, (first, last) in sorted(self.lost_to_retention.items())
+        ]
 
     def _delivery(self, now: datetime, end_reason: str) -> DeliveryEntry:
         return DeliveryEntry(

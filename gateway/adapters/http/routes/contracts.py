@@ -157,13 +157,8 @@ async def records(
 
 def lost_to_retention(opened: Stream) -> bytes:
     """``,"gaps":[...]`` when the cursor pointed at records retention had deleted."""
-    if not opened.lost_to_retention:
-        return b""
-    gaps = [
-        {"partition": p, "first": first, "last": last, "reason": "retention"}
-        for p, (first, last) in sorted(opened.lost_to_retention.items())
-    ]
-    return b',"gaps":' + orjson.dumps(gaps)
+    gaps = opened.gaps()
+    return b',"gaps":' + orjson.dumps(gaps) if gaps else b""
 
 
 @router.get("/{contract_id}/keys", responses=errors(400, 401, 403, 404))

@@ -6,6 +6,7 @@ partner's bearer token never does.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from gateway.services.report import build_report
 
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 _basic = HTTPBasic(auto_error=False, realm="legal")
+_attempts: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
 
 
 async def legal_user(
@@ -39,13 +41,21 @@ async def legal_user(
         raise LegalAuthenticationFailed("the legal pages need a legal user's credentials")
     address = request.client.host if request.client else "unknown"
     throttled = [f"user:{credentials.username}", f"addr:{address}"]
-    await gateway.quotas.check_login(throttled)
     users = [(u.username, u.password_hash.get_secret_value()) for u in gateway.settings.legal_users]
-    if await anyio.to_thread.run_sync(
-        check_login, users, credentials.username, credentials.password
-    ):
-        return credentials.username
-    await gateway.quotas.login_failed(throttled)
+    # One attempt per user name at a time in this replica: guesses sent in parallel would
+    # otherwise all pass the check before any of their failures is counted.
+    lock = _attempts[credentials.username]
+    try:
+        async with lock:
+            await gateway.quotas.check_login(throttled)
+            if await anyio.to_thread.run_sync(
+                check_login, users, credentials.username, credentials.password
+            ):
+                return credentials.username
+            await gateway.quotas.login_failed(throttled)
+    finally:  # no lock kept for every name anyone ever tried
+        if not lock.locked() and not lock.statistics().tasks_waiting:
+            _attempts.pop(credentials.username, None)
     raise LegalAuthenticationFailed("unknown user or wrong password")
 
 

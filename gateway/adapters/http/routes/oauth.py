@@ -102,9 +102,9 @@ async def token(request: Request, gateway: GatewayDep) -> Response:
         error, description = presented.conflict
         return _token_problem(400 if error == "invalid_request" else 401, error, description, {})
     # Issuing a token is recorded like every delivery: fail closed while it cannot be.
-    if (unrecordable := gateway.ledger.problem()) is not None:
+    if gateway.ledger.problem() is not None:  # (the reason is for operators: /readyz, logs)
         return gateway_error_response(
-            LedgerUnavailable(f"tokens cannot be recorded now: {unrecordable}"),
+            LedgerUnavailable("tokens cannot be recorded now; try again shortly"),
             error="temporarily_unavailable",
             error_description="the gateway cannot record token issuance now",
         )
