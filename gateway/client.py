@@ -208,6 +208,8 @@ class GatewayClient:
                 elif event.event == "keys":
                     for announced in json.loads(event.data)["keys"]:
                         self._decryptor(contract).add(announced["kid"], announced["jwe"])
+                elif event.event == "gap":  # the cursor was older than the topic's retention
+                    log.warning("records lost to the topic's retention: %s", event.data)
                 elif event.event == "end":
                     end = json.loads(event.data)
                     raise StreamEnded(end.get("reason", "unknown"), end.get("retry_after"))

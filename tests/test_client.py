@@ -46,3 +46,22 @@ def test_the_client_resumes_after_an_end_that_asks_it_to(
         got = [next(records)[1]["offset"], next(records)[1]["offset"]]
     assert got == [0, 1]
     assert streams[1].headers["last-event-id"] == "cursor-0", "resumed with its cursor"
+
+
+def test_the_client_says_what_retention_took_from_it(caplog: pytest.LogCaptureFixture) -> None:
+    gap = {"partition": 0, "first": 2, "last": 5, "reason": "retention"}
+    record = {"partition": 0, "offset": 6, "key": "o-6", "value": {"order_id": "o-6"}}
+    body = f"event: gap\ndata: {json.dumps(gap)}\n\n"
+    body += f"event: record\nid: c6\ndata: {json.dumps(record)}\n\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json={"token_endpoint": f"{BASE}/oauth/token"})
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t", "token_type": "Bearer"})
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    with GatewayClient(BASE, org="globex", key=signing_key(generate_org_keys()), http=http) as c:
+        assert next(c.records("c", cursor="c1"))[1]["offset"] == 6
+    assert any("lost to the topic's retention" in r.getMessage() for r in caplog.records)
