@@ -55,6 +55,9 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Ends after which the partner reconnects with its cursor: the gateway could not record
 #: deliveries for a moment, or a new contract version changes what is sent.
 RESUMABLE = frozenset({"ledger_unavailable", "superseded"})
+#: Ends after which the partner reconnects with backoff: Kafka failed under the stream, or
+#: the stream's position vanished (the reconnection hears what was lost, or why it cannot go on).
+RETRIED = frozenset({"broker_unavailable", "product_unavailable", "cursor_out_of_range"})
 
 
 class GatewayClientError(Exception):
@@ -73,8 +76,10 @@ class SinkError(Exception):
 class StreamEnded(Exception):
     """The gateway ended the stream (``event: end``), or the connection closed."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
+    def __init__(
+        self, reason: str, retry_after: float | None = None, detail: str | None = None
+    ) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         #: Seconds until the gateway will serve again (``quota_exhausted``).
         self.retry_after = retry_after
@@ -212,7 +217,9 @@ class GatewayClient:
                     log.warning("records lost to the topic's retention: %s", event.data)
                 elif event.event == "end":
                     end = json.loads(event.data)
-                    raise StreamEnded(end.get("reason", "unknown"), end.get("retry_after"))
+                    raise StreamEnded(
+                        end.get("reason", "unknown"), end.get("retry_after"), end.get("detail")
+                    )
         raise StreamEnded("disconnected")
 
     def _decryptor(self, contract: str) -> FieldDecryptor:
@@ -304,6 +311,9 @@ class GatewayClient:
                     wait = ended.retry_after or 0
                     log.warning("stream ended (%s); resuming in %d s", ended.reason, wait)
                     time.sleep(wait)
+                elif ended.reason in RETRIED:
+                    if not retried(f"stream ended ({ended})"):
+                        raise
                 elif ended.reason != "disconnected":
                     raise
             except GatewayClientError as exc:

@@ -8,6 +8,7 @@ the code raises them by what went wrong in the domain. The hierarchy::
     │   └── InvalidCursor              an edited cursor, or one of another contract
     ├── AuthenticationFailed           missing, invalid or expired access token
     │   └── LegalAuthenticationFailed  the legal pages' HTTP Basic login is missing or wrong
+    ├── CursorOutOfRange               a cursor points past a partition's end (recreated topic)
     ├── ContractNotFound               unknown contract, or another organisation's (same answer)
     ├── ContractNotActive              the caller's contract exists but may not be used now
     │   └── NoEncryptionKey            the consumer publishes no key to encrypt its fields to
@@ -34,6 +35,7 @@ __all__ = [
     "BrokerUnavailable",
     "ContractNotActive",
     "ContractNotFound",
+    "CursorOutOfRange",
     "DocumentExists",
     "DocumentInvalid",
     "FilterSyntaxError",
@@ -66,6 +68,8 @@ CODES: Final = MappingProxyType(
         "legal_login_required": "the legal pages need a legal user's HTTP Basic login",
         # 403
         "contract_not_active": "the contract exists but may not be used now (see reason)",
+        # 409
+        "cursor_out_of_range": "the cursor points past the end of a partition (recreated topic)",
         # 404 and other HTTP-level answers
         "contract_not_found": "no such contract, or another organisation's",
         "not_found": "no such path",
@@ -119,6 +123,15 @@ class InvalidRequest(GatewayError):
 class InvalidCursor(InvalidRequest):
     code = "invalid_cursor"
     title = "Invalid cursor"
+
+
+class CursorOutOfRange(GatewayError):
+    """A well-formed cursor whose position the topic no longer has: past a partition's end (the
+    topic was deleted and created again), or, mid-stream, a position the broker has lost.
+    Reading on from the end would skip whatever is produced up to the cursor's offsets."""
+
+    code = "cursor_out_of_range"
+    title = "Cursor out of range"
 
 
 class AuthenticationFailed(GatewayError):

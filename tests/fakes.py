@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.core.cursor import OFFSET_BEGINNING
+from gateway.errors import GatewayError
 from gateway.services.datakeys import StoredKey
 
 
@@ -68,6 +69,8 @@ class FakeTopic:
         self.oldest: dict[int, int] = dict.fromkeys(range(partitions), 0)
         self.clocks = clocks
         self.sources: list[FakeRecordSource] = []
+        #: Raised by every fetch while set (a deleted topic, a lost position).
+        self.failure: GatewayError | None = None
 
     def append(self, partition: int, *values: bytes) -> None:
         self.logs[partition].extend(values)
@@ -92,8 +95,8 @@ class FakeRecordSource:
     def latest(self, partitions: Sequence[int]) -> dict[int, int]:
         return {p: len(self._topic.logs[p]) for p in partitions}
 
-    def earliest(self, partitions: Sequence[int]) -> dict[int, int]:
-        return {p: self._topic.oldest[p] for p in partitions}
+    def bounds(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        return {p: (self._topic.oldest[p], len(self._topic.logs[p])) for p in partitions}
 
     def at_time(self, partitions: Sequence[int], moment: datetime) -> dict[int, int]:
         return dict.fromkeys(partitions, 0)
@@ -106,6 +109,8 @@ class FakeRecordSource:
         }
 
     def fetch(self, max_records: int, timeout: float) -> list[FakeRecord]:
+        if self._topic.failure is not None:
+            raise self._topic.failure
         batch: list[FakeRecord] = []
         for partition, position in sorted(self._positions.items()):
             log = self._topic.logs[partition]

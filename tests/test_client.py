@@ -14,13 +14,22 @@ BASE = "http://gateway.test"
 
 
 @pytest.mark.parametrize(
-    ("reason", "extra"), [("ledger_unavailable", {"retry_after": 0}), ("superseded", {})]
+    ("reason", "extra", "waits"),
+    [
+        ("ledger_unavailable", {"retry_after": 0}, [0]),
+        ("superseded", {}, [0]),
+        ("product_unavailable", {"detail": "the product's topic is gone"}, [0.5]),
+        ("cursor_out_of_range", {"detail": "partition 0: position lost"}, [0.5]),
+    ],
 )
 def test_the_client_resumes_after_an_end_that_asks_it_to(
-    reason: str, extra: dict[str, int]
+    reason: str, extra: dict[str, object], waits: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``ledger_unavailable`` and ``superseded`` used to end ``gateway consume`` with exit 1."""
+    """``ledger_unavailable`` and ``superseded`` used to end ``gateway consume`` with exit 1;
+    a Kafka failure under the stream is retried with backoff."""
     streams: list[httpx.Request] = []
+    slept: list[float] = []
+    monkeypatch.setattr("gateway.client.time.sleep", slept.append)
 
     def record(n: int) -> str:
         data = {"partition": 0, "offset": n, "key": f"o-{n}", "value": {"order_id": f"o-{n}"}}
@@ -46,6 +55,7 @@ def test_the_client_resumes_after_an_end_that_asks_it_to(
         got = [next(records)[1]["offset"], next(records)[1]["offset"]]
     assert got == [0, 1]
     assert streams[1].headers["last-event-id"] == "cursor-0", "resumed with its cursor"
+    assert slept == waits
 
 
 def test_the_client_says_what_retention_took_from_it(caplog: pytest.LogCaptureFixture) -> None:

@@ -123,6 +123,23 @@ def test_a_deleted_ledger_topic_is_noticed_and_nothing_new_starts(
     assert refused.json()["code"] == "ledger_unavailable"
 
 
+def test_a_ledger_topic_recreated_between_two_probes_is_noticed(
+    serve: Callable[..., RunningGateway], kafka_config: dict[str, str], http: httpx.Client
+) -> None:
+    """Deleted and created again empty within the second between two probes: the topic looks
+    the same, but this replica's chain no longer continues in it."""
+    gw = serve()
+    token = gw.token("globex")
+    recreate(kafka_config, gw.gateway.settings.ledger_topic, 1)
+    until(lambda: http.get(f"{gw.url}/readyz").status_code == 503, timeout=5)
+    assert "created again" in http.get(f"{gw.url}/readyz").json()["ledger"]
+    refused = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}/records", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "ledger_unavailable"
+
+
 def test_a_replica_killed_mid_stream_leaves_at_most_a_second_unrecorded_and_resumes_exactly(
     world: World,
     kafka_bootstrap: str,
@@ -189,3 +206,56 @@ def test_a_replica_killed_mid_stream_leaves_at_most_a_second_unrecorded_and_resu
         sent = sorted(o for p, o in before | after if p == partition)
         assert sent == list(range(len(sent))), f"no gap in partition {partition}"
     print(f"received {len(received)}, recorded {delivery.records}, resumed {len(resumed)}")
+
+
+def recreate(kafka_config: dict[str, str], topic: str, partitions: int) -> None:
+    """Delete ``topic`` and create it again, empty (what an operator's mistake looks like)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({**kafka_config})
+    for future in admin.delete_topics([topic]).values():
+        future.result(timeout=10)
+    deadline = time.monotonic() + 10
+    while True:  # the deletion settles before the name can be taken again
+        try:
+            create_topic(kafka_config, topic, partitions)
+            return
+        except Exception:
+            assert time.monotonic() < deadline, "the topic could not be created again"
+            time.sleep(0.1)
+
+
+def test_a_cursor_past_the_end_of_a_recreated_topic_is_refused_clearly(
+    serve: Callable[..., RunningGateway],
+    world: World,
+    kafka_config: dict[str, str],
+    produce_orders: Any,
+    http: httpx.Client,
+) -> None:
+    """The topic was recreated: the partner's cursor points at offsets that do not exist (yet).
+    Reading on would silently skip whatever is produced up to there; the partner is told."""
+    produce_orders(world.topic, 10, partition=0)
+    gw = serve()
+    auth = {"Authorization": f"Bearer {gw.token('globex')}"}
+    url = f"{gw.url}/v1/contracts/{CONTRACT}/records"
+    first = http.get(url, headers=auth, params={"limit": "10"}).json()
+    assert len(first["records"]) == 10
+
+    recreate(kafka_config, world.topic, 2)
+    produce_orders(world.topic, 3, partition=0)
+    stream = http.build_request(
+        "GET",
+        f"{gw.url}/v1/contracts/{CONTRACT}/stream",
+        headers={**auth, "Accept": "text/event-stream", "Last-Event-ID": first["cursor"]},
+    )
+    pull = http.build_request("GET", url, headers=auth, params={"cursor": first["cursor"]})
+    for request in (pull, stream):
+        answer = http.send(request, stream=True)
+        answer.read() if answer.status_code != 200 else answer.close()
+        assert answer.status_code == 409, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        problem = answer.json()
+        assert problem["code"] == "cursor_out_of_range"
+        assert "partition 0" in problem["detail"]
+        assert "offset 10" in problem["detail"]
+        assert "ends at 3" in problem["detail"]

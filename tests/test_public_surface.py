@@ -19,8 +19,8 @@ SURFACES = {
     # Errors and their stable codes.
     "gateway.errors": {
         "CODES", "AuthenticationFailed", "BrokerUnavailable", "ContractNotActive",
-        "ContractNotFound", "DocumentExists", "DocumentInvalid", "FilterSyntaxError",
-        "GatewayError", "InvalidCursor", "InvalidRequest", "LedgerUnavailable",
+        "ContractNotFound", "CursorOutOfRange", "DocumentExists", "DocumentInvalid",
+        "FilterSyntaxError", "GatewayError", "InvalidCursor", "InvalidRequest", "LedgerUnavailable",
         "LegalAuthenticationFailed", "NoEncryptionKey", "QuotaExceeded", "SignatureInvalid",
     },
     # The composition root and the command line.

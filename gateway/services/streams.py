@@ -30,7 +30,9 @@ from gateway.core.protection import ContractProtector, pseudonym_key
 from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
 from gateway.errors import (
     AuthenticationFailed,
+    BrokerUnavailable,
     ContractNotActive,
+    CursorOutOfRange,
     GatewayError,
     InvalidRequest,
     LedgerUnavailable,
@@ -50,7 +52,7 @@ class RecordSource(Protocol):
 
     def partitions(self) -> list[int]: ...
     def latest(self, partitions: Sequence[int]) -> dict[int, int]: ...
-    def earliest(self, partitions: Sequence[int]) -> dict[int, int]: ...
+    def bounds(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]: ...
     def at_time(self, partitions: Sequence[int], moment: datetime) -> dict[int, int]: ...
     def assign(self, positions: dict[int, int]) -> None: ...
     def fetch(self, max_records: int, timeout: float) -> Sequence[SourceRecord]: ...
@@ -246,7 +248,14 @@ class Stream:
                     batch = None
                 else:
                     size = self.quota.batch_size(limits.batch_records)
-                    batch = await self.fetch(size, limits.poll_seconds)
+                    try:
+                        batch = await self.fetch(size, limits.poll_seconds)
+                    except (BrokerUnavailable, CursorOutOfRange) as failed:
+                        # The partner resumes with its cursor (and hears why if it cannot).
+                        log.warning("stream on %s ends: %s", self.contract_id, failed.detail)
+                        self.ended_because = failed.code
+                        yield self.encoder.end(failed.code, detail=failed.detail)
+                        return
                 if batch is not None and batch.data:
                     if monotonic() - self._progressed >= PROGRESS_SECONDS:
                         self._record_progress()  # before the batch leaves, covering it
@@ -451,14 +460,22 @@ class StreamService:
     def _past_retention(
         source: RecordSource, positions: dict[int, int]
     ) -> dict[int, tuple[int, int]]:
-        """Where a cursor points before the oldest record still kept: start there instead
-        (updating ``positions``) and return, per partition, the offsets lost to retention."""
-        oldest = source.earliest(list(positions))
+        """Check a resumed cursor against what each partition holds now.
+
+        Before the oldest record still kept: start there instead (updating ``positions``) and
+        return, per partition, the offsets lost to retention. Past the log end: the topic was
+        recreated, and reading on would skip whatever is produced up to there, so refuse."""
         lost = {}
-        for partition, offset in positions.items():
-            if 0 <= offset < oldest[partition]:
-                lost[partition] = (offset, oldest[partition] - 1)
-                positions[partition] = oldest[partition]
+        for partition, (oldest, end) in source.bounds(list(positions)).items():
+            offset = positions[partition]
+            if offset > end:
+                raise CursorOutOfRange(
+                    f"the cursor points at offset {offset} of partition {partition}, which "
+                    f"ends at {end}: the topic was recreated; start again without the cursor"
+                )
+            if 0 <= offset < oldest:
+                lost[partition] = (offset, oldest - 1)
+                positions[partition] = oldest
         return lost
 
     def refresh_recipient(self, stream: Stream) -> None:

@@ -49,7 +49,19 @@ class FakeProducer:
         return 0
 
     def unreachable(self, topic: str, timeout: float) -> str | None:
+        self.probes += 1
         return None
+
+    def topic_id(self, topic: str, timeout: float) -> str | None:
+        return self.topic_identity
+
+    topic_identity: str | None = "first"
+    probes = 0
+
+    def probed_twice_more(self) -> None:
+        """Wait until the writer has probed twice after now (one full probe has seen it)."""
+        seen = self.probes
+        wait_for(lambda: self.probes >= seen + 2)
 
 
 def writer(producers: list[FakeProducer], monkeypatch: Any) -> KafkaLedger:
@@ -129,3 +141,30 @@ def test_the_writer_keeps_up_with_thousands_of_entries_a_second(monkeypatch: Any
     assert time.monotonic() - started < 5
     ledger.close()
     assert verify(written) == []
+
+
+def test_a_ledger_topic_with_a_new_id_stops_the_chain_until_a_restart(monkeypatch: Any) -> None:
+    """The topic was deleted and created again between two probes: refuse, never start over."""
+    monkeypatch.setattr(ledger_module, "PROBE_SECONDS", 0.0)
+    written: list[dict[str, Any]] = []
+    producer = FakeProducer(written)
+    ledger = writer([producer], monkeypatch)
+    wait_for(lambda: ledger.problem() is None)
+    producer.topic_identity = "second"
+    wait_for(lambda: ledger.problem() is not None)
+    assert "created again" in (ledger.problem() or "")
+    producer.topic_identity = "first"  # nothing brings the old topic back: still refused
+    producer.probed_twice_more()
+    assert "created again" in (ledger.problem() or "")
+    ledger.close()
+
+
+def test_a_broker_that_keeps_no_topic_ids_is_not_refused(monkeypatch: Any) -> None:
+    monkeypatch.setattr(ledger_module, "PROBE_SECONDS", 0.0)
+    producer = FakeProducer([])
+    producer.topic_identity = None
+    ledger = writer([producer], monkeypatch)
+    wait_for(lambda: ledger.problem() is None)
+    producer.probed_twice_more()
+    assert ledger.problem() is None
+    ledger.close()

@@ -15,6 +15,7 @@ from gateway.adapters.stores.quotas import MemoryQuotaStore
 from gateway.core.cursor import CursorCodec
 from gateway.core.lifecycle import build_history
 from gateway.core.records import StreamFormat
+from gateway.errors import BrokerUnavailable, CursorOutOfRange, GatewayError
 from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import Partner
 from gateway.services.datakeys import DataKeyService
@@ -219,3 +220,48 @@ async def test_a_cursor_older_than_retention_starts_at_the_oldest_and_says_what_
     assert [d["offset"] for e, d, _ in seen[1:] if e == "record"] == [6, 7, 8, 9]
     resumed = setup.ledger.of_kind("stream")[-1]
     assert resumed["lost_to_retention"] == {"0": [2, 5]}
+
+
+async def test_a_cursor_past_the_end_of_a_partition_is_refused_with_where_it_points() -> None:
+    """The topic was recreated: reading on from the log end would silently skip records."""
+    setup = Setup()
+    setup.topic.append(0, *orders(*range(10)))
+    first = await collect(setup, setup.partner(), until=lambda seen: len(seen) >= 10)
+    setup.topic.logs[0] = orders(100, 101, 102)  # recreated: 3 records, offsets 0..2
+    with pytest.raises(CursorOutOfRange) as refused:
+        await setup.service.open(
+            setup.partner(), "c", cursor=first[-1][2], start=Start("earliest"),
+            stream_format=StreamFormat.SSE,
+        )  # fmt: skip
+    assert refused.value.code == "cursor_out_of_range"
+    assert "partition 0" in refused.value.detail
+    assert "offset 10" in refused.value.detail
+    assert "ends at 3" in refused.value.detail
+    assert setup.topic.sources[-1].closed
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        BrokerUnavailable("the product's topic is gone", code="product_unavailable"),
+        CursorOutOfRange("partition 0: offset 4 is no longer in the topic"),
+    ],
+    ids=["topic_deleted", "position_lost"],
+)
+async def test_a_source_that_fails_mid_stream_ends_it_with_the_reason(
+    failure: GatewayError,
+) -> None:
+    """The partner is told why (and resumes with its cursor), and the ledger says so."""
+    setup = Setup()
+    setup.topic.append(0, *orders(*range(3)))
+
+    def broken(seen: list[tuple[str, dict[str, Any], str | None]]) -> bool:
+        if len(seen) == 3:
+            setup.topic.failure = failure
+        return seen[-1][0] == "end"
+
+    seen = await collect(setup, setup.partner(), until=broken)
+    assert seen[-1][1] == {"reason": failure.code, "detail": failure.detail}
+    (delivery,) = setup.ledger.of_kind("stream")
+    assert (delivery["records"], delivery["end_reason"]) == (3, failure.code)
+    assert setup.topic.sources[-1].closed

@@ -21,6 +21,8 @@ _DESCRIPTIONS = {
     403: "The contract may not be used now (`contract_not_active`, with `reason`)",
     404: "No such contract, or another organisation's (`contract_not_found`)",
     406: "A stream format other than SSE or NDJSON was asked for (`not_acceptable`)",
+    409: "The cursor points past the end of a partition: the topic was recreated "
+    "(`cursor_out_of_range`); start again without it",
     429: "A quota refuses (`too_many_streams`, `quota_exhausted`, `too_many_requests`), with "
     "`Retry-After`",
     503: "Kafka or the ledger is unavailable (`broker_unavailable`, `product_unavailable`, "

@@ -78,6 +78,10 @@ class KafkaLedger:
         #: Set by the probe while no broker answers or the topic is gone (cleared by it too).
         self._unreachable: str | None = None
         self._rebuild: str | None = None
+        #: The ledger topic's id at the first probe, and why the chain cannot go on once the
+        #: topic has another (it was deleted and created again).
+        self._topic_id: str | None = None
+        self._replaced: str | None = None
         self._overflowing = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
@@ -197,12 +201,35 @@ class KafkaLedger:
         """Whether the topic can be written to now: a broker outage shows within a second or
         two (entries in flight would show it only after ``message.timeout.ms``)."""
         unreachable = producer.unreachable(self.topic, PROBE_TIMEOUT_SECONDS)
+        if unreachable is None:
+            unreachable = self._still_the_same_topic(producer)
         if unreachable != self._unreachable:
             if unreachable is None:
                 log.info("ledger: Kafka answers again")
             else:
                 log.error("ledger unavailable: %s", unreachable)
             self._unreachable = unreachable
+
+    def _still_the_same_topic(self, producer: GuardedProducer) -> str | None:
+        """Why this replica's chain cannot go on in the topic, or ``None`` while it can.
+
+        A topic deleted and created again between two probes looks like the same topic but
+        has a new id: the chain's beginning is gone from it. Writing on would look like a chain
+        cut short, or starting over would hide the loss; the replica refuses until restarted
+        (a new process begins a new chain, and the operator has seen why)."""
+        if self._replaced is None:
+            found = producer.topic_id(self.topic, PROBE_TIMEOUT_SECONDS)
+            if found is None:
+                return None  # the broker keeps no topic ids (before Kafka 2.8), or is busy
+            if self._topic_id is None:
+                self._topic_id = found
+            elif found != self._topic_id:
+                self._replaced = (
+                    f"the ledger topic {self.topic!r} was deleted and created again (its id "
+                    "changed): this replica's chain does not continue in it; restart the "
+                    "replica to begin a new chain"
+                )
+        return self._replaced
 
     def _write(
         self, producer: GuardedProducer, chain: Chain, item: Any, unacknowledged: dict[int, Any]

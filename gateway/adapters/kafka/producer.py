@@ -10,16 +10,23 @@ room. Errors librdkafka raises are translated once, by ``map_kafka_errors``; a f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection
+from confluent_kafka.admin import AdminClient
 
 from gateway.adapters.kafka.errors import map_kafka_errors
 
 #: ``on_delivery(error, partition, offset)``: ``error`` is ``None`` or the Kafka error's name.
 DeliveryCallback = Callable[[str | None, int | None, int | None], None]
 Headers = Sequence[tuple[str, bytes | str | None]]
+
+log = logging.getLogger(__name__)
+
+#: What a broker answers for a topic's id when it keeps none.
+_NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"
 
 #: How long ``produce`` serves delivery reports at a time while the local queue is full.
 QUEUE_FULL_POLL_SECONDS = 0.1
@@ -45,6 +52,8 @@ class GuardedProducer:
         settings["error_cb"] = self._fatal
         with map_kafka_errors("create a producer"):
             self._producer = Producer(settings)
+        self._config = {k: v for k, v in config.items() if k != "error_cb"}
+        self._admin: AdminClient | None = None
 
     @property
     def fatal(self) -> str | None:
@@ -94,6 +103,22 @@ class GuardedProducer:
         if described is None or described.error is not None:
             return f"the topic {topic!r} does not exist"
         return None
+
+    def topic_id(self, topic: str, timeout: float) -> str | None:
+        """The id Kafka gave ``topic`` when it was created (a topic deleted and created again
+        has a new one), or ``None`` when the broker does not say (before Kafka 2.8) or does not
+        answer within ``timeout`` seconds."""
+        if self._admin is None:
+            self._admin = AdminClient(self._config)
+        try:
+            future = self._admin.describe_topics(TopicCollection([topic]), request_timeout=timeout)[
+                topic
+            ]
+            found = str(future.result(timeout=timeout + 1).topic_id)
+        except (KafkaException, TimeoutError, ValueError) as exc:
+            log.debug("kafka: no id for topic %s: %s", topic, exc)
+            return None
+        return None if found in ("", "None", _NO_TOPIC_ID) else found
 
     def poll(self, timeout: float = 0) -> int:
         """Serve delivery reports for up to ``timeout`` seconds; how many were served."""

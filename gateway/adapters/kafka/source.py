@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from gateway.adapters.kafka.errors import map_kafka_errors
-from gateway.errors import BrokerUnavailable
+from gateway.errors import BrokerUnavailable, CursorOutOfRange
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,10 @@ STREAM_CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
-    # A cursor older than the retention window restarts at the oldest record still kept.
-    "auto.offset.reset": "earliest",
+    # A position the broker no longer has (retention deleted it while the stream read, or the
+    # topic was recreated) is an error, never a silent jump: the stream ends with
+    # ``cursor_out_of_range`` and the partner's resumption says what was lost (or refuses).
+    "auto.offset.reset": "error",
     "fetch.wait.max.ms": 100,
     "queued.max.messages.kbytes": 16384,
 }
@@ -65,9 +67,10 @@ class KafkaRecordSource:
                 for p in partitions
             }
 
-    def earliest(self, partitions: Sequence[int]) -> dict[int, int]:
-        """The oldest offset each partition still keeps (retention deleted what is before)."""
-        return {p: low for p, (low, _) in self._watermarks(partitions).items()}
+    def bounds(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Per partition, the oldest offset still kept (retention deleted what is before) and
+        the log end."""
+        return self._watermarks(partitions)
 
     def latest(self, partitions: Sequence[int]) -> dict[int, int]:
         """The log end of each partition: the offset the next produced record will get."""
@@ -108,17 +111,36 @@ class KafkaRecordSource:
         """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first."""
         with map_kafka_errors("fetch records"):
             messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
-        records = []
-        for message in messages:
-            err = message.error()
-            if err is None:
-                records.append(message)
-            elif err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise BrokerUnavailable(f"Kafka fetch failed ({err.name()})")
-            else:  # transient: librdkafka retries on its own
-                log.warning("kafka: transient fetch error on %s: %s", self.topic, err.name())
-        return records
+        return records_of(messages, self.topic)
 
     def close(self) -> None:
         with suppress(RuntimeError):  # already closed
             self._consumer.close()
+
+
+#: Errors that mean the consumer's position is gone (with ``auto.offset.reset: error``).
+_POSITION_LOST = frozenset({KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE})
+
+
+def records_of(messages: Sequence[Message], topic: str) -> list[Message]:
+    """The records among ``messages``; an error that ends the stream is raised."""
+    records = []
+    for message in messages:
+        err = message.error()
+        if err is None:
+            records.append(message)
+        elif err.code() in _POSITION_LOST:
+            raise CursorOutOfRange(
+                f"partition {message.partition()}: the stream's position is no longer in the "
+                "topic (retention deleted it, or the topic was recreated); resume with the "
+                "cursor to hear which records were lost"
+            )
+        elif err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.UNKNOWN_TOPIC_ID):
+            raise BrokerUnavailable(
+                "the product's topic is no longer available in Kafka", code="product_unavailable"
+            )
+        elif err.fatal():
+            raise BrokerUnavailable(f"Kafka fetch failed ({err.name()})")
+        else:  # transient: librdkafka retries on its own
+            log.warning("kafka: transient fetch error on %s: %s", topic, err.name())
+    return records

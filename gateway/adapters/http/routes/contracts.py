@@ -86,7 +86,7 @@ def get_contract(contract_id: str, partner: CurrentPartner, gateway: GatewayDep)
             "description": "Server-Sent Events, or NDJSON with `Accept: application/x-ndjson`",
             "content": {"text/event-stream": {}, "application/x-ndjson": {}},
         },
-        **errors(*PARTNER_ERRORS, 406),
+        **errors(*PARTNER_ERRORS, 406, 409),
     },
 )
 async def stream(
@@ -122,7 +122,7 @@ async def stream(
     )
 
 
-@router.get("/{contract_id}/records", responses=errors(*PARTNER_ERRORS))
+@router.get("/{contract_id}/records", responses=errors(*PARTNER_ERRORS, 409))
 async def records(
     contract_id: str,
     partner: CurrentPartner,
