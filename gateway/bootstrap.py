@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerReader
+from gateway.adapters.kafka.shared import SharedReaders
 from gateway.adapters.stores.contracts_dir import ContractsDirectory
 from gateway.adapters.stores.keys import FileDataKeyStore, key_source
 from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, ResilientQuotaStore
@@ -39,7 +41,9 @@ def quota_store(settings: Settings, metrics: GatewayMetrics) -> QuotaStore:
     return ResilientQuotaStore(redis, settings.quotas.replicas, metrics.quota_store_degraded)
 
 
-def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
+def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> Gateway:
+    """The gateway; streams read through the process's shared readers unless ``sources`` says
+    otherwise (a consumer per stream, in the benchmark that compares the two)."""
     secrets = load_or_create(settings.state_dir)
     ledger = KafkaLedger(
         settings.kafka.librdkafka_config(), settings.ledger_topic, settings.replica
@@ -64,6 +68,15 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
         closers.append(shared.close)
     else:
         replays = MemoryReplayCache()
+    source_stats: Callable[[], dict[str, int]] = dict
+    if sources is None:
+        readers = SharedReaders(
+            settings.kafka.librdkafka_config(),
+            window_bytes=settings.reading.window_bytes,
+            catch_up_readers=settings.reading.catch_up_readers,
+        )
+        sources, source_stats = readers.source, readers.stats
+        closers.append(readers.close)
     # Services read the registry through the container, so a reload swaps it for all of them.
     gateway = Gateway(
         settings=settings,
@@ -84,7 +97,10 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
             registry=lambda: gateway.registry,
             sources=sources,
             codec=CursorCodec(secrets.cursor_secret),
-            limits=StreamLimits(heartbeat_seconds=settings.heartbeat_seconds),
+            limits=StreamLimits(
+                heartbeat_seconds=settings.heartbeat_seconds,
+                max_streams=settings.reading.max_streams,
+            ),
             ledger=ledger,
             quotas=quotas,
             datakeys=DataKeyService(
@@ -96,6 +112,7 @@ def build_gateway(settings: Settings, sources: SourceFactory) -> Gateway:
                 max_age=settings.data_key_max_age_seconds,
             ),
             pseudonym_secret=secrets.pseudonym_secret,
+            source_stats=source_stats,
         ),
         ledger=ledger,
         ledger_reader=KafkaLedgerReader(settings.kafka.librdkafka_config(), settings.ledger_topic),

@@ -18,6 +18,7 @@ the code raises them by what went wrong in the domain. The hierarchy::
     ├── DocumentExists                 a key or document file would be overwritten
     ├── QuotaExceeded                  a concurrency, daily-volume or request-rate quota refuses
     ├── BrokerUnavailable              Kafka cannot be reached or the product's topic is missing
+    ├── Overloaded                     this process serves as many streams as it may
     └── LedgerUnavailable              deliveries cannot be recorded, so none may start
 
 Messages never contain secrets, tokens or record contents. Every ``code`` a caller can see is
@@ -45,6 +46,7 @@ __all__ = [
     "LedgerUnavailable",
     "LegalAuthenticationFailed",
     "NoEncryptionKey",
+    "Overloaded",
     "QuotaExceeded",
     "SignatureInvalid",
 ]
@@ -84,6 +86,7 @@ CODES: Final = MappingProxyType(
         "broker_unavailable": "Kafka cannot be reached",
         "product_unavailable": "the product's topic is not available in Kafka",
         "ledger_unavailable": "deliveries cannot be recorded, so none may start",
+        "overloaded": "this gateway process serves as many streams as it may; try again",
         # documents (CLI and the contract's refusal reason)
         "document_invalid": "a product, contract, statement or key document is malformed",
         "document_exists": "a key or document file would be overwritten",
@@ -190,6 +193,13 @@ class DocumentExists(GatewayError):
 class BrokerUnavailable(GatewayError):
     code = "broker_unavailable"
     title = "Broker unavailable"
+
+
+class Overloaded(GatewayError):
+    """The process has ``reading.max_streams`` streams and pulls open (503 with Retry-After)."""
+
+    code = "overloaded"
+    title = "Overloaded"
 
 
 class LedgerUnavailable(GatewayError):

@@ -10,16 +10,31 @@ import logging
 import uvicorn
 
 from gateway.adapters.http.app import create_app
-from gateway.adapters.kafka.source import KafkaRecordSource
 from gateway.bootstrap import build_gateway
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 
 
+def raise_open_files_limit() -> None:
+    """Every stream holds a socket: raise the soft limit on open files to the hard limit (an
+    unprivileged process may), and say what it is."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %d: %s", soft, exc)
+    log.info("open files limit %d (each stream holds one)", soft)
+
+
 def run_server(settings: Settings) -> None:
-    kafka_config = settings.kafka.librdkafka_config()
-    gateway = build_gateway(settings, lambda topic: KafkaRecordSource(kafka_config, topic))
+    raise_open_files_limit()
+    gateway = build_gateway(settings)
     if settings.tls_cert is None:
         log.warning(
             "serving plain HTTP on %s:%s (no --tls-cert): run it behind a TLS-terminating proxy",

@@ -93,6 +93,17 @@ class RedisSettings(BaseModel):
     timeout_seconds: float = Field(default=0.5, gt=0)
 
 
+class ReadingSettings(BaseModel):
+    """How streams read topics (see ``adapters/kafka/shared.py``)."""
+
+    #: Bytes of recent records each topic's shared reader keeps for the streams at its tail.
+    window_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    #: Consumers lent at once to streams behind the window (the rest wait their turn).
+    catch_up_readers: int = Field(default=16, ge=1)
+    #: Streams and pulls open at once in this process; above it, ``503 overloaded``.
+    max_streams: int = Field(default=10_000, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_nested_delimiter="__", extra="ignore"
@@ -142,6 +153,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    reading: ReadingSettings = Field(default_factory=ReadingSettings)
     #: Serve Prometheus metrics on this port (a separate listener, for the internal network).
     metrics_port: int | None = None
 

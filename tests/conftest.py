@@ -26,7 +26,6 @@ from gateway.adapters.http.app import create_app
 from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
 from gateway.adapters.kafka.producer import produce
-from gateway.adapters.kafka.source import KafkaRecordSource
 from gateway.adapters.stores.signing import PRIVATE_SUFFIX, generate_keys, sign_file
 from gateway.bootstrap import Gateway, build_gateway
 from gateway.client import GatewayClient, client_assertion
@@ -223,8 +222,7 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
             "startup_wait_seconds": 15 if ready else 0,
         }
         settings = Settings(**{**options, **overrides})
-        config = settings.kafka.librdkafka_config()
-        gateway = build_gateway(settings, lambda topic: KafkaRecordSource(config, topic))
+        gateway = build_gateway(settings)
         server = uvicorn.Server(
             uvicorn.Config(create_app(gateway), host="127.0.0.1", port=port, log_config=None)
         )

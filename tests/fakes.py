@@ -108,7 +108,7 @@ class FakeRecordSource:
             for p, o in positions.items()
         }
 
-    def fetch(self, max_records: int, timeout: float) -> list[FakeRecord]:
+    async def fetch(self, max_records: int, timeout: float) -> list[FakeRecord]:
         if self._topic.failure is not None:
             raise self._topic.failure
         batch: list[FakeRecord] = []
@@ -125,7 +125,7 @@ class FakeRecordSource:
     def has_unread(self, positions: dict[int, int]) -> bool:
         return any(positions.get(p, 0) < len(log) for p, log in self._topic.logs.items())
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.closed = True
 
 

@@ -341,7 +341,7 @@ def test_a_broker_that_does_not_answer_is_broker_unavailable() -> None:
     source = KafkaRecordSource({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, "t")
     with pytest.raises(BrokerUnavailable) as info:
         source.partitions()
-    source.close()
+    source.close_now()
     assert info.value.code == "broker_unavailable"
 
 

@@ -19,7 +19,7 @@ PINNED = {
     "ledger_unavailable", "document_invalid", "document_exists", "signature_invalid",
     "signature_missing", "invalid_filter", "gateway_error", "internal_error", "invalid_client",
     "invalid_request", "unsupported_grant_type", "unauthorized_client", "invalid_scope",
-    "cursor_out_of_range",
+    "cursor_out_of_range", "overloaded",
 }  # fmt: skip
 
 

@@ -21,7 +21,8 @@ SURFACES = {
         "CODES", "AuthenticationFailed", "BrokerUnavailable", "ContractNotActive",
         "ContractNotFound", "CursorOutOfRange", "DocumentExists", "DocumentInvalid",
         "FilterSyntaxError", "GatewayError", "InvalidCursor", "InvalidRequest", "LedgerUnavailable",
-        "LegalAuthenticationFailed", "NoEncryptionKey", "QuotaExceeded", "SignatureInvalid",
+        "LegalAuthenticationFailed", "NoEncryptionKey", "Overloaded", "QuotaExceeded",
+        "SignatureInvalid",
     },
     # The composition root and the command line.
     "gateway.bootstrap": {"Gateway", "build_gateway"},

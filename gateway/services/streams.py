@@ -1,10 +1,11 @@
 """Opening a partner's stream or pull on a contract, and running it.
 
 Everything that can refuse a request (contract, cursor, broker, topic) happens in ``open``,
-before any byte of a response is sent, so refusals are proper problem responses. Blocking
-librdkafka calls and the per-batch transform run in a worker thread of the stream's own
-(one-slot) limiter: the event loop never blocks, and streams never queue behind each other for
-threads.
+before any byte of a response is sent, so refusals are proper problem responses. A source's
+``fetch`` is awaited (a shared reader's window wakes the streams waiting on it, without a thread
+each); the blocking calls of opening, and the transform of large or encrypting batches, run in
+worker threads of one limiter for the whole service, so threads stay bounded however many
+streams are open. Small plaintext batches (the live tail) are transformed on the event loop.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     LedgerUnavailable,
+    Overloaded,
     QuotaExceeded,
 )
 from gateway.services.authorization import Partner
@@ -55,9 +57,9 @@ class RecordSource(Protocol):
     def bounds(self, partitions: Sequence[int]) -> dict[int, tuple[int, int]]: ...
     def at_time(self, partitions: Sequence[int], moment: datetime) -> dict[int, int]: ...
     def assign(self, positions: dict[int, int]) -> None: ...
-    def fetch(self, max_records: int, timeout: float) -> Sequence[SourceRecord]: ...
+    async def fetch(self, max_records: int, timeout: float) -> Sequence[SourceRecord]: ...
     def has_unread(self, positions: dict[int, int]) -> bool: ...
-    def close(self) -> None: ...
+    async def close(self) -> None: ...
 
 
 SourceFactory = Callable[[str], RecordSource]
@@ -67,6 +69,13 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: A live stream records its progress at least this often while it sends: the most of a
 #: delivery a replica that dies (SIGKILL, power) can have sent unrecorded.
 PROGRESS_SECONDS = 1.0
+
+#: Batches up to this size without encrypted fields are transformed on the event loop (a thread
+#: hop would cost more than the work); larger ones, and encrypting ones, in a worker thread.
+INLINE_RECORDS = 64
+
+#: Worker threads the stream service uses at once, for all streams together.
+WORKER_THREADS = 32
 
 #: How long a pull keeps fetching past ``wait`` while the log end says records are waiting.
 PULL_CATCH_UP_SECONDS = 5.0
@@ -104,6 +113,8 @@ class StreamLimits:
     #: The longest a stream waits for records before re-checking its token and contract.
     poll_seconds: float = 0.25
     heartbeat_seconds: float = 15.0
+    #: Streams and pulls open at once in the process (above it: ``503 overloaded``).
+    max_streams: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,7 @@ class Stream:
         kind: str,
         stream_format: StreamFormat,
         quota: StreamQuota,
+        on_close: Callable[[], None] = lambda: None,
     ) -> None:
         self._context = context
         self.quota = quota
@@ -162,25 +174,25 @@ class Stream:
         #: Records the cursor pointed at that retention had deleted (said first, and recorded).
         self.lost_to_retention: dict[int, tuple[int, int]] = {}
         self._progressed = -PROGRESS_SECONDS
+        self._on_close = on_close
 
     def use_before_encrypting(self, refresh: Callable[[], None]) -> None:
         """Encrypting stream: ``refresh`` runs before each batch (and once now)."""
         self._before_encrypting = refresh
         refresh()
 
-    def _fetch_encoded(
-        self, max_records: int, timeout: float
-    ) -> tuple[EncodedBatch, Sequence[SourceRecord]]:
-        records = self._source.fetch(max_records, timeout)
+    def _encode(self, records: Sequence[SourceRecord]) -> EncodedBatch:
         if self._before_encrypting is not None and records:
             self._before_encrypting()
-        return self.encoder.encode(records), records
+        return self.encoder.encode(records)
 
     async def fetch(self, max_records: int, timeout: float) -> EncodedBatch:
         """The next batch, within the quotas: cut short if the day's volume runs out."""
-        batch, records = await anyio.to_thread.run_sync(
-            self._fetch_encoded, max_records, timeout, limiter=self._limiter
-        )
+        records = await self._source.fetch(max_records, timeout)
+        if len(records) <= INLINE_RECORDS and self._before_encrypting is None:
+            batch = self._encode(records)
+        else:
+            batch = await anyio.to_thread.run_sync(self._encode, records, limiter=self._limiter)
         if batch.data:
             size = len(batch.data)
             granted = await self.quota.reserve(size)
@@ -307,8 +319,9 @@ class Stream:
         if self._closed:
             return
         self._closed = True
+        self._on_close()
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._source.close, limiter=self._limiter)
+            await self._source.close()
             await self.quota.close()
         ended = self._context.clock()
         delivery = self._delivery(ended, self.ended_because)
@@ -348,7 +361,10 @@ class StreamService:
         pseudonym_secret: bytes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        source_stats: Callable[[], dict[str, int]] = dict,
     ) -> None:
+        #: What the sources share now (topic readers, catch-up readers lent), by name.
+        self.source_stats = source_stats
         self.registry = registry
         self.ledger = ledger
         self.quotas = quotas
@@ -360,6 +376,9 @@ class StreamService:
         self.clock = clock
         self.monotonic = monotonic
         self._context = StreamContext(registry, ledger, limits, clock, monotonic)
+        self._threads = anyio.CapacityLimiter(WORKER_THREADS)
+        #: Streams and pulls open now (opening included).
+        self.open_streams = 0
 
     async def open(
         self,
@@ -378,8 +397,44 @@ class StreamService:
         problem = self.ledger.problem()
         if problem is not None:  # fail closed: no delivery that cannot be recorded
             raise LedgerUnavailable(f"deliveries cannot be recorded now: {problem}")
+        if self.open_streams >= self.limits.max_streams:
+            raise Overloaded(
+                f"this gateway process serves {self.limits.max_streams} streams, its most; "
+                "try again (another replica may have room)"
+            )
+        self.open_streams += 1
+        released = False
+
+        def release() -> None:  # once, whether the stream closes or never opens
+            nonlocal released
+            if not released:
+                released = True
+                self.open_streams -= 1
+
+        try:
+            return await self._open(
+                partner, contract_id, doc, resumed, start=start, stream_format=stream_format,
+                kind=kind, on_close=release,
+            )  # fmt: skip
+        except BaseException:
+            release()
+            raise
+
+    async def _open(
+        self,
+        partner: Partner,
+        contract_id: str,
+        doc: ContractDocument,
+        resumed: dict[int, int] | None,
+        *,
+        start: Start,
+        stream_format: StreamFormat,
+        kind: str,
+        on_close: Callable[[], None],
+    ) -> Stream:
+        registry = self.registry()
         topic = registry.products[doc.contract.product].topic
-        limiter = anyio.CapacityLimiter(1)
+        limiter = self._threads
         fields = compile_fields(doc.contract.fields)
         row_filter = parse_filter(doc.contract.filter) if doc.contract.filter else None
         recipient = (
@@ -393,17 +448,16 @@ class StreamService:
             else None
         )
 
+        made: list[RecordSource] = []
+
         def positioned() -> tuple[RecordSource, dict[int, int], dict[int, tuple[int, int]]]:
             if protector is not None and recipient is not None:
                 protector.use(self.datakeys.current(contract_id, recipient))
             source = self._sources(topic)
-            try:
-                positions = self._positions(source, resumed, start, self.clock())
-                lost = self._past_retention(source, positions) if resumed else {}
-                source.assign(positions)
-            except BaseException:
-                source.close()
-                raise
+            made.append(source)
+            positions = self._positions(source, resumed, start, self.clock())
+            lost = self._past_retention(source, positions) if resumed else {}
+            source.assign(positions)
             return source, positions, lost
 
         # Quotas come last among refusals, and a stream that fails to start frees its slot.
@@ -412,6 +466,8 @@ class StreamService:
             source, positions, lost = await anyio.to_thread.run_sync(positioned, limiter=limiter)
         except BaseException:
             with anyio.CancelScope(shield=True):
+                for source in made:
+                    await source.close()
                 await quota.close()
             raise
         encoder = RecordEncoder(
@@ -435,10 +491,15 @@ class StreamService:
             kind=kind,
             stream_format=stream_format,
             quota=quota,
+            on_close=on_close,
         )
         stream.lost_to_retention = lost
         if fields.encrypted:
-            stream.use_before_encrypting(lambda: self.refresh_recipient(stream))
+            try:
+                stream.use_before_encrypting(lambda: self.refresh_recipient(stream))
+            except BaseException:
+                await stream.close()
+                raise
         return stream
 
     @staticmethod

@@ -26,7 +26,8 @@ _DESCRIPTIONS = {
     429: "A quota refuses (`too_many_streams`, `quota_exhausted`, `too_many_requests`), with "
     "`Retry-After`",
     503: "Kafka or the ledger is unavailable (`broker_unavailable`, `product_unavailable`, "
-    "`ledger_unavailable`), with `Retry-After`",
+    "`ledger_unavailable`), or the process serves all the streams it may (`overloaded`), "
+    "with `Retry-After`",
 }
 
 #: What every authenticated partner route may answer besides success.

@@ -24,6 +24,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     LedgerUnavailable,
+    Overloaded,
     QuotaExceeded,
 )
 
@@ -40,6 +41,7 @@ _STATUS: list[tuple[type[GatewayError], int]] = [
     (QuotaExceeded, 429),
     (BrokerUnavailable, 503),
     (LedgerUnavailable, 503),
+    (Overloaded, 503),
 ]
 
 
@@ -78,7 +80,7 @@ def gateway_error_response(error: GatewayError, /, **members: Any) -> Response:
         headers["WWW-Authenticate"] = error.challenge or bearer
     if isinstance(error, ContractNotActive):
         extra["reason"] = error.reason
-    if isinstance(error, BrokerUnavailable | LedgerUnavailable):
+    if isinstance(error, BrokerUnavailable | LedgerUnavailable | Overloaded):
         headers["Retry-After"] = "5"
     if isinstance(error, QuotaExceeded):
         headers["Retry-After"] = str(error.retry_after)

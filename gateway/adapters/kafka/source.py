@@ -13,6 +13,7 @@ from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
+import anyio
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from gateway.adapters.kafka.errors import map_kafka_errors
@@ -41,12 +42,19 @@ STREAM_CONSUMER_DEFAULTS: dict[str, Any] = {
 
 
 class KafkaRecordSource:
-    """One stream's view of one topic."""
+    """One stream's view of one topic, through a consumer of its own (or, for the metadata
+    calls only, a ``consumer`` it borrows and never closes)."""
 
-    def __init__(self, config: Mapping[str, Any], topic: str) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], topic: str, *, consumer: Consumer | None = None
+    ) -> None:
         self.topic = topic
-        with map_kafka_errors("create a consumer"):
-            self._consumer = Consumer({**STREAM_CONSUMER_DEFAULTS, **config})
+        self._owned = consumer is None
+        if consumer is None:
+            with map_kafka_errors("create a consumer"):
+                consumer = Consumer({**STREAM_CONSUMER_DEFAULTS, **config})
+        self._consumer = consumer
+        self._limiter = anyio.CapacityLimiter(1)
 
     def partitions(self) -> list[int]:
         with map_kafka_errors("read topic metadata"):
@@ -107,15 +115,25 @@ class KafkaRecordSource:
         with map_kafka_errors("assign partitions"):
             self._consumer.assign(assignment)
 
-    def fetch(self, max_records: int, timeout: float) -> list[Message]:
-        """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first."""
+    def fetch_now(self, max_records: int, timeout: float) -> list[Message]:
+        """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first
+        (blocking)."""
         with map_kafka_errors("fetch records"):
             messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
         return records_of(messages, self.topic)
 
-    def close(self) -> None:
-        with suppress(RuntimeError):  # already closed
-            self._consumer.close()
+    async def fetch(self, max_records: int, timeout: float) -> list[Message]:
+        return await anyio.to_thread.run_sync(
+            self.fetch_now, max_records, timeout, limiter=self._limiter
+        )
+
+    def close_now(self) -> None:
+        if self._owned:
+            with suppress(RuntimeError):  # already closed
+                self._consumer.close()
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self.close_now, limiter=self._limiter)
 
 
 #: Errors that mean the consumer's position is gone (with ``auto.offset.reset: error``).
