@@ -69,13 +69,14 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     else:
         replays = MemoryReplayCache()
     source_stats: Callable[[], dict[str, int]] = dict
+    wake: Callable[[], None] = lambda: None
     if sources is None:
         readers = SharedReaders(
             settings.kafka.librdkafka_config(),
             window_bytes=settings.reading.window_bytes,
             catch_up_readers=settings.reading.catch_up_readers,
         )
-        sources, source_stats = readers.source, readers.stats
+        sources, source_stats, wake = readers.source, readers.stats, readers.wake
         closers.append(readers.close)
     # Services read the registry through the container, so a reload swaps it for all of them.
     gateway = Gateway(
@@ -113,6 +114,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             ),
             pseudonym_secret=secrets.pseudonym_secret,
             source_stats=source_stats,
+            wake=wake,
         ),
         ledger=ledger,
         ledger_reader=KafkaLedgerReader(settings.kafka.librdkafka_config(), settings.ledger_topic),

@@ -25,7 +25,13 @@ from gateway.core.contracts import ContractDocument
 from gateway.core.cursor import OFFSET_BEGINNING, CursorCodec
 from gateway.core.filters import parse_filter
 from gateway.core.ledger import PROGRESS, DeliveryEntry, timestamp
-from gateway.core.lifecycle import StreamCarriesOn, StreamEnds, stream_decision
+from gateway.core.lifecycle import (
+    LEDGER_GRACE_SECONDS,
+    Status,
+    StreamCarriesOn,
+    StreamEnds,
+    stream_decision,
+)
 from gateway.core.projection import compile_fields
 from gateway.core.protection import ContractProtector, pseudonym_key
 from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
@@ -261,7 +267,7 @@ class Stream:
                 else:
                     size = self.quota.batch_size(limits.batch_records)
                     try:
-                        batch = await self.fetch(size, limits.poll_seconds)
+                        batch = await self.fetch(size, self._idle_wait(last_write))
                     except (BrokerUnavailable, CursorOutOfRange) as failed:
                         # The partner resumes with its cursor (and hears why if it cannot).
                         log.warning("stream on %s ends: %s", self.contract_id, failed.detail)
@@ -278,6 +284,25 @@ class Stream:
                     last_write = monotonic()
         finally:
             await self.close()
+
+    def _idle_wait(self, last_write: float) -> float:
+        """How long the stream may wait for records before it must act by itself: a
+        heartbeat, its token's or its contract's expiry, the end of the ledger's grace. Everything
+        else that can
+        end a stream (a contract revoked, suspended, expired, amended or withdrawn; the ledger
+        failing) wakes it through the service's ``watch_changes``, so an idle stream costs
+        nothing between heartbeats."""
+        monotonic, now = self._context.monotonic(), self._context.clock()
+        waits = [
+            self._context.limits.heartbeat_seconds - (monotonic - last_write),
+            (self.version.contract.valid_until - now).total_seconds(),
+        ]
+        expires = self.partner.token_expires_at
+        if expires is not None:
+            waits.append((expires - now).total_seconds())
+        if self._unrecordable_since is not None:
+            waits.append(LEDGER_GRACE_SECONDS - (monotonic - self._unrecordable_since))
+        return max(0.01, min(waits))
 
     def gaps(self) -> list[dict[str, Any]]:
         """What the partner's cursor pointed at that retention had deleted, per partition."""
@@ -336,6 +361,11 @@ class Stream:
         )
 
 
+def _fingerprint(status: Status) -> tuple[str, str, str | None]:
+    governing = status.governing
+    return (status.verdict.state, status.verdict.reason, governing.hash if governing else None)
+
+
 def refusal(ending: StreamEnds, exhausted: QuotaExceeded | None) -> GatewayError:
     """The error a new request would get for the reason a running pull has to end."""
     if ending.reason == "token_expired":
@@ -362,7 +392,10 @@ class StreamService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         source_stats: Callable[[], dict[str, int]] = dict,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
+        #: Wakes every stream waiting for records, so that it re-checks why it might end.
+        self._wake = wake
         #: What the sources share now (topic readers, catch-up readers lent), by name.
         self.source_stats = source_stats
         self.registry = registry
@@ -538,6 +571,25 @@ class StreamService:
                 lost[partition] = (offset, oldest - 1)
                 positions[partition] = oldest
         return lost
+
+    async def watch_changes(self) -> None:
+        """Wake every stream when something that may end it changes: the contracts (a reload,
+        or a time-bound status such as an expiry coming due) or whether the ledger takes writes.
+        One task for the process, every ``poll_seconds``: the contract checks stay within a
+        second without each idle stream polling on its own."""
+        seen: object = None
+        while True:
+            registry, now = self.registry(), self.clock()
+            state = (
+                id(registry),
+                self.ledger.problem() is None,
+                tuple(_fingerprint(registry.status(c, now)) for c in sorted(registry.histories)),
+            )
+            if state != seen:
+                if seen is not None:
+                    self._wake()
+                seen = state
+            await anyio.sleep(self.limits.poll_seconds)
 
     def refresh_recipient(self, stream: Stream) -> None:
         """Encrypt to the consumer's current key (a change in ``keys/`` starts a new epoch)."""

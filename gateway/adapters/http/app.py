@@ -34,6 +34,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                 tasks.start_soon(
                     watch, gateway.contracts.fingerprint, interval, gateway.reload, gateway.observe
                 )
+            tasks.start_soon(gateway.streams.watch_changes)
             yield
             tasks.cancel_scope.cancel()
         await gateway.quotas.close()

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: How often a topic's reader looks for partitions added to its topic.
 PARTITION_REFRESH_SECONDS = 5.0
+#: A stream waiting for a catch-up consumer looks up from the queue this often (a wake-up does
+#: not reach it there), to re-check its contract.
+POOL_WAIT_SECONDS = 0.25
 
 
 def _offset(message: Message) -> int:
@@ -283,6 +286,13 @@ class SharedReaders:
             with suppress(RuntimeError):
                 metadata.close()
 
+    def wake(self) -> None:
+        """Wake every stream waiting on a reader (it re-checks its contract and the ledger)."""
+        with self._lock:
+            readers = list(self._readers.values())
+        for reader in readers:
+            reader.signal.fire()
+
     def stats(self) -> dict[str, int]:
         """Topic readers running, the partitions they read, and catch-up readers lent now."""
         pool = self._pool
@@ -379,7 +389,7 @@ class SharedSource:
 
     async def _catch_up(self, max_records: int, timeout: float) -> list[Message]:
         if self._private is None:
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(min(timeout, POOL_WAIT_SECONDS)):
                 await self._readers.pool().acquire()
                 self._holding_slot = True
             if not self._holding_slot:

@@ -22,6 +22,8 @@ from gateway.errors import BrokerUnavailable, CursorOutOfRange
 log = logging.getLogger(__name__)
 
 METADATA_TIMEOUT = 5.0
+#: The longest a fetch waits in librdkafka.
+POLL_SECONDS = 0.25
 
 #: librdkafka consumer properties for streams (memory per stream is bounded by the queue size).
 STREAM_CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -123,8 +125,10 @@ class KafkaRecordSource:
         return records_of(messages, self.topic)
 
     async def fetch(self, max_records: int, timeout: float) -> list[Message]:
+        """A consumer waiting in librdkafka cannot be woken: it answers within
+        ``POLL_SECONDS`` at most, so that the stream re-checks its contract."""
         return await anyio.to_thread.run_sync(
-            self.fetch_now, max_records, timeout, limiter=self._limiter
+            self.fetch_now, max_records, min(timeout, POLL_SECONDS), limiter=self._limiter
         )
 
     def close_now(self) -> None:
