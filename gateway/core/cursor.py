@@ -91,6 +91,11 @@ class CursorWriter:
         self.positions = dict(sorted(positions.items()))
         self._parts = {p: f"{p}:{o}" for p, o in self.positions.items()}
 
+    def reposition(self, positions: Mapping[int, int]) -> None:
+        """Move to ``positions`` (those another stream reached with the same batch)."""
+        self.positions = dict(sorted(positions.items()))
+        self._parts = {p: f"{p}:{o}" for p, o in self.positions.items()}
+
     def advance(self, partition: int, next_offset: int) -> str:
         """Record that ``partition`` continues at ``next_offset``; return the new cursor."""
         if partition not in self._parts:  # a partition unknown at open: keep the order sorted

@@ -21,7 +21,7 @@ import base64
 import enum
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,6 +115,11 @@ class RecordEncoder:
 
     def cursor(self) -> str:
         return self._cursor.cursor()
+
+    def adopt(self, positions: Mapping[int, int]) -> None:
+        """Take ``positions`` as this stream's own, after sending a batch another stream of the
+        same contract version encoded from the same positions (the bytes are the same)."""
+        self._cursor.reposition(positions)
 
     def record_object(self, record: SourceRecord) -> tuple[dict[str, Any], bool | None]:
         """The partner-facing object for ``record``: accepted (True), refused (False), or

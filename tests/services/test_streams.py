@@ -25,7 +25,7 @@ from gateway.services.streams import Start, Stream, StreamLimits, StreamService
 from gateway.settings import QuotaSettings
 from tests.core.test_contracts import PRODUCTS, PUBLIC
 from tests.core.test_lifecycle import contract
-from tests.fakes import Clocks, FakeDataKeyStore, FakeLedger, FakeTopic
+from tests.fakes import Clocks, FakeDataKeyStore, FakeLedger, FakeRecord, FakeTopic
 
 pytestmark = pytest.mark.anyio
 
@@ -265,3 +265,25 @@ async def test_a_source_that_fails_mid_stream_ends_it_with_the_reason(
     (delivery,) = setup.ledger.of_kind("stream")
     assert (delivery["records"], delivery["end_reason"]) == (3, failure.code)
     assert setup.topic.sources[-1].closed
+
+
+async def test_streams_in_step_share_one_encoding_of_the_same_records() -> None:
+    """Encode once, send many: the second stream at the same positions reading the very same
+    records gets the first one's bytes, and its cursor moves as if it had encoded them."""
+    setup = Setup()
+    shared = orders(1, 2, 3)
+    records = [FakeRecord(0, n, value) for n, value in enumerate(shared)]
+    streams = [await open_pull(setup, setup.partner()) for _ in range(2)]
+    for stream in streams:
+        stream._source.fetch = lambda *_: _returning(records)  # type: ignore[method-assign]
+    first, second = [await stream.fetch(10, 0.1) for stream in streams]
+    assert second.data is first.data, "the same bytes object: encoded once"
+    assert setup.service._context.batches.hits == 1
+    assert streams[1].encoder.cursor() == streams[0].encoder.cursor()
+    assert streams[1].encoder.positions == {0: 3, 1: -2}
+    for stream in streams:
+        await stream.close()
+
+
+async def _returning(records: list[FakeRecord]) -> list[FakeRecord]:
+    return records

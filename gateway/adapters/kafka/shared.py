@@ -18,7 +18,7 @@ import bisect
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
 from typing import Any
@@ -41,6 +41,8 @@ PARTITION_REFRESH_SECONDS = 5.0
 #: A stream waiting for a catch-up consumer looks up from the queue this often (a wake-up does
 #: not reach it there), to re-check its contract.
 POOL_WAIT_SECONDS = 0.25
+#: The shortest time between two wake-ups of a topic's streams.
+COALESCE_SECONDS = 0.02
 
 
 def _offset(message: Message) -> int:
@@ -56,7 +58,9 @@ def _partition(message: Message) -> int:
 class _Window:
     """One partition's recent records: every record from ``covered_from`` up to ``next``."""
 
-    __slots__ = ("bytes", "covered_from", "from_beginning", "next", "offsets", "records")
+    __slots__ = (
+        "bytes", "covered_from", "from_beginning", "next", "offsets", "published", "records",
+    )  # fmt: skip
 
     def __init__(self, start: int, *, from_beginning: bool) -> None:
         self.offsets: list[int] = []
@@ -64,6 +68,9 @@ class _Window:
         self.bytes = 0
         self.covered_from = start
         self.next = start
+        #: Streams see the records before this offset: what the last wake-up announced, so
+        #: that every stream woken together reads the same slice (and shares its encoding).
+        self.published = start
         #: The reader started this partition at its beginning (it was added to the topic while
         #: the reader ran), so a stream that has no position in it yet may read it from here.
         self.from_beginning = from_beginning
@@ -92,31 +99,57 @@ class _Window:
         self.bytes -= dropped
 
     def take(self, position: int, limit: int) -> list[Message]:
+        if position >= self.published:
+            return []
         start = bisect.bisect_left(self.offsets, position)
-        return self.records[start : start + limit]
+        end = bisect.bisect_left(self.offsets, self.published, lo=start)
+        return self.records[start : min(end, start + limit)]
 
 
 class _Signal:
-    """Wakes every stream waiting on a topic; fired from the reader's thread."""
+    """Wakes every stream waiting on a topic; fired from the reader's thread.
 
-    def __init__(self) -> None:
+    Wake-ups are at most ``COALESCE_SECONDS`` apart: at a high record rate a thousand streams
+    each woken for every record would spend the process on waking, while woken together they
+    read the same slice, encoded once. ``publish`` runs on the event loop just before the
+    streams wake (it makes the new records visible to them)."""
+
+    def __init__(self, publish: Callable[[], None]) -> None:
+        self._publish = publish
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
+        self._last = 0.0
+        self._scheduled = False
 
     def waiter(self) -> asyncio.Event:
-        """The event the next ``fire`` sets (called on the event loop)."""
+        """The event the next wake-up sets (called on the event loop)."""
         if self._event is None:
             self._loop = asyncio.get_running_loop()
             self._event = asyncio.Event()
+            self._publish()  # what arrived before anyone waited (its wake-up reached no loop)
         return self._event
 
     def fire(self) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._swap)
+                loop.call_soon_threadsafe(self._due)
+
+    def _due(self) -> None:
+        if self._scheduled or self._loop is None:
+            return
+        wait = self._last + COALESCE_SECONDS - self._loop.time()
+        if wait <= 0:
+            self._swap()
+        else:
+            self._scheduled = True
+            self._loop.call_later(wait, self._swap)
 
     def _swap(self) -> None:
+        self._scheduled = False
+        if self._loop is not None:
+            self._last = self._loop.time()
+        self._publish()
         fired, self._event = self._event, asyncio.Event()
         if fired is not None:
             fired.set()
@@ -131,13 +164,18 @@ class TopicReader:
         self._window_bytes = window_bytes
         self.windows: dict[int, _Window] = {}
         self.lock = threading.Lock()
-        self.signal = _Signal()
+        self.signal = _Signal(self._publish)
         #: Why the reader stopped (its topic is gone, Kafka failed fatally), or ``None``.
         self.failure: BrokerUnavailable | None = None
         self._stopping = threading.Event()
         with map_kafka_errors("create a consumer"):
             self._consumer = Consumer(self._config)
         self._thread = threading.Thread(target=self._run, name=f"reader:{topic}", daemon=True)
+
+    def _publish(self) -> None:
+        with self.lock:
+            for window in self.windows.values():
+                window.published = window.next
 
     def start(self, ends: Mapping[int, int]) -> None:
         """Read every partition from ``ends`` (their log ends now) on."""
