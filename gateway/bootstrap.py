@@ -41,6 +41,10 @@ def quota_store(settings: Settings, metrics: GatewayMetrics) -> QuotaStore:
     return ResilientQuotaStore(redis, settings.quotas.replicas, metrics.quota_store_degraded)
 
 
+def _nothing() -> None:
+    return None
+
+
 def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> Gateway:
     """The gateway; streams read through the process's shared readers unless ``sources`` says
     otherwise (a consumer per stream, in the benchmark that compares the two)."""
@@ -69,7 +73,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     else:
         replays = MemoryReplayCache()
     source_stats: Callable[[], dict[str, int]] = dict
-    wake: Callable[[], None] = lambda: None
+    wake: Callable[[], None] = _nothing
     if sources is None:
         readers = SharedReaders(
             settings.kafka.librdkafka_config(),
