@@ -13,7 +13,11 @@ from ``latest`` by an asyncio client on raw sockets (this process). Phases:
 - **Mixed**: the live streams plus 20 streams draining a pre-filled history topic: the live
   streams' p99 beside the backfill.
 
-Usage: python bench/fanout.py [--streams 1000,5000,10000] [--live 1000] [--seconds 10]
+With ``--workers N`` the gateway runs N worker processes (and a Redis they share); figures are
+for all of them together.
+
+Usage: python -m bench.fanout [--streams 1000,5000,10000] [--live 1000] [--seconds 10]
+       [--workers N]
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import psutil
@@ -49,6 +55,7 @@ from gateway.adapters.stores.signing import (
 )
 from gateway.client import GatewayClient
 from gateway.services.streams import WORKER_THREADS
+from tests.redis_server import RedisServer
 
 RATE = 100
 SAMPLED = 50
@@ -206,7 +213,7 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1000, ordered[int(len(ordered) * 0.99) - 1] * 1000
 
 
-def usage(process: psutil.Process, broker_port: int, seconds: float) -> dict[str, float]:
+def usage(process: Any, broker_port: int, seconds: float) -> dict[str, float]:
     cpu = process.cpu_times()
     time.sleep(seconds)
     after = process.cpu_times()
@@ -223,6 +230,35 @@ def usage(process: psutil.Process, broker_port: int, seconds: float) -> dict[str
     }
 
 
+class Processes:
+    """``gateway serve`` and its workers, measured together (as ``psutil.Process``)."""
+
+    def __init__(self, pid: int) -> None:
+        self._root = psutil.Process(pid)
+
+    def _all(self) -> list[psutil.Process]:
+        children = self._root.children()
+        return children if children else [self._root]
+
+    def cpu_times(self) -> Any:
+        times = [p.cpu_times() for p in self._all()]
+        return SimpleNamespace(user=sum(t.user for t in times), system=sum(t.system for t in times))
+
+    def memory_info(self) -> Any:
+        return SimpleNamespace(rss=sum(p.memory_info().rss for p in self._all()))
+
+    def num_threads(self) -> int:
+        return sum(p.num_threads() for p in self._all())
+
+    def net_connections(self, kind: str) -> list[Any]:
+        return [c for p in self._all() for c in p.net_connections(kind=kind)]
+
+
+def busy(process: Any, since: Any) -> float:
+    now = process.cpu_times()
+    return now.user + now.system - since.user - since.system
+
+
 def verdict(held: bool) -> str:
     return "held" if held else "NOT held"
 
@@ -233,6 +269,7 @@ def main() -> None:
     parser.add_argument("--live", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--history", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=1, help="gateway serve --workers N")
     args = parser.parse_args()
     steps = [int(n) for n in args.streams.split(",")]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -261,6 +298,11 @@ def main() -> None:
             "GATEWAY_QUOTAS__ORG_CONCURRENT_STREAMS": "20000",
             "GATEWAY_READING__MAX_STREAMS": "20000",
         }
+        redis = RedisServer()
+        if args.workers > 1:  # workers share quotas and replay protection through Redis
+            redis.start()
+            env["GATEWAY_REDIS__URL"] = redis.url
+            serve += ["--workers", str(args.workers)]
         server = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", *serve],
             stdout=subprocess.DEVNULL,
@@ -278,7 +320,7 @@ def main() -> None:
                     pass
                 assert time.monotonic() < deadline, "the gateway did not start"
                 time.sleep(0.1)
-            gateway = psutil.Process(server.pid)
+            gateway = Processes(server.pid)
             key = read_signing_key(root / "private" / f"globex{PRIVATE_SUFFIX}")
             with GatewayClient(url, org="globex", key=key) as client:
                 bearer = client.fetch_token()
@@ -335,7 +377,11 @@ def main() -> None:
             time.sleep(1.0)
             producing = Producing(config)
             producing.start()
+            client = psutil.Process()
+            gateway_cpu, client_cpu = gateway.cpu_times(), client.cpu_times()
             time.sleep(args.seconds)
+            gateway_used = busy(gateway, gateway_cpu) / args.seconds
+            client_used = busy(client, client_cpu) / args.seconds
             producing.stop()
             time.sleep(2.0)
             stop.set()
@@ -349,6 +395,10 @@ def main() -> None:
                   f"({sent * args.live / args.seconds:,.0f} deliveries/s)")  # fmt: skip
             print(f"  (R) raw consumer      p50 {raw_p50:7.1f} ms   p99 {raw_p99:7.1f} ms")
             print(f"  (G) gateway streams   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
+            print(
+                f"  CPU: gateway {gateway_used * 100:.0f}% of a core, this client "
+                f"{client_used * 100:.0f}% (on 2 cores, the client's load adds latency)"
+            )
             print(f"  streams with every record: {complete}/{args.live}; "
                   f"out of order: {streams.out_of_order}")  # fmt: skip
             print(
@@ -379,6 +429,7 @@ def main() -> None:
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
+            redis.stop()
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 

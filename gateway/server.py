@@ -5,7 +5,14 @@ Used by ``gateway serve`` and ``gateway demo``; blocks until the server stops.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import uvicorn
 
@@ -49,7 +56,7 @@ def run_server(settings: Settings) -> None:
             settings.metrics_port, addr=settings.host, registry=gateway.metrics.registry
         )
         log.info("metrics on %s:%d/metrics", settings.host, settings.metrics_port)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(gateway),
         host=settings.host,
         port=settings.port,
@@ -60,3 +67,61 @@ def run_server(settings: Settings) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
     )
+    server = uvicorn.Server(config)
+    sockets = None
+    if settings.reuse_port:  # one of several workers on this port: the kernel shares them out
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.host, settings.port))
+        sockets = [sock]
+    # uvicorn raises the SIGINT it caught once it has shut down (as ``uvicorn.run`` expects).
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=sockets)
+
+
+def run_workers(settings: Settings, workers: int, arguments: list[str]) -> int:
+    """``gateway serve --workers N``: N processes serving one port (``SO_REUSEPORT``: the
+    kernel gives each new connection to one of them), each a replica of its own
+    (``<replica>-<n>`` in the ledger, metrics on ``metrics_port + n``), sharing quotas and
+    replay protection through Redis as replicas do. Stops them all on SIGINT or SIGTERM, and
+    when one of them exits (an orchestrator then restarts the whole). The exit status is the
+    first worker's to exit."""
+    children = []
+    for n in range(workers):
+        env = {
+            **os.environ,
+            "GATEWAY_REPLICA": f"{settings.replica}-{n}",
+            "GATEWAY_REUSE_PORT": "true",
+        }
+        if settings.metrics_port is not None:
+            env["GATEWAY_METRICS_PORT"] = str(settings.metrics_port + n)
+        command = [sys.executable, "-m", "gateway", "serve", *arguments]
+        children.append(subprocess.Popen(command, env=env))  # noqa: S603 (our own command)
+    log.info("%d workers on port %d: pids %s", workers, settings.port, [c.pid for c in children])
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = None
+    while status is None:
+        for child in children:
+            if (code := child.poll()) is not None:
+                status = code
+                break
+        else:
+            time.sleep(0.2)
+    log.info("a worker exited with status %d: stopping the others", status)
+    forward(signal.SIGTERM, None)
+    for child in children:
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return status

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     state_dir: Path = Path("state")
     host: str = "127.0.0.1"
     port: int = 8080
+    #: Bind with ``SO_REUSEPORT``, beside other workers on the same port (``--workers``).
+    reuse_port: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
     #: The organisation running this gateway; contracts naming another provider are refused.

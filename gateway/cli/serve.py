@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from gateway.cli.common import InputError
+
 
 def configure_logging() -> None:
     logging.basicConfig(
@@ -26,7 +28,14 @@ def configure_logging() -> None:
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path))
 @click.option("--org")
 @click.option("--public-url")
-def serve(bootstrap_servers: str | None, **options: Any) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving the port (they share quotas through Redis, like replicas).",
+)
+def serve(bootstrap_servers: str | None, workers: int, **options: Any) -> None:
     """Serve the partner API. Every option is also a GATEWAY_ setting."""
     configure_logging()
     from gateway.settings import Settings  # the server's settings: not in the partner SDK
@@ -42,6 +51,19 @@ def serve(bootstrap_servers: str | None, **options: Any) -> None:
         )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise click.ClickException("--tls-cert and --tls-key go together")
+    if workers > 1:
+        if settings.redis.url is None:
+            raise InputError(
+                "--workers shares quotas and replay protection through Redis, as replicas do: "
+                "set GATEWAY_REDIS__URL"
+            )
+        from gateway.server import run_workers
+
+        arguments = [
+            f"--{k.replace('_dir', '').replace('_', '-')}={v}" for k, v in overrides.items()
+        ]
+        arguments.append(f"--bootstrap-servers={settings.kafka.bootstrap_servers}")
+        raise SystemExit(run_workers(settings, workers, arguments))
     from gateway.server import run_server
 
     run_server(settings)
