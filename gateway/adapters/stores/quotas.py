@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from prometheus_client import Gauge
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from gateway.core.quotas import Rate, admit, throttle
@@ -35,6 +35,10 @@ _T = TypeVar("_T")
 
 #: How long a degraded replica waits before asking Redis again.
 REDIS_RETRY_SECONDS = 2.0
+
+
+#: Connections to Redis a process keeps at most for its quotas.
+POOL_CONNECTIONS = 64
 
 
 class MemoryQuotaStore:
@@ -206,10 +210,17 @@ class RedisQuotaStore:
 
     @classmethod
     def from_url(cls, url: str, timeout: float) -> RedisQuotaStore:
-        client = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+        # A blocking pool: a burst of streams opening at once waits (up to ``timeout``) for a
+        # connection instead of failing with MaxConnectionsError (which read as an outage).
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_CONNECTIONS,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
         )
-        return cls(client)
+        return cls(Redis.from_pool(pool))  # the client owns the pool: closing it closes both
 
     async def throttle(self, key: str, units: float, rate: Rate) -> float:
         args: list[str | float] = [units, rate.interval, rate.burst, "throttle"]
@@ -274,6 +285,7 @@ class ResilientQuotaStore:
         self._clock = clock
         self._retry_at: float | None = None  # set while degraded
         self._unsynced: dict[str, tuple[int, float]] = {}
+        self._recovering = False
         self._degraded.set(0)
 
     @property
@@ -294,15 +306,27 @@ class ResilientQuotaStore:
     async def _use_primary(self) -> bool:
         if self._retry_at is None:
             return True
-        if self._clock() < self._retry_at:
-            return False
-        try:  # try Redis again; on success hand over what was delivered meanwhile
-            for key, (amount, expires_at) in list(self._unsynced.items()):
+        if self._clock() < self._retry_at or self._recovering:
+            return False  # one request tries Redis again; the others go on locally meanwhile
+        self._recovering = True
+        # Hand over what was delivered meanwhile, once: taken out before the first await, so
+        # that nothing recorded locally during the hand-over is lost or handed over twice.
+        handing, self._unsynced = self._unsynced, {}
+        try:
+            while handing:
+                key, (amount, expires_at) = next(iter(handing.items()))
                 await self._primary.reserve(key, amount, 2**62, expires_at)
-                del self._unsynced[key]
+                del handing[key]
+                if not handing:  # what other requests recorded locally meanwhile
+                    handing, self._unsynced = self._unsynced, {}
         except RedisError as exc:
+            for key, (amount, expires_at) in handing.items():  # back, with what came since
+                pending, _ = self._unsynced.get(key, (0, expires_at))
+                self._unsynced[key] = (pending + amount, expires_at)
             self._failed(exc)
             return False
+        finally:
+            self._recovering = False
         log.warning("quota store: Redis answers again; quotas are shared across replicas")
         self._degraded.set(0)
         self._retry_at = None
