@@ -61,6 +61,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.fairness
+	$(BIN)/python -m bench.fanout
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .pytest_cache .ruff_cache

@@ -18,12 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,10 +29,10 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.stream import FIELDS, record
+from bench.serving import gateway_serving, prefill_history
+from bench.stream import FIELDS
 from gateway.adapters.kafka.admin import create_topic
-from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
-from gateway.adapters.kafka.producer import produce
+from gateway.adapters.kafka.embedded import EmbeddedKafka
 from gateway.adapters.kafka.source import STREAM_CONSUMER_DEFAULTS
 from gateway.adapters.stores.signing import (
     PRIVATE_SUFFIX,
@@ -181,41 +177,10 @@ def main() -> None:
         config = {"bootstrap.servers": broker.bootstrap_servers}
         create_topic(config, "history", 4)
         create_topic(config, "live", 1)
-        produce(
-            config,
-            "history",
-            ((f"o-{n}", record(n)) for n in range(args.history)),
-            producer_config={"linger.ms": 100, "batch.size": 1_000_000},
-        )
+        prefill_history(config, args.history)
         write_world(root)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        serve_args = ["--port", str(port), "--org", "acme", "--contracts", str(root / "contracts")]
-        serve_args += ["--keys", str(root / "keys"), "--state", str(root / "state")]
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                *serve_args,
-                "--bootstrap-servers",
-                broker.bootstrap_servers,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "GATEWAY_LEDGER_TOPIC": "bench-ledger"},
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the gateway did not start"
-                time.sleep(0.1)
+        with gateway_serving(root, broker.bootstrap_servers) as (port, _):
+            url = f"http://127.0.0.1:{port}"
             steady = Steady(config)
             steady.start()
             stop = threading.Event()
@@ -254,9 +219,6 @@ def main() -> None:
             print(f"flood throughput meanwhile: {rate:,.0f} events/s")
             print(f"F/S p50 = {flooded[0] / alone[0]:.2f}   F/S p99 = {flooded[1] / alone[1]:.2f}")
             print(f"F-S p99 = {flooded[1] - alone[1]:+.1f} ms   S/R p50 = {alone[0] / raw_p50:.2f}")
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(20)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,14 +35,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.stream import FIELDS, record
+from bench.serving import gateway_serving, prefill_history
+from bench.stream import FIELDS
 from gateway.adapters.kafka.admin import create_topic
-from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
-from gateway.adapters.kafka.producer import produce
+from gateway.adapters.kafka.embedded import EmbeddedKafka
 from gateway.adapters.kafka.source import STREAM_CONSUMER_DEFAULTS
 from gateway.adapters.stores.signing import (
     PRIVATE_SUFFIX,
@@ -291,164 +287,151 @@ def main() -> None:
         broker_port = int(broker.bootstrap_servers.rsplit(":", 1)[1])
         create_topic(config, "live", 1)
         create_topic(config, "history", 4)
-        produce(
-            config,
-            "history",
-            ((f"o-{n}", record(n)) for n in range(args.history)),
-            producer_config={"linger.ms": 100, "batch.size": 1_000_000},
-        )
+        prefill_history(config, args.history)
         write_world(root)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        serve = ["--port", str(port), "--org", "acme", "--contracts", str(root / "contracts")]
-        serve += ["--keys", str(root / "keys"), "--state", str(root / "state")]
-        serve += ["--bootstrap-servers", broker.bootstrap_servers]
         env = {
-            **os.environ,
-            "GATEWAY_LEDGER_TOPIC": "bench-ledger",
             "GATEWAY_QUOTAS__ORG_CONCURRENT_STREAMS": "20000",
             "GATEWAY_READING__MAX_STREAMS": "20000",
         }
+        extra: list[str] = []
         redis = RedisServer()
         if args.workers > 1:  # workers share quotas and replay protection through Redis
             redis.start()
             env["GATEWAY_REDIS__URL"] = redis.url
-            serve += ["--workers", str(args.workers)]
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", *serve],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
+            extra += ["--workers", str(args.workers)]
         streams: Streams | None = None
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the gateway did not start"
-                time.sleep(0.1)
-            gateway = Processes(server.pid)
-            key = read_signing_key(root / "private" / f"globex{PRIVATE_SUFFIX}")
-            with GatewayClient(url, org="globex", key=key) as client:
-                bearer = client.fetch_token()
-            base = usage(gateway, broker_port, 2.0)
-            print(f"no streams: RSS {base['rss_mb']:.0f} MB, {base['threads']:.0f} threads, "
-                  f"{base['connections']:.0f} broker connections")  # fmt: skip
-
-            # Idle fan-out.
-            streams = Streams(port, bearer)
-            idle: dict[int, dict[str, float]] = {}
-            opened = 0
-            for step in steps:
-                started = time.perf_counter()
-                streams.open(step - opened)
-                took = time.perf_counter() - started
-                opened = step
-                time.sleep(2.0)
-                idle[step] = measured = usage(gateway, broker_port, 5.0)
-                print(
-                    f"{step:>6} idle streams (opened in {took:.1f} s): "
-                    f"RSS {measured['rss_mb']:.0f} MB, {measured['threads']:.0f} threads, "
-                    f"{measured['connections']:.0f} broker connections, "
-                    f"CPU {measured['cpu'] * 100:.1f}% of a core"
-                )
-            largest = idle[steps[-1]]
-            print(
-                f"target: {steps[-1]} streams under 600 MB RSS: "
-                f"{verdict(largest['rss_mb'] < 600)} ({largest['rss_mb']:.0f} MB)"
-            )
-            threads = [round(m["threads"]) for m in idle.values()]
-            connections = {round(m["connections"]) for m in idle.values()}
-            # Worker threads (32 at most, for opening streams) come and go with the load; the
-            # rest (librdkafka's, uvicorn's) are fixed.
-            bounded = max(threads) - min(threads) <= WORKER_THREADS
-            print(
-                "target: threads and broker connections independent of the streams: "
-                f"{verdict(bounded and len(connections) == 1)} "
-                f"(threads {threads}, connections {sorted(connections)})"
-            )
-            print(
-                f"target: idle CPU under 5% of a core: {verdict(largest['cpu'] < 0.05)} "
-                f"({largest['cpu'] * 100:.1f}%)"
-            )
-            streams.close()
-            settle(gateway)
-
-            # Live fan-out.
-            streams = Streams(port, bearer)
-            streams.open(args.live)
-            time.sleep(2.0)
-            raw: list[float] = []
-            stop = threading.Event()
-            rawer = threading.Thread(target=raw_latencies, args=(config, stop, raw), daemon=True)
-            rawer.start()
-            time.sleep(1.0)
-            producing = Producing(config)
-            producing.start()
-            client = psutil.Process()
-            gateway_cpu, client_cpu = gateway.cpu_times(), client.cpu_times()
-            time.sleep(args.seconds)
-            gateway_used = busy(gateway, gateway_cpu) / args.seconds
-            client_used = busy(client, client_cpu) / args.seconds
-            producing.stop()
-            sent = producing.sent
-            # A gateway that lags is not one that loses: wait until every stream has every
-            # record, or nothing has moved for 5 s.
-            last, still = -1, time.monotonic()
-            while sum(streams.counts) < sent * args.live and time.monotonic() - still < 5:
-                if sum(streams.counts) != last:
-                    last, still = sum(streams.counts), time.monotonic()
-                time.sleep(0.2)
-            stop.set()
-            rawer.join(5)
-            live = streams.take_latencies()
-            raw_p50, raw_p99 = percentiles(raw)
-            p50, p99 = percentiles(live)
-            complete = sum(c == sent for c in streams.counts)
-            print(f"live: {sent} records at {RATE}/s to {args.live} streams "
-                  f"({sent * args.live / args.seconds:,.0f} deliveries/s)")  # fmt: skip
-            print(f"  (R) raw consumer      p50 {raw_p50:7.1f} ms   p99 {raw_p99:7.1f} ms")
-            print(f"  (G) gateway streams   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
-            print(
-                f"  CPU: gateway {gateway_used * 100:.0f}% of a core, this client "
-                f"{client_used * 100:.0f}% (on 2 cores, the client's load adds latency)"
-            )
-            print(f"  streams with every record: {complete}/{args.live}; "
-                  f"out of order: {streams.out_of_order}")  # fmt: skip
-            print(
-                f"target: p99 added <= 100 ms: {verdict(p99 - raw_p99 <= 100)} "
-                f"({p99 - raw_p99:+.1f} ms); no loss: {verdict(complete == args.live)}"
-            )
-
-            # Mixed: the same live streams beside streams draining history.
-            streams.open(HISTORY_STREAMS, contract="backfill", query="")
-            time.sleep(1.0)
-            before = streams.history_events
-            producing = Producing(config)
-            producing.start()
-            started = time.perf_counter()
-            time.sleep(args.seconds)
-            producing.stop()
-            rate = (streams.history_events - before) / (time.perf_counter() - started)
-            time.sleep(2.0)
-            p50_mixed, p99_mixed = percentiles(streams.take_latencies())
-            print(f"mixed: + {HISTORY_STREAMS} streams draining history ({rate:,.0f} events/s)")
-            print(f"  (M) gateway streams   p50 {p50_mixed:7.1f} ms   p99 {p99_mixed:7.1f} ms")
-            print(f"  M-G p99 = {p99_mixed - p99:+.1f} ms")
+            serving = gateway_serving(root, broker.bootstrap_servers, *extra, env=env)
+            with serving as (port, server):
+                url = f"http://127.0.0.1:{port}"
+                streams = measure_all(args, steps, config, root, url, port, server, broker_port)
         finally:
             if streams is not None:
                 streams.close()
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
             redis.stop()
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def measure_all(
+    args: argparse.Namespace,
+    steps: list[int],
+    config: dict[str, str],
+    root: Path,
+    url: str,
+    port: int,
+    server: subprocess.Popen[bytes],
+    broker_port: int,
+) -> Streams:
+    """The three phases; returns the streams still open (closed by the caller)."""
+    gateway = Processes(server.pid)
+    key = read_signing_key(root / "private" / f"globex{PRIVATE_SUFFIX}")
+    with GatewayClient(url, org="globex", key=key) as client:
+        bearer = client.fetch_token()
+    base = usage(gateway, broker_port, 2.0)
+    print(f"no streams: RSS {base['rss_mb']:.0f} MB, {base['threads']:.0f} threads, "
+          f"{base['connections']:.0f} broker connections")  # fmt: skip
+
+    # Idle fan-out.
+    streams = Streams(port, bearer)
+    idle: dict[int, dict[str, float]] = {}
+    opened = 0
+    for step in steps:
+        started = time.perf_counter()
+        streams.open(step - opened)
+        took = time.perf_counter() - started
+        opened = step
+        time.sleep(2.0)
+        idle[step] = measured = usage(gateway, broker_port, 5.0)
+        print(
+            f"{step:>6} idle streams (opened in {took:.1f} s): "
+            f"RSS {measured['rss_mb']:.0f} MB, {measured['threads']:.0f} threads, "
+            f"{measured['connections']:.0f} broker connections, "
+            f"CPU {measured['cpu'] * 100:.1f}% of a core"
+        )
+    largest = idle[steps[-1]]
+    print(
+        f"target: {steps[-1]} streams under 600 MB RSS: "
+        f"{verdict(largest['rss_mb'] < 600)} ({largest['rss_mb']:.0f} MB)"
+    )
+    threads = [round(m["threads"]) for m in idle.values()]
+    connections = {round(m["connections"]) for m in idle.values()}
+    # Worker threads (32 at most, for opening streams) come and go with the load; the
+    # rest (librdkafka's, uvicorn's) are fixed.
+    bounded = max(threads) - min(threads) <= WORKER_THREADS
+    print(
+        "target: threads and broker connections independent of the streams: "
+        f"{verdict(bounded and len(connections) == 1)} "
+        f"(threads {threads}, connections {sorted(connections)})"
+    )
+    print(
+        f"target: idle CPU under 5% of a core: {verdict(largest['cpu'] < 0.05)} "
+        f"({largest['cpu'] * 100:.1f}%)"
+    )
+    streams.close()
+    settle(gateway)
+
+    # Live fan-out.
+    streams = Streams(port, bearer)
+    streams.open(args.live)
+    time.sleep(2.0)
+    raw: list[float] = []
+    stop = threading.Event()
+    rawer = threading.Thread(target=raw_latencies, args=(config, stop, raw), daemon=True)
+    rawer.start()
+    time.sleep(1.0)
+    producing = Producing(config)
+    producing.start()
+    client = psutil.Process()
+    gateway_cpu, client_cpu = gateway.cpu_times(), client.cpu_times()
+    time.sleep(args.seconds)
+    gateway_used = busy(gateway, gateway_cpu) / args.seconds
+    client_used = busy(client, client_cpu) / args.seconds
+    producing.stop()
+    sent = producing.sent
+    # A gateway that lags is not one that loses: wait until every stream has every
+    # record, or nothing has moved for 5 s.
+    last, still = -1, time.monotonic()
+    while sum(streams.counts) < sent * args.live and time.monotonic() - still < 5:
+        if sum(streams.counts) != last:
+            last, still = sum(streams.counts), time.monotonic()
+        time.sleep(0.2)
+    stop.set()
+    rawer.join(5)
+    live = streams.take_latencies()
+    raw_p50, raw_p99 = percentiles(raw)
+    p50, p99 = percentiles(live)
+    complete = sum(c == sent for c in streams.counts)
+    print(f"live: {sent} records at {RATE}/s to {args.live} streams "
+          f"({sent * args.live / args.seconds:,.0f} deliveries/s)")  # fmt: skip
+    print(f"  (R) raw consumer      p50 {raw_p50:7.1f} ms   p99 {raw_p99:7.1f} ms")
+    print(f"  (G) gateway streams   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
+    print(
+        f"  CPU: gateway {gateway_used * 100:.0f}% of a core, this client "
+        f"{client_used * 100:.0f}% (on 2 cores, the client's load adds latency)"
+    )
+    print(f"  streams with every record: {complete}/{args.live}; "
+          f"out of order: {streams.out_of_order}")  # fmt: skip
+    print(
+        f"target: p99 added <= 100 ms: {verdict(p99 - raw_p99 <= 100)} "
+        f"({p99 - raw_p99:+.1f} ms); no loss: {verdict(complete == args.live)}"
+    )
+
+    # Mixed: the same live streams beside streams draining history.
+    streams.open(HISTORY_STREAMS, contract="backfill", query="")
+    time.sleep(1.0)
+    before = streams.history_events
+    producing = Producing(config)
+    producing.start()
+    started = time.perf_counter()
+    time.sleep(args.seconds)
+    producing.stop()
+    rate = (streams.history_events - before) / (time.perf_counter() - started)
+    time.sleep(2.0)
+    p50_mixed, p99_mixed = percentiles(streams.take_latencies())
+    print(f"mixed: + {HISTORY_STREAMS} streams draining history ({rate:,.0f} events/s)")
+    print(f"  (M) gateway streams   p50 {p50_mixed:7.1f} ms   p99 {p99_mixed:7.1f} ms")
+    print(f"  M-G p99 = {p99_mixed - p99:+.1f} ms")
+    return streams
 
 
 if __name__ == "__main__":
