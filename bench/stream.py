@@ -28,7 +28,7 @@ from gateway.adapters.http.app import create_app
 from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
 from gateway.adapters.kafka.producer import produce
-from gateway.adapters.kafka.source import STREAM_CONSUMER_DEFAULTS, KafkaRecordSource
+from gateway.adapters.kafka.source import STREAM_CONSUMER_DEFAULTS
 from gateway.adapters.stores.signing import PRIVATE_SUFFIX, generate_keys, sign_file
 from gateway.bootstrap import build_gateway
 from gateway.client import GatewayClient
@@ -99,8 +99,7 @@ def drain(config: dict[str, str], topic: str, partitions: int, total: int, trans
 
 
 def serve_and_count(settings: Settings, world: Path, total: int) -> float:
-    config = settings.kafka.librdkafka_config()
-    gateway = build_gateway(settings, lambda topic: KafkaRecordSource(config, topic))
+    gateway = build_gateway(settings)  # as deployed: shared reading (history: a catch-up reader)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(gateway), host="127.0.0.1", port=settings.port, log_level="warning"
