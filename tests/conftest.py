@@ -91,6 +91,23 @@ def order(n: int, **extra: Any) -> dict[str, Any]:
     }
 
 
+def produce_exact(
+    kafka_config: dict[str, str], topic: str, records: list[tuple[str, bytes]]
+) -> None:
+    """``records`` in large batches (fast to produce and to read back), but the last one of
+    each partition in a batch of its own: the test broker answers a partition's log end as its
+    last batch's base offset + 1 (``../shared/TEST-BROKER.md``), so the end is then exact and
+    a cursor at it is not refused as past it."""
+    from confluent_kafka.admin import AdminClient
+
+    metadata = AdminClient({**kafka_config}).list_topics(topic, timeout=10)
+    partitions = len(metadata.topics[topic].partitions)
+    cut = max(0, len(records) - partitions)
+    produce(kafka_config, topic, records[:cut])
+    for partition, record in enumerate(records[cut:]):
+        produce(kafka_config, topic, [record], partition=partition)
+
+
 @pytest.fixture
 def produce_orders(kafka_config: dict[str, str]) -> Callable[..., list[dict[str, Any]]]:
     """Produce ``count`` orders (one record per batch: the test broker's end offsets stay exact)."""

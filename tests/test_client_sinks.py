@@ -18,8 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka
-from gateway.adapters.kafka.producer import produce
-from tests.conftest import SOAK, RunningGateway, World
+from tests.conftest import SOAK, RunningGateway, World, produce_exact
 from tests.processes import Processes
 from tests.test_cli import consume_command
 from tests.test_protection import EMAIL, PROTECTED, order
@@ -71,11 +70,8 @@ def protected_orders(
     (world.contracts_dir / "acme-globex-orders.yaml").unlink()
     world.add_contract("acme-globex-orders", "globex", fields=PROTECTED)
     orders = [order(n) for n in range(4, 1504)]  # all pass the contract's filter (amount > 3)
-    produce(
-        kafka_config,
-        world.topic,
-        [(o["order_id"], json.dumps(o).encode()) for o in orders],
-        producer_config={"linger.ms": 20},
+    produce_exact(
+        kafka_config, world.topic, [(o["order_id"], json.dumps(o).encode()) for o in orders]
     )
     topic = f"globex.orders.{uuid.uuid4().hex[:8]}"
     create_topic({"bootstrap.servers": partner_kafka}, topic, 2)

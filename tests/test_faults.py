@@ -18,7 +18,7 @@ from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port, wait_for_port
 from gateway.adapters.kafka.producer import produce
 from gateway.settings import KafkaSettings
-from tests.conftest import RunningGateway, World, order
+from tests.conftest import RunningGateway, World, order, produce_exact
 from tests.processes import Processes
 from tests.sse import LiveStream
 from tests.tcp_proxy import TcpProxy
@@ -58,10 +58,9 @@ def test_a_broker_outage_refuses_fast_shows_at_once_and_heals_by_itself(
     broker, proxy = broker_behind_proxy
     config = {"bootstrap.servers": broker.bootstrap_servers}
     create_topic(config, world.topic, 2)
-    batch: list[tuple[bytes | str | None, bytes]] = [
-        (f"o-{n}", json.dumps(order(n)).encode()) for n in range(3)
-    ]
-    produce(config, world.topic, batch, producer_config={"linger.ms": 0})
+    produce_exact(
+        config, world.topic, [(f"o-{n}", json.dumps(order(n)).encode()) for n in range(3)]
+    )
     gw = serve(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
     headers = {"Authorization": f"Bearer {gw.token('globex')}"}
     stream = LiveStream(http, gw.url, gw.token("globex"))

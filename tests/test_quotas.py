@@ -13,12 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.adapters.kafka.producer import produce
 from gateway.core.documents import canonical_hash, load_yaml
 from gateway.core.quotas import Quotas, day_window
 from gateway.services.report import build_report
 from gateway.settings import QuotaSettings
-from tests.conftest import RunningGateway, World, order
+from tests.conftest import RunningGateway, World, order, produce_exact
 from tests.sse import LiveStream
 from tests.test_authorization import token_request
 
@@ -31,19 +30,9 @@ def with_quotas(world: World, quotas: str) -> None:
 
 
 def backlog(kafka_config: dict[str, str], topic: str, count: int, start: int = 0) -> None:
-    """``count`` orders in large batches (fast to produce and to read back), but the last one
-    of each partition in a batch of its own: the test broker's log end is then exact (it
-    answers the last batch's base offset + 1), so resuming near the end is not refused as
-    past it."""
-    from confluent_kafka.admin import AdminClient
-
+    """``count`` orders, fast to produce and read back, with the log end exact."""
     records = [(f"o-{n}", json.dumps(order(n)).encode()) for n in range(start, start + count)]
-    metadata = AdminClient({**kafka_config}).list_topics(topic, timeout=10)
-    partitions = len(metadata.topics[topic].partitions)
-    cut = max(0, count - partitions)
-    produce(kafka_config, topic, records[:cut])
-    for partition, record in enumerate(records[cut:]):
-        produce(kafka_config, topic, [record], partition=partition)
+    produce_exact(kafka_config, topic, records)
 
 
 def window(stamps: list[tuple[float, int]], start: float, seconds: float) -> int:

@@ -433,7 +433,9 @@ class SharedSource:
             if not self._holding_slot:
                 return []  # every catch-up reader is busy: the stream waits its turn
             try:
-                self._private = await anyio.to_thread.run_sync(self._start_private)
+                # Shielded: a consumer made while the stream is cancelled would be lost unclosed.
+                with anyio.CancelScope(shield=True):
+                    self._private = await anyio.to_thread.run_sync(self._start_private)
             except BaseException:
                 self._release()
                 raise
