@@ -435,7 +435,8 @@ class SharedSource:
             try:
                 # Shielded: a consumer made while the stream is cancelled would be lost unclosed.
                 with anyio.CancelScope(shield=True):
-                    self._private = await anyio.to_thread.run_sync(self._start_private)
+                    private = await anyio.to_thread.run_sync(self._start_private)
+                self._private = private
             except BaseException:
                 self._release()
                 raise
