@@ -538,7 +538,7 @@ class StreamService:
             source = self._sources(topic)
             made.append(source)
             positions = self._positions(source, resumed, start, self.clock())
-            lost = self._past_retention(source, positions) if resumed else {}
+            lost = self._within_log(source, positions) if resumed else {}
             source.assign(positions)
             return source, positions, lost
 
@@ -600,9 +600,7 @@ class StreamService:
         return dict.fromkeys(partitions, OFFSET_BEGINNING)
 
     @staticmethod
-    def _past_retention(
-        source: RecordSource, positions: dict[int, int]
-    ) -> dict[int, tuple[int, int]]:
+    def _within_log(source: RecordSource, positions: dict[int, int]) -> dict[int, tuple[int, int]]:
         """Check a resumed cursor against what each partition holds now.
 
         Before the oldest record still kept: start there instead (updating ``positions``) and

@@ -55,6 +55,11 @@ def _partition(message: Message) -> int:
     return -1 if partition is None else partition
 
 
+def _size(message: Message) -> int:
+    """What a held record counts against the window's budget (its bytes, and some overhead)."""
+    return len(message.value() or b"") + len(message.key() or b"") + 64
+
+
 class _Window:
     """One partition's recent records: every record from ``covered_from`` up to ``next``."""
 
@@ -81,7 +86,7 @@ class _Window:
             return
         self.offsets.append(offset)
         self.records.append(message)
-        self.bytes += len(message.value() or b"") + len(message.key() or b"") + 64
+        self.bytes += _size(message)
         self.next = offset + 1
 
     def trim(self, budget: int) -> None:
@@ -90,8 +95,7 @@ class _Window:
             return
         target, dropped, cut = budget * 3 // 4, 0, 0
         while cut < len(self.records) and self.bytes - dropped > target:
-            message = self.records[cut]
-            dropped += len(message.value() or b"") + len(message.key() or b"") + 64
+            dropped += _size(self.records[cut])
             cut += 1
         self.covered_from = self.offsets[cut - 1] + 1
         del self.offsets[:cut]
