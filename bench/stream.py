@@ -259,9 +259,8 @@ def main() -> None:
     print(f"(D) transform, plaintext fields:      {plain:6.1f} us/record")
     print(f"(E) transform, one field encrypted:   {encrypted:6.1f} us/record")
     ratio = encrypted / plain
-    print(
-        f"E/D = {ratio:.2f}  (budget <= 2.0; target <= 1.5: {'held' if ratio <= 1.5 else 'NOT held'})"
-    )
+    held = "held" if ratio <= 1.5 else "NOT held"
+    print(f"E/D = {ratio:.2f}  (budget <= 2.0; target <= 1.5: {held})")
 
 
 if __name__ == "__main__":
