@@ -2,7 +2,8 @@
 
 (A) a raw confluent-kafka consumer draining the topic;
 (B) the same consumer plus the gateway's record transform (projection, cursor, SSE encoding);
-(C) the gateway (uvicorn, real socket) serving one SSE client that counts bytes on a raw socket.
+(C) the gateway (uvicorn, real socket) serving one SSE client (a process of its own) that counts
+events on a raw socket.
 
 Prints events/s for each and the ratios C/B and C/A (target: C/B >= 0.75); then the transform's
 cost per record with plaintext fields (D) and with one field encrypted to the partner (E), and
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import socket
 import tempfile
 import threading
@@ -98,23 +100,9 @@ def drain(config: dict[str, str], topic: str, partitions: int, total: int, trans
     return total / elapsed
 
 
-def serve_and_count(settings: Settings, world: Path, total: int) -> float:
-    gateway = build_gateway(settings)  # as deployed: shared reading (history: a catch-up reader)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(gateway), host="127.0.0.1", port=settings.port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started or gateway.ledger.problem() is not None:  # ready, as a probe sees
-        time.sleep(0.02)
-    key = world / "private" / f"globex{PRIVATE_SUFFIX}"
-    from gateway.adapters.stores.signing import read_signing_key
-
-    with GatewayClient(settings.issuer(), org="globex", key=read_signing_key(key)) as client:
-        token = client.fetch_token()
-    sock = socket.create_connection(("127.0.0.1", settings.port))
+def count_events(port: int, token: str, total: int) -> tuple[float, int]:
+    """Read ``total`` SSE record events on a raw socket: (seconds from the request, bytes)."""
+    sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     request = (
         "GET /v1/contracts/bench/stream HTTP/1.1\r\nHost: bench\r\n"
@@ -138,6 +126,29 @@ def serve_and_count(settings: Settings, world: Path, total: int) -> float:
         received += n
     elapsed = time.perf_counter() - started
     sock.close()
+    return elapsed, received
+
+
+def serve_and_count(settings: Settings, world: Path, total: int) -> float:
+    gateway = build_gateway(settings)  # as deployed: shared reading (history: a catch-up reader)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(gateway), host="127.0.0.1", port=settings.port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started or gateway.ledger.problem() is not None:  # ready, as a probe sees
+        time.sleep(0.02)
+    key = world / "private" / f"globex{PRIVATE_SUFFIX}"
+    from gateway.adapters.stores.signing import read_signing_key
+
+    with GatewayClient(settings.issuer(), org="globex", key=read_signing_key(key)) as client:
+        token = client.fetch_token()
+    # The partner is a process of its own (as partners are): its counting loop does not share
+    # the gateway's interpreter.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        elapsed, received = pool.apply(count_events, (settings.port, token, total))
     server.should_exit = True
     thread.join(timeout=10)
     print(f"    C received {received / 1e6:.1f} MB of SSE")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from binascii import b2a_base64
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.core.jose import b64url, b64url_decode
+from gateway.core.jose import URLSAFE, b64url_decode
 from gateway.errors import InvalidCursor
 
 OFFSET_BEGINNING = -2
@@ -82,31 +83,37 @@ class CursorCodec:
 
 
 class CursorWriter:
-    """One stream's position, advanced record by record (the hot path: no sorting, no re-keying)."""
+    """One stream's position, advanced record by record (the hot path: no sorting, no re-keying,
+    bytes throughout)."""
 
     __slots__ = ("_keyed", "_parts", "positions")
 
     def __init__(self, codec: CursorCodec, contract_id: str, positions: Mapping[int, int]) -> None:
         self._keyed = codec.keyed(contract_id)
-        self.positions = dict(sorted(positions.items()))
-        self._parts = {p: f"{p}:{o}" for p, o in self.positions.items()}
+        self.reposition(positions)
 
     def reposition(self, positions: Mapping[int, int]) -> None:
         """Move to ``positions`` (those another stream reached with the same batch)."""
         self.positions = dict(sorted(positions.items()))
-        self._parts = {p: f"{p}:{o}" for p, o in self.positions.items()}
+        self._parts = {p: b"%d:%d" % (p, o) for p, o in self.positions.items()}
 
-    def advance(self, partition: int, next_offset: int) -> str:
-        """Record that ``partition`` continues at ``next_offset``; return the new cursor."""
+    def advance(self, partition: int, next_offset: int) -> None:
+        """Record that ``partition`` continues at ``next_offset``."""
         if partition not in self._parts:  # a partition unknown at open: keep the order sorted
-            self.positions = dict(sorted({**self.positions, partition: next_offset}.items()))
-            self._parts = {p: f"{p}:{o}" for p, o in self.positions.items()}
+            self.reposition({**self.positions, partition: next_offset})
         self.positions[partition] = next_offset
-        self._parts[partition] = f"{partition}:{next_offset}"
-        return self.cursor()
+        self._parts[partition] = b"%d:%d" % (partition, next_offset)
 
-    def cursor(self) -> str:
-        payload = _VERSION + ",".join(self._parts.values()).encode("ascii")
+    def cursor_bytes(self) -> bytes:
+        payload = _VERSION + b",".join(self._parts.values())
         mac = self._keyed.copy()
         mac.update(payload)
-        return f"{b64url(payload)}.{b64url(mac.digest())}"
+        # Both halves base64url without padding (one translation for the two).
+        cursor = b"%s.%s" % (
+            b2a_base64(payload, newline=False),
+            b2a_base64(mac.digest(), newline=False),
+        )
+        return cursor.translate(URLSAFE, b"=")
+
+    def cursor(self) -> str:
+        return self.cursor_bytes().decode("ascii")

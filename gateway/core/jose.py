@@ -8,6 +8,7 @@ thumbprints. Contract signatures are compact JWS with a detached payload, ``alg`
 
 from __future__ import annotations
 
+import binascii
 import json
 import warnings
 from collections.abc import Iterator, Mapping
@@ -20,14 +21,17 @@ from joserfc import jws
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet, OKPKey
 from joserfc.registry import HeaderParameter
-from joserfc.util import urlsafe_b64decode, urlsafe_b64encode
+from joserfc.util import urlsafe_b64decode
 
 from gateway.errors import DocumentInvalid, SignatureInvalid
+
+#: ``base64.translate(URLSAFE, b"=")`` is base64url without padding (RFC 7515 §2).
+URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def b64url(data: bytes) -> str:
     """Base64url without padding (RFC 7515 §2)."""
-    return urlsafe_b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).translate(URLSAFE, b"=").decode("ascii")
 
 
 def b64url_decode(text: str) -> bytes:

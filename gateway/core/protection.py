@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from binascii import b2a_base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +36,8 @@ from joserfc import jwe
 from joserfc.jwk import OKPKey
 
 from gateway.core.contracts import FieldAction, FieldRule
-from gateway.core.jose import b64url
-from gateway.core.projection import MISSING
+from gateway.core.jose import URLSAFE, b64url
+from gateway.core.projection import MISSING, encode_json
 
 FIELD_JWE_ALG, FIELD_JWE_ENC = "dir", "A256GCM"
 
@@ -66,43 +67,82 @@ def pseudonym(key: bytes, value: Any) -> str:
 class ContractProtector:
     """Applies one stream's protected rules; ``position`` is set before each record."""
 
+    #: Random IVs drawn from the OS this many at a time (one system call, not one per field).
+    IV_BATCH = 256
+    #: Header prefixes kept per field path (list elements have a path each: bounded).
+    MAX_PREFIXES = 1024
+
     def __init__(self, pseudonyms: bytes, data_key: DataKey | None) -> None:
         self._pseudonyms = pseudonyms
-        self.data_key = data_key
-        self._aead = AESGCM(data_key.secret) if data_key else None
-        self.position = ""
+        self.data_key: DataKey | None = None
+        self._aead: AESGCM | None = None
+        self._prefixes: dict[str, bytes] = {}
+        self._ivs = b""
+        self._iv_at = 0
+        #: ``partition:offset`` of the record being protected (ASCII digits).
+        self.position = b""
+        if data_key is not None:
+            self.use(data_key)
 
     def use(self, data_key: DataKey) -> None:
         self.data_key = data_key
         self._aead = AESGCM(data_key.secret)
+        self._prefixes = {}
 
     def protect(self, rule: FieldRule, value: Any, path: str) -> Any:
         action = rule.action
+        if action is FieldAction.ENCRYPT and self._aead is not None:
+            return self.encrypt(value, path)
         if action is FieldAction.HASH:
-            return None if value is None else pseudonym(self._pseudonyms, value)
+            if value is None:
+                return None
+            try:
+                return pseudonym(self._pseudonyms, value)
+            except rfc8785.CanonicalizationError:  # beyond RFC 8785's numbers (|n| >= 2**53)
+                return MISSING
         if action is FieldAction.MASK and rule.mask is not None:
             return rule.mask.apply(value)
-        if action is FieldAction.ENCRYPT and self._aead is not None and self.data_key:
-            return self.encrypt(value, path)
         return MISSING  # never send what could not be protected
 
+    def _prefix(self, path: str) -> bytes:
+        """The protected header up to the record's position, for a field of the current key."""
+        prefix = self._prefixes.get(path)
+        if prefix is None:
+            if self.data_key is None:
+                raise RuntimeError("no data key is in use: call use() before encrypting")
+            header = encode_json(
+                {"alg": FIELD_JWE_ALG, "enc": FIELD_JWE_ENC, "kid": self.data_key.kid, "fld": path}
+            )
+            prefix = header[:-1] + b',"pos":"'
+            if len(self._prefixes) < self.MAX_PREFIXES:
+                self._prefixes[path] = prefix
+        return prefix
+
     def encrypt(self, value: Any, path: str) -> str:
-        if self._aead is None or self.data_key is None:
+        if self._aead is None:
             raise RuntimeError("no data key is in use: call use() before encrypting")
-        header = orjson.dumps(
-            {
-                "alg": FIELD_JWE_ALG,
-                "enc": FIELD_JWE_ENC,
-                "kid": self.data_key.kid,
-                "fld": path,
-                "pos": self.position,
-                "crit": ["fld", "pos"],
-            }
+        # The position is "partition:offset" (digits only): no JSON escaping needed.
+        header = b'%s%s","crit":["fld","pos"]}' % (
+            self._prefixes.get(path) or self._prefix(path),
+            self.position,
         )
-        protected = b64url(header)
-        iv = os.urandom(12)
-        sealed = self._aead.encrypt(iv, orjson.dumps(value), protected.encode("ascii"))
-        return f"{protected}..{b64url(iv)}.{b64url(sealed[:-16])}.{b64url(sealed[-16:])}"
+        protected = b2a_base64(header, newline=False).translate(URLSAFE, b"=")
+        at = self._iv_at
+        if at >= len(self._ivs):
+            self._ivs, at = os.urandom(12 * self.IV_BATCH), 0
+        self._iv_at = at + 12
+        iv = self._ivs[at : at + 12]
+        sealed = self._aead.encrypt(iv, encode_json(value), protected)
+        # 12 bytes are 16 base64 characters without padding: the IV and the ciphertext are
+        # encoded in one pass and split; one translation makes the rest base64url unpadded.
+        iv_and_text = b2a_base64(iv + sealed[:-16], newline=False)
+        compact = b"%s..%s.%s.%s" % (
+            protected,
+            iv_and_text[:16],
+            iv_and_text[16:],
+            b2a_base64(sealed[-16:], newline=False),
+        )
+        return compact.translate(URLSAFE, b"=").decode("ascii")
 
 
 def new_data_key_secret() -> bytes:

@@ -23,13 +23,19 @@ import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-import orjson
+import msgspec
 
 from gateway.core.cursor import CursorCodec, CursorWriter
 from gateway.core.filters import Expr
-from gateway.core.projection import CompiledFields, project_value
+from gateway.core.projection import (
+    CompiledFields,
+    ValueProjector,
+    decode_json,
+    encode_json,
+    project_value,
+)
 from gateway.core.protection import ContractProtector, DataKey
 
 
@@ -41,6 +47,28 @@ class SourceRecord(Protocol):
     def timestamp(self) -> tuple[int, int]: ...
     def key(self) -> str | bytes | None: ...
     def value(self) -> str | bytes | None: ...
+
+
+#: ``(records wanted) -> (key, how many of them it may encrypt: at least one)``.
+DataKeyReserver = Callable[[int], tuple[DataKey, int]]
+
+#: Record events as the fast path writes them (the generic path writes the same bytes).
+_JSON_RECORD = (
+    b'{"partition":%(partition)d,"offset":%(offset)d,"timestamp":%(timestamp)s,%(key)s,'
+    b'"value":%(value)s'
+)
+_SSE_RECORD: Final = b"event: record\nid: %(cursor)s\ndata: " + _JSON_RECORD + b"}\n\n"
+_NDJSON_RECORD: Final = _JSON_RECORD + b',"cursor":"%(cursor)s"}\n'
+
+
+def _key_json(key: str | bytes) -> bytes:
+    """The ``key`` members of a record event (``key_base64`` when the key is not UTF-8)."""
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            return encode_json(_key_members(key))[1:-1]
+    return b'"key":' + encode_json(key)
 
 
 class StreamFormat(enum.StrEnum):
@@ -57,6 +85,17 @@ def format_timestamp(millis: int) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-21T10:00:00.123Z``."""
     seconds, ms = divmod(millis, 1000)
     return f"{_second(seconds)}.{ms:03d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _second_json(seconds: int) -> bytes:
+    return b'"' + _second(seconds).encode()
+
+
+def _timestamp_json(millis: int) -> bytes:
+    """``format_timestamp`` as a JSON string (the fast path)."""
+    seconds, ms = divmod(millis, 1000)
+    return b'%s.%03dZ"' % (_second_json(seconds), ms)
 
 
 def _key_members(key: str | bytes | None) -> dict[str, Any]:
@@ -96,13 +135,23 @@ class RecordEncoder:
         stream_format: StreamFormat,
         row_filter: Expr | None = None,
         protector: ContractProtector | None = None,
-        data_key: Callable[[], DataKey] | None = None,
+        data_keys: DataKeyReserver | None = None,
+        projector: ValueProjector | None = None,
+        fast: bool = True,
     ) -> None:
         self._fields = fields
         self._filter = row_filter
         self.protector = protector
-        #: Gives the data key for each record with encrypted fields (epochs rotate per record).
-        self.data_key = data_key
+        #: Reserves the data key for the next records with encrypted fields (epochs rotate
+        #: after a number of records, so a key is reserved for a run of them at a time).
+        self.data_keys = data_keys
+        self._key_left = 0
+        #: The fast projection (not for a row-filtered contract: the filter reads the whole
+        #: value); ``projector`` is one already built for ``fields`` (streams of a contract
+        #: version share one). ``fast=False`` keeps to the generic path (tests compare both).
+        self._project = (
+            (projector or ValueProjector(fields)) if fast and row_filter is None else None
+        )
         self._announced: set[str] = set()
         self._codec = codec
         self._contract_id = contract_id
@@ -123,7 +172,8 @@ class RecordEncoder:
 
     def record_object(self, record: SourceRecord) -> tuple[dict[str, Any], bool | None]:
         """The partner-facing object for ``record``: accepted (True), refused (False), or
-        left out by the contract's row filter (None)."""
+        left out by the contract's row filter (None). The generic path: every record whose
+        value the fast projection could not take, and every record of a filtered contract."""
         ts_type, ts = record.timestamp()
         obj: dict[str, Any] = {
             "partition": record.partition(),
@@ -132,8 +182,8 @@ class RecordEncoder:
         }
         raw = record.value()
         try:
-            value = orjson.loads(raw) if raw is not None else None
-        except orjson.JSONDecodeError:
+            value = decode_json(raw) if raw is not None else None
+        except msgspec.DecodeError:
             value = None
         if not isinstance(value, dict):
             obj.update(_key_members(record.key()))
@@ -142,15 +192,21 @@ class RecordEncoder:
         if self._filter is not None and not self._filter.evaluate(value):
             return obj, None
         obj.update(_key_members(record.key()))
-        protector = self.protector
-        if protector is not None:
-            protector.position = f"{obj['partition']}:{obj['offset']}"
-            if self._fields.encrypted and self.data_key is not None:
-                key = self.data_key()
+        obj["value"] = project_value(value, self._fields, self.protector)
+        return obj, True
+
+    def _protect_at(
+        self, protector: ContractProtector, partition: int, offset: int, left: int
+    ) -> None:
+        """Ready ``protector`` for the record at ``partition:offset`` (its position; the data
+        key, reserved a run at a time with ``left`` records to go in the batch)."""
+        protector.position = b"%d:%d" % (partition, offset)
+        if self._fields.encrypted and self.data_keys is not None:
+            if self._key_left <= 0:
+                key, self._key_left = self.data_keys(left)
                 if protector.data_key is not key:
                     protector.use(key)
-        obj["value"] = project_value(value, self._fields, protector)
-        return obj, True
+            self._key_left -= 1
 
     def _announce(self) -> dict[str, str] | None:
         """The current data key, the first time this stream uses it."""
@@ -165,43 +221,64 @@ class RecordEncoder:
         keys: list[dict[str, str]] = []
         marks: list[tuple[int, int]] = []
         before = dict(self._cursor.positions)
-        cursor: str | None = None
+        writer = self._cursor
         size = 0
         passed = False  # the cursor moved past records that were not sent
-        advance = self._cursor.advance
+        sse, project = self._sse, self._project
+        protector = self.protector if self._fields.protected else None
+        encrypted = self._fields.encrypted
         for index, record in enumerate(records):
-            obj, accepted = self.record_object(record)
-            cursor = advance(obj["partition"], obj["offset"] + 1)
-            if accepted is None:
-                passed = True
-                continue
-            passed = False
-            if accepted and (announced := self._announce()) is not None:
-                keys.append(announced)
-                parts.append(event := self.keys_event([announced]))
-                size += len(event)
-            if self._sse:
-                kind = b"record" if accepted else b"refused"
-                event = b"event: %s\nid: %s\ndata: %s\n\n" % (
-                    kind,
-                    cursor.encode("ascii"),
-                    orjson.dumps(obj),
+            partition, offset = record.partition() or 0, record.offset() or 0
+            writer.advance(partition, offset + 1)
+            if protector is not None:
+                self._protect_at(protector, partition, offset, len(records) - index)
+            raw = record.value()
+            value = None if project is None or raw is None else project(raw, protector)
+            if value is None:  # the generic path: refused, left out, or an unusual shape
+                obj, verdict = self.record_object(record)
+                if verdict is None:
+                    passed = True
+                    continue
+                body = encode_json(obj)[:-1]  # the object without its closing brace
+                if verdict and encrypted and (announced := self._announce()) is not None:
+                    keys.append(announced)
+                    parts.append(event := self.keys_event([announced]))
+                    size += len(event)
+                kind = b"record" if verdict else b"refused"
+                event = (
+                    b"event: %s\nid: %s\ndata: %s}\n\n" % (kind, writer.cursor_bytes(), body)
+                    if sse
+                    else b'%s,"cursor":"%s"}\n' % (body, writer.cursor_bytes())
                 )
             else:
-                obj["cursor"] = cursor
-                event = orjson.dumps(obj) + b"\n"
+                if encrypted and (announced := self._announce()) is not None:
+                    keys.append(announced)
+                    parts.append(event := self.keys_event([announced]))
+                    size += len(event)
+                ts_type, ts = record.timestamp()
+                key = record.key()
+                event = (_SSE_RECORD if sse else _NDJSON_RECORD) % {
+                    b"cursor": writer.cursor_bytes(),
+                    b"partition": partition,
+                    b"offset": offset,
+                    b"timestamp": _timestamp_json(ts) if ts_type else b"null",
+                    b"key": b'"key":null' if key is None else _key_json(key),
+                    b"value": value,
+                }
+            passed = False
             parts.append(event)
             size += len(event)
             marks.append((size, index))
-        if passed and cursor is not None:
+        cursor_text = writer.cursor() if records else None
+        if passed and cursor_text is not None:
             # Records at the end were left out by the filter: still move the partner's cursor
             # past them (SSE: an event with only an id sets Last-Event-ID, dispatches nothing).
             parts.append(
-                b"id: %s\n\n" % cursor.encode("ascii")
-                if self._sse
-                else orjson.dumps({"event": "position", "cursor": cursor}) + b"\n"
+                b"id: %s\n\n" % cursor_text.encode("ascii")
+                if sse
+                else encode_json({"event": "position", "cursor": cursor_text}) + b"\n"
             )
-        return EncodedBatch(b"".join(parts), len(marks), cursor, keys, marks, before)
+        return EncodedBatch(b"".join(parts), len(marks), cursor_text, keys, marks, before)
 
     def cut(
         self, batch: EncodedBatch, records: Sequence[SourceRecord], max_bytes: int
@@ -211,27 +288,27 @@ class RecordEncoder:
         kept = [mark for mark in batch.marks if mark[0] <= max_bytes]
         end, last = kept[-1] if kept else (0, -1)
         self._cursor = CursorWriter(self._codec, self._contract_id, batch.before)
-        cursor = None
         for record in records[: last + 1]:
-            cursor = self._cursor.advance(record.partition() or 0, (record.offset() or 0) + 1)
+            self._cursor.advance(record.partition() or 0, (record.offset() or 0) + 1)
+        cursor = self._cursor.cursor() if last >= 0 else None
         return EncodedBatch(batch.data[:end], len(kept), cursor, batch.keys, kept, batch.before)
 
     def keys_event(self, keys: list[dict[str, str]]) -> bytes:
         if self._sse:
-            return b"event: keys\ndata: %s\n\n" % orjson.dumps({"keys": keys})
-        return orjson.dumps({"event": "keys", "keys": keys}) + b"\n"
+            return b"event: keys\ndata: %s\n\n" % encode_json({"keys": keys})
+        return encode_json({"event": "keys", "keys": keys}) + b"\n"
 
     def notice(self, event: str, body: dict[str, Any]) -> bytes:
         """A control event (no cursor): ``gap`` for records the partner can no longer get."""
         if self._sse:
-            return b"event: %s\ndata: %s\n\n" % (event.encode(), orjson.dumps(body))
-        return orjson.dumps({"event": event, **body}) + b"\n"
+            return b"event: %s\ndata: %s\n\n" % (event.encode(), encode_json(body))
+        return encode_json({"event": event, **body}) + b"\n"
 
     def heartbeat(self) -> bytes:
         return b": heartbeat\n\n" if self._sse else b'{"event":"heartbeat"}\n'
 
     def end(self, reason: str, **extra: Any) -> bytes:
-        body = orjson.dumps({"reason": reason, **extra})
+        body = encode_json({"reason": reason, **extra})
         if self._sse:
             return b"event: end\ndata: %s\n\n" % body
-        return orjson.dumps({"event": "end", "reason": reason, **extra}) + b"\n"
+        return encode_json({"event": "end", "reason": reason, **extra}) + b"\n"

@@ -86,12 +86,17 @@ class DataKeyService:
             self._current[contract_id] = found
             return found[1]
 
-    def for_record(self, contract_id: str, recipient: OKPKey) -> DataKey:
-        """The key for one more encrypted record: counts it, and starts a new epoch when due."""
+    def reserve(self, contract_id: str, recipient: OKPKey, records: int) -> tuple[DataKey, int]:
+        """The key for up to ``records`` more encrypted records and how many of them it may
+        take (at least one): counts them, and starts a new epoch when due. A stream reserves a
+        batch's run at once; a record the row filter then leaves out still counts, so an epoch
+        never holds more than ``max_records``."""
         key = self.current(contract_id, recipient)
         with self._lock:
-            self._used[contract_id] = self._used.get(contract_id, 0) + 1
-        return key
+            used = self._used.get(contract_id, 0)
+            granted = max(1, min(records, self._max_records - used))
+            self._used[contract_id] = used + granted
+        return key, granted
 
     def _due(self, contract_id: str, key: StoredKey, recipient: OKPKey) -> bool:
         return (

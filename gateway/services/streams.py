@@ -10,6 +10,7 @@ streams are open. Small plaintext batches (the live tail) are transformed on the
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -33,7 +34,7 @@ from gateway.core.lifecycle import (
     StreamEnds,
     stream_decision,
 )
-from gateway.core.projection import compile_fields
+from gateway.core.projection import CompiledFields, ValueProjector, compile_fields
 from gateway.core.protection import ContractProtector, pseudonym_key
 from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
 from gateway.errors import (
@@ -458,6 +459,7 @@ class StreamService:
         self.clock = clock
         self.monotonic = monotonic
         self._context = StreamContext(registry, ledger, limits, clock, monotonic)
+        self._projections: dict[str, tuple[CompiledFields, ValueProjector]] = {}
         self._threads = anyio.CapacityLimiter(WORKER_THREADS)
         #: Streams and pulls open now (opening included).
         self.open_streams = 0
@@ -502,6 +504,17 @@ class StreamService:
             release()
             raise
 
+    def _projection(self, doc: ContractDocument) -> tuple[CompiledFields, ValueProjector]:
+        """The contract version's compiled fields and fast projection (built once: a version's
+        streams share them; versions are few, and the cache forgets them all past 256)."""
+        found = self._projections.get(doc.hash)
+        if found is None:
+            if len(self._projections) >= 256:
+                self._projections.clear()
+            fields = compile_fields(doc.contract.fields)
+            found = self._projections[doc.hash] = (fields, ValueProjector(fields))
+        return found
+
     async def _open(
         self,
         partner: Partner,
@@ -517,7 +530,7 @@ class StreamService:
         registry = self.registry()
         topic = registry.products[doc.contract.product].topic
         limiter = self._threads
-        fields = compile_fields(doc.contract.fields)
+        fields, projector = self._projection(doc)
         row_filter = parse_filter(doc.contract.filter) if doc.contract.filter else None
         recipient = (
             encryption_key(registry.keys.get(doc.contract.consumer), doc.contract.consumer)
@@ -560,6 +573,7 @@ class StreamService:
             stream_format=stream_format,
             row_filter=row_filter,
             protector=protector,
+            projector=projector,
         )
         log.info("stream opened: contract %s, org %s", contract_id, partner.org)
         stream = Stream(
@@ -643,7 +657,7 @@ class StreamService:
         consumer = stream.version.contract.consumer
         recipient = encryption_key(self.registry().keys.get(consumer), consumer)
         datakeys, contract_id = self.datakeys, stream.contract_id
-        stream.encoder.data_key = lambda: datakeys.for_record(contract_id, recipient)
+        stream.encoder.data_keys = functools.partial(datakeys.reserve, contract_id, recipient)
 
     async def pull(self, stream: Stream, *, limit: int, wait: float) -> EncodedBatch:
         """Up to ``limit`` records; waits up to ``wait`` seconds while nothing is new.

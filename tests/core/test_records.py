@@ -10,10 +10,12 @@ from gateway.core.contracts import FieldRule
 from gateway.core.cursor import CursorCodec
 from gateway.core.filters import parse_filter
 from gateway.core.projection import compile_fields
+from gateway.core.protection import ContractProtector
 from gateway.core.records import RecordEncoder, StreamFormat, format_timestamp
 
 CLEAR_RULE = FieldRule.model_validate("clear")
 DROP_RULE = FieldRule.model_validate("drop")
+HASH_RULE = FieldRule.model_validate("hash")
 
 
 @dataclass
@@ -144,3 +146,62 @@ def test_a_cut_batch_is_whole_records_and_its_cursor_follows_the_last(
         assert filtered.positions == {0: 0, 1: 0, 2: 0}
     if kept < batch.records:  # the next record would not have fit
         assert batch.marks[kept][0] > max_bytes
+
+
+@dataclass
+class TimedRecord(FakeRecord):
+    ts: tuple[int, int] = (1, 1_795_000_000_123)
+
+    def timestamp(self) -> tuple[int, int]:
+        return self.ts
+
+
+event_values = st.one_of(
+    st.dictionaries(
+        st.sampled_from(["a", "b", "c"]),
+        st.none() | st.integers() | st.text(max_size=3) | st.lists(st.integers(), max_size=2),
+        max_size=3,
+    ).map(lambda v: json.dumps(v).encode()),
+    st.sampled_from([b"[1]", b"not json", b'"text"', b"{}"]),
+    st.none(),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.none() | st.binary(max_size=3) | st.text(max_size=3).map(str.encode),
+            event_values,
+            st.sampled_from([(0, -1), (1, 1_795_000_000_123), (2, 12_345)]),
+        ),
+        max_size=12,
+    ),
+    st.sampled_from(list(StreamFormat)),
+    st.booleans(),
+)
+def test_the_fast_path_writes_the_bytes_the_generic_path_writes(
+    spec: list[tuple[int, bytes | None, bytes | None, tuple[int, int]]],
+    fmt: StreamFormat,
+    hashed: bool,
+) -> None:
+    rules = {"a": CLEAR_RULE, "c": HASH_RULE if hashed else DROP_RULE}
+    offsets = {0: 0, 1: 0, 2: 0}
+    records = []
+    for partition, key, value, ts in spec:
+        records.append(TimedRecord(partition, offsets[partition], key, value, ts))
+        offsets[partition] += 1
+
+    def make(fast: bool) -> RecordEncoder:
+        return RecordEncoder(
+            contract_id="c",
+            fields=compile_fields(rules),
+            codec=codec,
+            positions={0: 0, 1: 0},
+            stream_format=fmt,
+            protector=ContractProtector(b"p" * 32, None) if hashed else None,
+            fast=fast,
+        )
+
+    fast, generic = make(True).encode(records), make(False).encode(records)
+    assert fast == generic

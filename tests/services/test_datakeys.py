@@ -17,12 +17,15 @@ def test_a_new_epoch_after_max_records_after_max_age_and_on_a_new_consumer_key()
     store = FakeDataKeyStore()
     keys = DataKeyService(store, max_records=3, max_age=60, clock=lambda: now[0])
     consumer = recipient()
-    first = {keys.for_record("c", consumer).kid for _ in range(3)}
-    assert len(first) == 1
-    fourth = keys.for_record("c", consumer).kid
-    assert fourth not in first, "a new epoch after max_records"
+    key, granted = keys.reserve("c", consumer, 2)
+    assert granted == 2
+    again, granted = keys.reserve("c", consumer, 5)
+    assert (again.kid, granted) == (key.kid, 1), "the epoch's last record, not five"
+    fourth, granted = keys.reserve("c", consumer, 5)
+    assert fourth.kid != key.kid, "a new epoch after max_records"
+    assert granted == 3
     now[0] += 61
-    assert keys.for_record("c", consumer).kid != fourth, "a new epoch after max_age"
+    assert keys.reserve("c", consumer, 1)[0].kid != fourth.kid, "a new epoch after max_age"
     rotated = keys.current("c", recipient()).kid
     assert rotated not in {k.kid for k in store.all("c")[:-1]}, "a new epoch for a new key"
     assert len(store.all("c")) == 4, "every key is kept for the partner's replay window"
@@ -32,7 +35,7 @@ def test_every_key_can_be_fetched_wrapped_to_the_current_consumer_key() -> None:
     store = FakeDataKeyStore()
     keys = DataKeyService(store, max_records=1, max_age=60, clock=lambda: 0.0)
     consumer = recipient()
-    made = [keys.for_record("c", consumer).kid for _ in range(3)]
+    made = [keys.reserve("c", consumer, 10)[0].kid for _ in range(3)]
     wrapped = keys.wrapped("c", consumer, None)
     assert [w["kid"] for w in wrapped] == list(dict.fromkeys(made))
     assert (

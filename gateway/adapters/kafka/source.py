@@ -40,6 +40,7 @@ STREAM_CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto.offset.reset": "error",
     "fetch.wait.max.ms": 100,
     "queued.max.messages.kbytes": 16384,
+    "fetch.queue.backoff.ms": 10,
 }
 
 
