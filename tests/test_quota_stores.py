@@ -131,3 +131,18 @@ def test_many_requests_at_once_when_redis_comes_back_hand_over_exactly_once() ->
         anyio.run(scenario)
     finally:
         server.stop()
+
+
+def test_renewal_extends_each_holders_leases_in_one_call(make_store: StoreFactory) -> None:
+    async def scenario(store: QuotaStore) -> None:
+        keys: list[tuple[str, int | None]] = [("streams:c:x", 5), ("streams:o:org", 5)]
+        # Leases that have already run out (ttl -1): as if their replica stopped renewing.
+        for holder in ("one", "two", "three"):
+            assert await store.lease(keys, holder, -1) == 0
+        assert await store.holders("streams:c:x") == 0
+        names = [key for key, _ in keys]
+        await store.renew({"one": names, "two": names[1:]}, 30)
+        assert await store.holders("streams:c:x") == 1
+        assert await store.holders("streams:o:org") == 2
+
+    run(make_store, scenario)

@@ -7,7 +7,10 @@
   batch that does not fit is cut after its last whole record that does; the stream then ends
   with ``quota_exhausted`` and new streams and pulls are refused until the day ends.
 - **Concurrency** (``concurrent_streams`` per contract, and per organisation from settings)
-  is a lease per stream or pull in progress, renewed while it runs.
+  is a lease per stream or pull in progress. ``keep_leases`` renews every lease held in the
+  process in one store call every ``RENEW_SECONDS`` (not one call per stream: 10,000 idle
+  streams would make 1,000 calls a second to Redis); a replica that dies stops renewing, and
+  its slots free up within ``LEASE_SECONDS``.
 - **Token requests** are admitted per client id at ``token_requests_per_minute``.
 
 The quotas in force are the governing contract version's, bounded by settings
@@ -17,13 +20,16 @@ a lower concurrency applies to streams opened after it.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
+
+import anyio
 
 from gateway.core.contracts import ContractDocument
 from gateway.core.quotas import (
@@ -41,6 +47,8 @@ from gateway.core.times import rfc3339
 from gateway.errors import QuotaExceeded
 from gateway.metrics import GatewayMetrics
 from gateway.settings import QuotaSettings
+
+log = logging.getLogger(__name__)
 
 #: A stream's concurrency lease lives this long unless renewed (frees a dead replica's slots).
 LEASE_SECONDS = 30.0
@@ -68,6 +76,9 @@ class QuotaStore(Protocol):
     async def volume(self, key: str) -> int: ...
     async def lease(self, keys: list[tuple[str, int | None]], holder: str, ttl: float) -> int: ...
     async def release(self, keys: list[str], holder: str) -> None: ...
+    async def renew(self, leases: Mapping[str, Sequence[str]], ttl: float) -> None:
+        """Extend each holder's leases on its keys by ``ttl`` (never refused)."""
+
     async def holders(self, key: str) -> int: ...
     async def close(self) -> None: ...
 
@@ -117,6 +128,32 @@ class QuotaService:
         self.clock = clock
         self.monotonic = monotonic
         self._effective: dict[str, Quotas] = {}
+        #: The lease keys of every stream and pull running in this process, by holder.
+        self._held: dict[str, list[str]] = {}
+
+    async def keep_leases(self, interval: float = RENEW_SECONDS) -> None:
+        """Renew the leases of every stream and pull in this process, all in one store call,
+        every ``interval`` seconds (runs for the life of the app)."""
+        while True:
+            await anyio.sleep(interval)
+            await self.renew_held()
+
+    async def renew_held(self) -> None:
+        """One round of ``keep_leases``. A failure is logged and the next round tries again
+        (a lease outlives three rounds)."""
+        if not self._held:
+            return
+        try:
+            await self.store.renew(dict(self._held), LEASE_SECONDS)
+        except Exception as exc:  # whatever the store's failure, the answer is the same
+            log.warning("renewing %d stream leases failed: %s", len(self._held), exc)
+
+    def held(self, holder: str, keys: list[str] | None) -> None:
+        """Keep ``holder``'s leases renewed (``None``: no longer)."""
+        if keys is None:
+            self._held.pop(holder, None)
+        else:
+            self._held[holder] = keys
 
     def effective(self, doc: ContractDocument) -> Quotas:
         quotas = self._effective.get(doc.hash)
@@ -162,7 +199,13 @@ class QuotaService:
                 fields=await self.fields(contract_id, org, quotas),
             )
         stream_quota = StreamQuota(self, contract_id, org, version, holder)
-        await stream_quota.start()
+        self.held(holder, list(keys))
+        try:
+            await stream_quota.start()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await stream_quota.close()
+            raise
         return stream_quota
 
     def exhausted(self, contract_id: str, quotas: Quotas, ends: datetime) -> QuotaExceeded:
@@ -303,7 +346,6 @@ class StreamQuota:
         self._rate_keys = QuotaKeys.rates(contract_id)
         self._lease_keys = QuotaKeys.leases(contract_id, org)
         self._resume_at = 0.0  # monotonic
-        self._renew_at = self._monotonic() + RENEW_SECONDS
         self._records = 0
         self._bytes = 0
         self._reserved = ("", "")  # (volume key, day) of the last reservation
@@ -395,14 +437,6 @@ class StreamQuota:
             self._throttled.inc(wait)
         self._resume_at = self._monotonic() + wait
 
-    async def renew(self) -> None:
-        """Keep the concurrency lease while running (never refused: the stream holds a slot)."""
-        if self._monotonic() < self._renew_at:
-            return
-        self._renew_at = self._monotonic() + RENEW_SECONDS
-        leases: list[tuple[str, int | None]] = [(key, None) for key in self._lease_keys]
-        await self._store.lease(leases, self._holder, LEASE_SECONDS)
-
     async def fields(self) -> dict[str, str]:
         return await self._service.fields(self.contract_id, self.org, self.quotas)
 
@@ -411,4 +445,5 @@ class StreamQuota:
             return
         self._closed = True
         self._open.dec()
+        self._service.held(self._holder, None)
         await self._store.release(self._lease_keys, self._holder)

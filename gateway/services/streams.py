@@ -310,7 +310,6 @@ class Stream:
                     self.ended_because = ending.reason
                     yield self.encoder.end(ending.reason, **ending.extra)
                     return
-                await self.quota.renew()
                 if (delay := self.quota.delay()) > 0:  # within the rate quotas
                     await anyio.sleep(min(delay, limits.poll_seconds))
                     batch = None

@@ -47,6 +47,7 @@ class Setup:
             histories={"c": build_history("c", [(doc, check)], [])},
         )
         clocks = self.clocks
+        self.store = MemoryQuotaStore(clock=clocks.monotonic)
         self.service = StreamService(
             registry=lambda: self.registry,
             sources=self.topic.source,
@@ -54,7 +55,7 @@ class Setup:
             limits=StreamLimits(heartbeat_seconds=15),
             ledger=self.ledger,
             quotas=QuotaService(
-                MemoryQuotaStore(),
+                self.store,
                 QuotaSettings(),
                 GatewayMetrics(),
                 clock=clocks.wall,
@@ -287,3 +288,28 @@ async def test_streams_in_step_share_one_encoding_of_the_same_records() -> None:
 
 async def _returning(records: list[FakeRecord]) -> list[FakeRecord]:
     return records
+
+
+async def test_open_streams_keep_their_slots_by_one_renewal_for_all_and_lose_them_unrenewed() -> (
+    None
+):
+    setup = Setup()
+    quotas = setup.service.quotas
+    opened = [
+        await setup.service.open(
+            setup.partner(), "c", cursor=None, start=Start("latest"), stream_format=StreamFormat.SSE
+        )
+        for _ in range(2)
+    ]
+    for _ in range(4):  # 80 s: far past a lease's 30 s, kept by the renewals
+        setup.clocks.advance(20)
+        await quotas.renew_held()
+    assert await setup.store.holders("streams:c:c") == 2
+    await opened[0].close()
+    setup.clocks.advance(20)
+    await quotas.renew_held()
+    assert await setup.store.holders("streams:c:c") == 1
+    # A replica that stops renewing (it died) frees its slots within the lease.
+    setup.clocks.advance(31)
+    assert await setup.store.holders("streams:c:c") == 0
+    await opened[1].close()

@@ -35,6 +35,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                     watch, gateway.contracts.fingerprint, interval, gateway.reload, gateway.observe
                 )
             tasks.start_soon(gateway.streams.watch_changes)
+            tasks.start_soon(gateway.quotas.keep_leases)
             yield
             tasks.cancel_scope.cancel()
         await gateway.quotas.close()

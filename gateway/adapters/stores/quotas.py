@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
@@ -51,6 +51,7 @@ class MemoryQuotaStore:
         self._leases: dict[str, dict[str, float]] = {}
         #: Per lease set, how many holders it had after its last sweep of expired ones.
         self._swept: dict[str, int] = {}
+        self._counted: dict[str, float] = {}  # when holders() last swept a set
 
     def _prune(self, now: float) -> None:
         if len(self._tats) > 4096:
@@ -115,9 +116,24 @@ class MemoryQuotaStore:
         for key in keys:
             self._leases.get(key, {}).pop(holder, None)
 
+    async def renew(self, leases: Mapping[str, Sequence[str]], ttl: float) -> None:
+        expiry = self._clock() + ttl
+        for holder, keys in leases.items():
+            for key in keys:
+                self._leases.setdefault(key, {})[holder] = expiry
+
     async def holders(self, key: str) -> int:
+        """Expired holders are swept at most once a second per set (counting them on every
+        call made opening 10,000 streams quadratic); a count may include a lease that ran
+        out within the last second."""
+        held = self._leases.get(key)
+        if not held:
+            return 0
         now = self._clock()
-        return sum(1 for expiry in self._leases.get(key, {}).values() if expiry > now)
+        if now >= self._counted.get(key, -math.inf) + 1.0:
+            self._sweep(key, now)
+            self._counted[key] = now
+        return len(held)
 
     async def close(self) -> None:
         return None
@@ -188,6 +204,23 @@ return 0
 """
 )
 
+# KEYS the lease sets; ARGV ttl, then (index into KEYS, holder) pairs.
+_RENEW = (
+    _NOW
+    + """
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', KEYS[tonumber(ARGV[i])], now + ttl, ARGV[i + 1])
+end
+for _, key in ipairs(KEYS) do
+  redis.call('EXPIRE', key, math.ceil(ttl) * 2)
+end
+return 0
+"""
+)
+#: Holders renewed per script call.
+RENEW_CHUNK = 1000
+
 _HOLDERS = (
     _NOW
     + """
@@ -207,6 +240,7 @@ class RedisQuotaStore:
         self._reserve = client.register_script(_RESERVE)
         self._lease = client.register_script(_LEASE)
         self._holders = client.register_script(_HOLDERS)
+        self._renew = client.register_script(_RENEW)
 
     @classmethod
     def from_url(cls, url: str, timeout: float) -> RedisQuotaStore:
@@ -255,6 +289,18 @@ class RedisQuotaStore:
             for key in keys:
                 pipe.zrem(self._prefix + key, holder)
             await pipe.execute()
+
+    async def renew(self, leases: Mapping[str, Sequence[str]], ttl: float) -> None:
+        """One script per ``RENEW_CHUNK`` holders (Redis runs a script alone: keep each short)."""
+        holders = list(leases.items())
+        for at in range(0, len(holders), RENEW_CHUNK):
+            names: dict[str, int] = {}
+            args: list[str | float] = [ttl]
+            for holder, keys in holders[at : at + RENEW_CHUNK]:
+                for key in keys:
+                    index = names.setdefault(self._prefix + key, len(names) + 1)
+                    args += [index, holder]
+            await self._renew(keys=list(names), args=args)
 
     async def holders(self, key: str) -> int:
         return int(await self._holders(keys=[self._prefix + key]))
@@ -401,6 +447,10 @@ class ResilientQuotaStore:
     async def release(self, keys: list[str], holder: str) -> None:
         await self._fallback.release(keys, holder)
         await self._either(lambda: self._primary.release(keys, holder), _nothing)
+
+    async def renew(self, leases: Mapping[str, Sequence[str]], ttl: float) -> None:
+        await self._fallback.renew(leases, ttl)  # mirrored, as leases are
+        await self._either(lambda: self._primary.renew(leases, ttl), _nothing)
 
     async def holders(self, key: str) -> int:
         return await self._either(
