@@ -26,8 +26,10 @@ import argparse
 import asyncio
 import json
 import resource
+import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -189,6 +191,47 @@ class Producing:
         self._stop.set()
         self._thread.join(5)
         self._producer.flush(5)
+
+
+def loopback_send_cost(count: int) -> float:
+    """Microseconds of the writer's CPU per write of 80 bytes to each of ``count`` loopback
+    sockets whose reader (another process) sleeps until data comes: the kernel's share of a
+    stream's write on this machine, whatever the server."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=count)
+    port = listener.getsockname()[1]
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _SLEEPING_READERS, str(port), str(count)], stdout=subprocess.PIPE
+    )
+    try:
+        accepted = [listener.accept()[0] for _ in range(count)]
+        assert reader.stdout is not None
+        reader.stdout.readline()
+        rounds, started = 5, time.process_time()
+        for _ in range(rounds):
+            for sock in accepted:
+                sock.send(b"x" * 80)
+            time.sleep(0.2)  # the readers go back to sleep
+        return (time.process_time() - started) / (rounds * count) * 1e6
+    finally:
+        reader.kill()
+        reader.wait()
+        for sock in accepted:
+            sock.close()
+        listener.close()
+
+
+_SLEEPING_READERS = """
+import selectors, socket, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+selector = selectors.DefaultSelector()
+for _ in range(count):
+    sock = socket.create_connection(("127.0.0.1", port))
+    selector.register(sock, selectors.EVENT_READ)
+print("connected", flush=True)
+while True:
+    for key, _ in selector.select():
+        key.fileobj.recv(65536)
+"""
 
 
 def raw_latencies(config: dict[str, str], stop: threading.Event, into: list[float]) -> None:
@@ -414,6 +457,12 @@ def measure_all(
     print(
         f"target: p99 added <= 100 ms: {verdict(p99 - raw_p99 <= 100)} "
         f"({p99 - raw_p99:+.1f} ms); no loss: {verdict(complete == args.live)}"
+    )
+    per_send = loopback_send_cost(args.live)
+    print(
+        f"  this machine's floor: a write to each of {args.live} idle loopback sockets costs "
+        f"{per_send:.0f} us of CPU in the kernel, {per_send * args.live / 1000:.0f} ms for one "
+        "record to reach every stream, before any gateway work"
     )
 
     # Mixed: the same live streams beside streams draining history.

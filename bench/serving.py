@@ -47,7 +47,7 @@ def gateway_serving(
     server = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", *arguments],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(os.environ.get("BENCH_GATEWAY_LOG", os.devnull), "ab"),  # noqa: SIM115
         env={**os.environ, "GATEWAY_LEDGER_TOPIC": "bench-ledger", **(env or {})},
     )
     try:

@@ -102,10 +102,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             registry=lambda: gateway.registry,
             sources=sources,
             codec=CursorCodec(secrets.cursor_secret),
-            limits=StreamLimits(
-                heartbeat_seconds=settings.heartbeat_seconds,
-                max_streams=settings.reading.max_streams,
-            ),
+            limits=StreamLimits(max_streams=settings.reading.max_streams),
             ledger=ledger,
             quotas=quotas,
             datakeys=DataKeyService(

@@ -1,5 +1,5 @@
-"""The stream service on in-memory fakes: ordering, resumption, ends and heartbeats on a
-clock the test moves (no broker, no sleeping)."""
+"""The stream service on in-memory fakes: ordering, resumption and ends on a clock the test
+moves (no broker, no sleeping). Heartbeats are the HTTP layer's (tests/test_streaming.py)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class Setup:
             registry=lambda: self.registry,
             sources=self.topic.source,
             codec=CursorCodec(b"k" * 32),
-            limits=StreamLimits(heartbeat_seconds=15),
+            limits=StreamLimits(),
             ledger=self.ledger,
             quotas=QuotaService(
                 self.store,
@@ -118,12 +118,13 @@ async def test_records_arrive_in_partition_order_and_a_cursor_resumes_exactly() 
     assert all(set(d["value"]) == {"order_id"} for _, d, _ in first + rest)
 
 
-async def test_a_quiet_stream_heartbeats_then_ends_when_its_token_expires() -> None:
+async def test_a_quiet_stream_sleeps_until_its_token_expires_then_ends() -> None:
     setup = Setup()
     seen = await collect(
         setup, setup.partner(token_seconds=20), until=lambda seen: seen[-1][0] == "end"
     )
-    assert [e for e, _, _ in seen] == ["heartbeat", "end"]
+    assert [e for e, _, _ in seen] == ["end"]
+    assert setup.clocks.elapsed == pytest.approx(20, abs=0.5), "one wake-up: at the expiry"
     assert seen[-1][1] == {"reason": "token_expired"}
     (delivery,) = setup.ledger.of_kind("stream")
     assert delivery["end_reason"] == "token_expired"

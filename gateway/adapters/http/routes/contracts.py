@@ -118,6 +118,7 @@ async def stream(
         opened,
         stream_format,
         send_timeout=gateway.settings.send_timeout_seconds,
+        heartbeat_seconds=gateway.settings.heartbeat_seconds,
         headers=await opened.quota.fields(),
     )
 
