@@ -20,6 +20,7 @@ a lower concurrency applies to streams opened after it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -130,6 +131,8 @@ class QuotaService:
         self._effective: dict[str, Quotas] = {}
         #: The lease keys of every stream and pull running in this process, by holder.
         self._held: dict[str, list[str]] = {}
+        #: Holders that closed while a renewal round was in flight (``None``: no round).
+        self._closed_meanwhile: set[str] | None = None
 
     async def keep_leases(self, interval: float = RENEW_SECONDS) -> None:
         """Renew the leases of every stream and pull in this process, all in one store call,
@@ -143,15 +146,25 @@ class QuotaService:
         (a lease outlives three rounds)."""
         if not self._held:
             return
+        held, self._closed_meanwhile = dict(self._held), set()
         try:
-            await self.store.renew(dict(self._held), LEASE_SECONDS)
+            await self.store.renew(held, LEASE_SECONDS)
         except Exception as exc:  # whatever the store's failure, the answer is the same
-            log.warning("renewing %d stream leases failed: %s", len(self._held), exc)
+            log.warning("renewing %d stream leases failed: %s", len(held), exc)
+        finally:
+            closed, self._closed_meanwhile = self._closed_meanwhile, None
+        # A stream that closed while the round ran may have had its lease renewed after its
+        # release (a round of thousands takes a while): release it again.
+        for holder in closed & held.keys():
+            with contextlib.suppress(Exception):  # it expires by itself in LEASE_SECONDS
+                await self.store.release(held[holder], holder)
 
     def held(self, holder: str, keys: list[str] | None) -> None:
         """Keep ``holder``'s leases renewed (``None``: no longer)."""
         if keys is None:
             self._held.pop(holder, None)
+            if self._closed_meanwhile is not None:
+                self._closed_meanwhile.add(holder)
         else:
             self._held[holder] = keys
 

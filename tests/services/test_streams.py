@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
 
 from gateway.adapters.stores.quotas import MemoryQuotaStore
@@ -314,3 +315,34 @@ async def test_open_streams_keep_their_slots_by_one_renewal_for_all_and_lose_the
     setup.clocks.advance(31)
     assert await setup.store.holders("streams:c:c") == 0
     await opened[1].close()
+
+
+class GatedRenewals(MemoryQuotaStore):
+    """A store whose renewal waits for the test: a stream closes while a round is in flight
+    (a Redis script for thousands of holders takes that long)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__(clock=clock)
+        self.renewing = anyio.Event()
+        self.go = anyio.Event()
+
+    async def renew(self, leases: Mapping[str, Sequence[str]], ttl: float) -> None:
+        self.renewing.set()
+        await self.go.wait()
+        await super().renew(leases, ttl)
+
+
+async def test_a_stream_that_closes_during_a_renewal_round_does_not_keep_its_slot() -> None:
+    setup = Setup()
+    gated = GatedRenewals(setup.clocks.monotonic)
+    quotas = setup.service.quotas
+    quotas.store = gated
+    opened = await setup.service.open(
+        setup.partner(), "c", cursor=None, start=Start("latest"), stream_format=StreamFormat.SSE
+    )
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(quotas.renew_held)
+        await gated.renewing.wait()  # the round has its list of holders
+        await opened.close()  # ... and this stream's slot is freed meanwhile
+        gated.go.set()
+    assert await gated.holders("streams:c:c") == 0, "the round must not bring the slot back"
