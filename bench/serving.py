@@ -44,10 +44,12 @@ def gateway_serving(
         "--keys", str(root / "keys"), "--state", str(root / "state"),
         "--bootstrap-servers", bootstrap_servers, *extra,
     ]  # fmt: skip
+    # The gateway's log goes to $BENCH_GATEWAY_LOG when set (appended), else nowhere.
+    log = Path(os.environ.get("BENCH_GATEWAY_LOG", os.devnull)).open("ab")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", *arguments],
         stdout=subprocess.DEVNULL,
-        stderr=open(os.environ.get("BENCH_GATEWAY_LOG", os.devnull), "ab"),  # noqa: SIM115
+        stderr=log,
         env={**os.environ, "GATEWAY_LEDGER_TOPIC": "bench-ledger", **(env or {})},
     )
     try:
@@ -68,3 +70,4 @@ def gateway_serving(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        log.close()
