@@ -12,6 +12,7 @@ from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, Re
 from gateway.core.quotas import Rate
 from gateway.services.quotas import QuotaStore
 from tests.redis_server import RedisServer
+from tests.tcp_proxy import TcpProxy
 
 StoreFactory = Callable[[], QuotaStore]
 
@@ -146,3 +147,38 @@ def test_renewal_extends_each_holders_leases_in_one_call(make_store: StoreFactor
         assert await store.holders("streams:o:org") == 2
 
     run(make_store, scenario)
+
+
+def test_a_release_redis_did_not_hear_is_made_when_it_answers_again() -> None:
+    """A stream that closes while Redis is away (or its connection pool is exhausted) must not
+    hold its slot until the lease expires: the release is kept and made at the next chance."""
+    server = RedisServer()
+    server.start()
+    proxy = TcpProxy(server.port)
+    now = [0.0]
+
+    async def scenario() -> None:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        store = ResilientQuotaStore(
+            RedisQuotaStore.from_url(url, timeout=0.2), 1, clock=lambda: now[0]
+        )
+        direct = RedisQuotaStore.from_url(server.url, timeout=1.0)
+        try:
+            assert await store.lease([("streams:c:x", 5)], "one", 30) == 0
+            proxy.cut()
+            await store.release(["streams:c:x"], "one")  # Redis does not hear it
+            assert store.degraded
+            assert await direct.holders("streams:c:x") == 1
+            proxy.restore()
+            now[0] += 60  # past the retry time
+            await store.renew({}, 30)  # the process's next renewal round, with no stream left
+            assert await direct.holders("streams:c:x") == 0
+        finally:
+            await store.close()
+            await direct.close()
+
+    try:
+        anyio.run(scenario)
+    finally:
+        proxy.close()
+        server.stop()

@@ -142,10 +142,9 @@ class QuotaService:
             await self.renew_held()
 
     async def renew_held(self) -> None:
-        """One round of ``keep_leases``. A failure is logged and the next round tries again
-        (a lease outlives three rounds)."""
-        if not self._held:
-            return
+        """One round of ``keep_leases`` (also with no stream left: the store may have releases
+        to make). A failure is logged and the next round tries again (a lease outlives three
+        rounds)."""
         held, self._closed_meanwhile = dict(self._held), set()
         try:
             await self.store.renew(held, LEASE_SECONDS)

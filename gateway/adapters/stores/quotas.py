@@ -39,6 +39,11 @@ REDIS_RETRY_SECONDS = 2.0
 
 #: Connections to Redis a process keeps at most for its quotas.
 POOL_CONNECTIONS = 64
+#: How long a call waits for a free connection. Longer than Redis's own timeout: a burst of
+#: thousands of streams opening or closing at once queues for the pool, and only Redis not
+#: answering (connect or read timeout) counts as an outage. With the wait at the 0.5 s timeout,
+#: such a burst flipped the store to per-replica quotas and back every few seconds.
+POOL_WAIT_SECONDS = 10.0
 
 
 class MemoryQuotaStore:
@@ -244,12 +249,12 @@ class RedisQuotaStore:
 
     @classmethod
     def from_url(cls, url: str, timeout: float) -> RedisQuotaStore:
-        # A blocking pool: a burst of streams opening at once waits (up to ``timeout``) for a
-        # connection instead of failing with MaxConnectionsError (which read as an outage).
+        # A blocking pool: a burst of streams opening at once waits for a connection instead of
+        # failing with MaxConnectionsError (which read as an outage).
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=POOL_CONNECTIONS,
-            timeout=timeout,
+            timeout=POOL_WAIT_SECONDS,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             decode_responses=True,
@@ -331,6 +336,8 @@ class ResilientQuotaStore:
         self._clock = clock
         self._retry_at: float | None = None  # set while degraded
         self._unsynced: dict[str, tuple[int, float]] = {}
+        #: Releases Redis has not heard yet, by holder.
+        self._unreleased: dict[str, list[str]] = {}
         self._recovering = False
         self._degraded.set(0)
 
@@ -446,10 +453,25 @@ class ResilientQuotaStore:
 
     async def release(self, keys: list[str], holder: str) -> None:
         await self._fallback.release(keys, holder)
-        await self._either(lambda: self._primary.release(keys, holder), _nothing)
+        self._unreleased[holder] = keys  # until Redis has heard it
+        await self._release_in_redis()
+
+    async def _release_in_redis(self) -> None:
+        """Make the releases Redis has not heard yet (a lease left there would hold its slot
+        until it expires: 30 s of refusals after thousands of streams closed at once)."""
+        if not self._unreleased:
+            return
+
+        async def shared() -> None:
+            for holder, keys in list(self._unreleased.items()):
+                await self._primary.release(keys, holder)
+                self._unreleased.pop(holder, None)
+
+        await self._either(shared, _nothing)
 
     async def renew(self, leases: Mapping[str, Sequence[str]], ttl: float) -> None:
         await self._fallback.renew(leases, ttl)  # mirrored, as leases are
+        await self._release_in_redis()  # every round: a missed release waits 10 s at most
         await self._either(lambda: self._primary.renew(leases, ttl), _nothing)
 
     async def holders(self, key: str) -> int:
