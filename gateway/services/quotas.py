@@ -59,6 +59,9 @@ CONCURRENCY_RETRY_AFTER = 5
 #: Bytes per record assumed before a stream has sent any (to size its first batch).
 FIRST_RECORD_BYTES = 512
 UNLIMITED_VOLUME = 2**62
+#: Bytes of contracts without a daily volume are added to the shared day count this often
+#: (they only feed ``/v1/usage``): not a store call per batch of every stream.
+VOLUME_COUNT_SECONDS = 1.0
 #: Failed logins to the legal pages: 10 a minute per user name and per address, 5 at once.
 LOGIN_FAILURES = Rate(10 / 60, burst=5 * 6.0)
 #: An address may make this many times a client's token requests (several partners may share
@@ -133,6 +136,25 @@ class QuotaService:
         self._held: dict[str, list[str]] = {}
         #: Holders that closed while a renewal round was in flight (``None``: no round).
         self._closed_meanwhile: set[str] | None = None
+        #: Day volume of contracts without a daily limit, sent here and not yet in the store:
+        #: key -> (bytes, when the key may expire).
+        self._uncounted: dict[str, tuple[int, float]] = {}
+        self._counted_at = monotonic()
+
+    async def count_volume(self, key: str, size: int, expires_at: float) -> None:
+        """Count ``size`` bytes of a contract without a daily limit (in the store at most
+        ``VOLUME_COUNT_SECONDS`` later)."""
+        held, _ = self._uncounted.get(key, (0, expires_at))
+        self._uncounted[key] = (held + size, expires_at)
+        if self.monotonic() - self._counted_at >= VOLUME_COUNT_SECONDS:
+            await self.flush_volume()
+
+    async def flush_volume(self) -> None:
+        """Add the volume counted in this process to the store's day counts."""
+        uncounted, self._uncounted = self._uncounted, {}
+        self._counted_at = self.monotonic()
+        for key, (size, expires_at) in uncounted.items():
+            await self.store.reserve(key, size, UNLIMITED_VOLUME, expires_at)
 
     async def keep_leases(self, interval: float = RENEW_SECONDS) -> None:
         """Renew the leases of every stream and pull in this process, all in one store call,
@@ -303,6 +325,7 @@ class QuotaService:
             await self.store.throttle(QuotaKeys.login(key), 1, LOGIN_FAILURES)
 
     async def close(self) -> None:
+        await self.flush_volume()  # what this process counted and had not stored yet
         await self.store.close()
 
     async def usage(self, org: str, docs: list[ContractDocument]) -> Usage:
@@ -314,7 +337,8 @@ class QuotaService:
             contract_id = doc.contract.contract
             quotas = self.effective(doc)
             contract_key, _ = QuotaKeys.leases(contract_id, org)
-            used = await self.store.volume(QuotaKeys.volume(contract_id, day))
+            volume_key = QuotaKeys.volume(contract_id, day)
+            used = await self.store.volume(volume_key) + self._uncounted.get(volume_key, (0,))[0]
             limit = quotas.bytes_per_day
             contracts.append(
                 ContractUsage(
@@ -416,9 +440,10 @@ class StreamQuota:
         day, ends = day_window(self._service.clock())
         key = QuotaKeys.volume(self.contract_id, day)
         self._reserved = (key, day)  # settled against the same day, even across midnight
-        granted = await self._store.reserve(
-            key, size, UNLIMITED_VOLUME if limit is None else limit, ends.timestamp() + 3600
-        )
+        if limit is None:  # nothing to refuse: counted in the process, stored once a second
+            await self._service.count_volume(key, size, ends.timestamp() + 3600)
+            return size
+        granted = await self._store.reserve(key, size, limit, ends.timestamp() + 3600)
         if granted < size:
             self.exhausted = self._service.exhausted(self.contract_id, self.quotas, ends)
         return granted
@@ -459,3 +484,4 @@ class StreamQuota:
         self._open.dec()
         self._service.held(self._holder, None)
         await self._store.release(self._lease_keys, self._holder)
+        await self._service.flush_volume()

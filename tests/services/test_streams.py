@@ -15,6 +15,7 @@ import pytest
 from gateway.adapters.stores.quotas import MemoryQuotaStore
 from gateway.core.cursor import CursorCodec
 from gateway.core.lifecycle import build_history
+from gateway.core.quotas import QuotaKeys
 from gateway.core.records import StreamFormat
 from gateway.errors import BrokerUnavailable, CursorOutOfRange, GatewayError
 from gateway.metrics import GatewayMetrics
@@ -346,3 +347,40 @@ async def test_a_stream_that_closes_during_a_renewal_round_does_not_keep_its_slo
         await opened.close()  # ... and this stream's slot is freed meanwhile
         gated.go.set()
     assert await gated.holders("streams:c:c") == 0, "the round must not bring the slot back"
+
+
+class CountedReservations(MemoryQuotaStore):
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__(clock=clock)
+        self.reservations = 0
+
+    async def reserve(self, key: str, amount: int, limit: int, expires_at: float) -> int:
+        self.reservations += 1
+        return await super().reserve(key, amount, limit, expires_at)
+
+
+async def test_without_a_daily_volume_bytes_are_counted_without_a_store_call_per_batch() -> None:
+    """A thousand streams of a contract without a daily volume made a store call (a Redis
+    script, with workers) for every batch; the day's count only feeds ``/v1/usage``."""
+    setup = Setup()
+    counted = CountedReservations(setup.clocks.monotonic)
+    quotas = setup.service.quotas
+    quotas.store = counted
+    setup.topic.append(0, *orders(*range(6)))
+    stream = await setup.service.open(
+        setup.partner(), "c", cursor=None, start=Start("earliest"), stream_format=StreamFormat.SSE
+    )
+    sent = 0
+    for _ in range(3):
+        batch = await stream.fetch(2, 0.0)
+        sent += len(batch.data)
+    assert counted.reservations == 0, "counted in the process, not per batch"
+    doc, _ = contract(1)
+    usage = await quotas.usage("globex", [doc])
+    assert usage.contracts[0].bytes_today == sent, "this replica's own bytes count at once"
+    setup.clocks.advance(1.0)
+    setup.topic.append(0, *orders(6))
+    sent += len((await stream.fetch(2, 0.0)).data)
+    assert counted.reservations == 1, "handed to the store once a second, all together"
+    await stream.close()
+    assert await counted.volume(QuotaKeys.volume("c", "2026-11-21")) == sent
