@@ -253,7 +253,6 @@ class ValueProjector:
     """One contract's projection from a record value's JSON bytes to the partner's JSON bytes."""
 
     def __init__(self, fields: CompiledFields) -> None:
-        self._fields = fields
         self._decode: Callable[[bytes | str], Any] | None = None
         self._finish: Finisher | None = None
         self._protected = fields.protected

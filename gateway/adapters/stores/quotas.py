@@ -454,11 +454,17 @@ class ResilientQuotaStore:
     async def release(self, keys: list[str], holder: str) -> None:
         await self._fallback.release(keys, holder)
         self._unreleased[holder] = keys  # until Redis has heard it
-        await self._release_in_redis()
+
+        async def shared() -> None:
+            await self._primary.release(keys, holder)
+            self._unreleased.pop(holder, None)
+
+        await self._either(shared, _nothing)
 
     async def _release_in_redis(self) -> None:
-        """Make the releases Redis has not heard yet (a lease left there would hold its slot
-        until it expires: 30 s of refusals after thousands of streams closed at once)."""
+        """Make the releases Redis did not hear (a lease left there would hold its slot until
+        it expires: 30 s of refusals after thousands of streams closed at once). Once per
+        renewal round, not per release: a burst of closes would each repeat all the others'."""
         if not self._unreleased:
             return
 
