@@ -55,9 +55,12 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Ends after which the partner reconnects with its cursor: the gateway could not record
 #: deliveries for a moment, or a new contract version changes what is sent.
 RESUMABLE = frozenset({"ledger_unavailable", "superseded"})
-#: Ends after which the partner reconnects with backoff: Kafka failed under the stream, or
-#: the stream's position vanished (the reconnection hears what was lost, or why it cannot go on).
-RETRIED = frozenset({"broker_unavailable", "product_unavailable", "cursor_out_of_range"})
+#: Ends after which the partner reconnects with backoff: Kafka failed under the stream, the
+#: stream's position vanished (the reconnection hears what was lost, or why it cannot go on),
+#: or the gateway's replica is shutting down (another one takes the reconnection).
+RETRIED = frozenset(
+    {"broker_unavailable", "product_unavailable", "cursor_out_of_range", "shutdown"}
+)
 
 
 class GatewayClientError(Exception):

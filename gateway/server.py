@@ -17,7 +17,7 @@ import time
 import uvicorn
 
 from gateway.adapters.http.app import create_app
-from gateway.bootstrap import build_gateway
+from gateway.bootstrap import Gateway, build_gateway
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
@@ -37,6 +37,20 @@ def raise_open_files_limit() -> None:
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open files limit from %d: %s", soft, exc)
     log.info("open files limit %d (each stream holds one)", soft)
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, which ends the gateway's streams first when it shuts down: each
+    gets ``event: end`` with reason ``shutdown`` and closes, instead of being cut when the
+    grace period runs out."""
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.gateway.streams.shut_down()
+        await super().shutdown(sockets)
 
 
 def run_server(settings: Settings) -> None:
@@ -67,7 +81,7 @@ def run_server(settings: Settings) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
     )
-    server = uvicorn.Server(config)
+    server = GatewayServer(config, gateway)
     sockets = None
     if settings.reuse_port:  # one of several workers on this port: the kernel shares them out
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET

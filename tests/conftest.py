@@ -30,6 +30,7 @@ from gateway.adapters.stores.signing import PRIVATE_SUFFIX, generate_keys, sign_
 from gateway.bootstrap import Gateway, build_gateway
 from gateway.client import GatewayClient, client_assertion
 from gateway.core.jose import parse_private_jwks, signing_key
+from gateway.server import GatewayServer
 from gateway.settings import KafkaSettings, Settings
 from tests.processes import Processes
 from tests.redis_server import RedisServer
@@ -209,6 +210,16 @@ class RunningGateway:
     url: str
     gateway: Gateway
     world: World
+    server: GatewayServer | None = None
+    thread: threading.Thread | None = None
+
+    def stop(self) -> None:
+        """Shut the server down as a signal would, and wait until it has."""
+        assert self.server is not None
+        assert self.thread is not None
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive(), "the gateway did not stop"
 
     def client(self, org: str) -> GatewayClient:
         return GatewayClient(self.url, org=org, key=self.world.key(org))
@@ -240,8 +251,9 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
         }
         settings = Settings(**{**options, **overrides})
         gateway = build_gateway(settings)
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(gateway), host="127.0.0.1", port=port, log_config=None)
+        server = GatewayServer(
+            uvicorn.Config(create_app(gateway), host="127.0.0.1", port=port, log_config=None),
+            gateway,
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -250,7 +262,7 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
             assert time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.02)
         servers.append((server, thread))
-        return RunningGateway(f"http://127.0.0.1:{port}", gateway, world)
+        return RunningGateway(f"http://127.0.0.1:{port}", gateway, world, server, thread)
 
     yield start
     for server, _ in servers:

@@ -20,6 +20,7 @@ BASE = "http://gateway.test"
         ("superseded", {}, [0]),
         ("product_unavailable", {"detail": "the product's topic is gone"}, [0.5]),
         ("cursor_out_of_range", {"detail": "partition 0: position lost"}, [0.5]),
+        ("shutdown", {"detail": "the gateway is shutting down"}, [0.5]),
     ],
 )
 def test_the_client_resumes_after_an_end_that_asks_it_to(

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 SERVER_ONLY = (
-    "fastapi", "starlette", "uvicorn", "sse_starlette", "authlib", "redis", "prometheus_client",
+    "fastapi", "starlette", "uvicorn", "authlib", "redis", "prometheus_client",
     "jinja2", "argon2", "pydantic_settings", "confluent_kafka", "anyio",
 )  # fmt: skip
 

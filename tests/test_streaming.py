@@ -305,3 +305,56 @@ def test_bad_positions_are_a_clear_400(
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == code
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def stream_ends(gw: RunningGateway) -> list[str]:
+    return [e["end_reason"] for e in gw.gateway.ledger_entries() if e["kind"] == "stream"]
+
+
+def test_a_shutdown_ends_open_streams_with_end_shutdown_and_records_them(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client, produce_orders: Any
+) -> None:
+    """SIGTERM during a rollout: the partner hears ``shutdown`` (and resumes elsewhere with its
+    cursor) instead of a cut connection, and the delivery is recorded with that reason."""
+    produce_orders(world.topic, 3)
+    gw = serve()
+    token = gw.token("globex")
+    read: list[list[Event]] = []
+    reader = threading.Thread(target=lambda: read.append(sse_read(http, gw, token)))
+    reader.start()
+    wait_for(lambda: gw.gateway.streams.open_streams == 1, "the stream is open")
+    gw.stop()
+    reader.join(timeout=10)
+    assert read, "the stream did not end"
+    events = read[0]
+    assert [e.event for e in events if e.event == "record"] == ["record"] * 3
+    assert events[-1].event == "end"
+    assert events[-1].json()["reason"] == "shutdown"
+    assert stream_ends(gw) == ["shutdown"]
+
+
+def test_a_client_that_leaves_frees_its_stream_and_is_recorded_as_disconnected(
+    serve: Callable[..., RunningGateway],
+) -> None:
+    """An idle stream notices at once that its client left (no write needed): its slot is
+    free for the partner's reconnect, and the delivery is recorded."""
+    gw = serve(heartbeat_seconds=60)
+    token = gw.token("globex")
+    client = socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1])))
+    client.sendall(
+        f"GET /v1/contracts/{CONTRACT}/stream?from=latest HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    )
+    client.settimeout(10)
+    assert client.recv(65536).startswith(b"HTTP/1.1 200")
+    wait_for(lambda: gw.gateway.streams.open_streams == 1, "the stream is open")
+    client.close()
+    wait_for(lambda: gw.gateway.streams.open_streams == 0, "the stream closed")
+    wait_for(lambda: stream_ends(gw) == ["disconnected"], "the delivery is recorded")

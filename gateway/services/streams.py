@@ -77,6 +77,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: A live stream records its progress at least this often while it sends: the most of a
 #: delivery a replica that dies (SIGKILL, power) can have sent unrecorded.
 PROGRESS_SECONDS = 1.0
+#: What a stream ended by a shutdown says.
+SHUTDOWN_DETAIL = "the gateway is shutting down: resume with your cursor"
 
 #: Batches up to this size without encrypted fields are transformed on the event loop (about
 #: 2 ms at 7.5 µs a record: a thread hop costs more than it saves, since the transform holds
@@ -169,6 +171,8 @@ class StreamContext:
     clock: Callable[[], datetime]
     monotonic: Callable[[], float]
     batches: BatchCache = field(default_factory=BatchCache)
+    #: Whether the server is shutting down (every stream ends, with ``shutdown``).
+    stopping: Callable[[], bool] = lambda: False
 
 
 class Stream:
@@ -299,15 +303,21 @@ class Stream:
             return None
         return decision
 
-    async def events(self) -> AsyncGenerator[bytes]:
-        """Encoded events until the client leaves, the token expires or the contract ends."""
+    async def events(self, heartbeat: float | None = None) -> AsyncGenerator[bytes]:
+        """Encoded events until the client leaves, the token expires or the contract ends;
+        a heartbeat after ``heartbeat`` seconds without an event (when given)."""
         limits, monotonic = self._context.limits, self._context.monotonic
         try:
             for gap in self.gaps():
                 log.warning("contract %s: %s resumes past retention: %s", self.contract_id,
                             self.partner.org, gap)  # fmt: skip
                 yield self.encoder.notice("gap", gap)
+            written = monotonic()
             while True:
+                if self._context.stopping():  # the partner resumes on another replica
+                    self.ended_because = "shutdown"
+                    yield self.encoder.end("shutdown", detail=SHUTDOWN_DETAIL)
+                    return
                 ending = self.end_reason()
                 if ending is not None:
                     self.ended_because = ending.reason
@@ -318,8 +328,11 @@ class Stream:
                     batch = None
                 else:
                     size = self.quota.batch_size(limits.batch_records)
+                    wait = self._idle_wait()
+                    if heartbeat is not None:
+                        wait = max(0.0, min(wait, written + heartbeat - monotonic()))
                     try:
-                        batch = await self.fetch(size, self._idle_wait())
+                        batch = await self.fetch(size, wait)
                     except (BrokerUnavailable, CursorOutOfRange) as failed:
                         # The partner resumes with its cursor (and hears why if it cannot).
                         log.warning("stream on %s ends: %s", self.contract_id, failed.detail)
@@ -330,6 +343,10 @@ class Stream:
                     if monotonic() - self._progressed >= PROGRESS_SECONDS:
                         self._record_progress()  # before the batch leaves, covering it
                     yield batch.data
+                    written = monotonic()
+                elif heartbeat is not None and monotonic() - written >= heartbeat:
+                    yield self.encoder.heartbeat()
+                    written = monotonic()
         finally:
             await self.close()
 
@@ -337,8 +354,8 @@ class Stream:
         """How long the stream may wait for records before it must act by itself: its token's
         or its contract's expiry, the end of the ledger's grace. Everything else that can end a
         stream (a contract revoked, suspended, expired, amended or withdrawn; the ledger
-        failing) wakes it through the service's ``watch_changes``, so an idle stream costs
-        nothing (its heartbeats are written by the HTTP layer)."""
+        failing; the server shutting down) wakes it through the service's ``watch_changes``
+        and ``shut_down``, so an idle stream wakes only for its heartbeat."""
         monotonic, now = self._context.monotonic(), self._context.clock()
         waits = [
             self._context.limits.idle_seconds,
@@ -455,7 +472,11 @@ class StreamService:
         self.limits = limits
         self.clock = clock
         self.monotonic = monotonic
-        self._context = StreamContext(registry, ledger, limits, clock, monotonic)
+        #: The server is shutting down: streams end, pulls answer what they have.
+        self.stopping = False
+        self._context = StreamContext(
+            registry, ledger, limits, clock, monotonic, stopping=lambda: self.stopping
+        )
         self._projections: dict[str, tuple[CompiledFields, ValueProjector]] = {}
         self._threads = anyio.CapacityLimiter(WORKER_THREADS)
         #: Streams and pulls open now (opening included).
@@ -649,6 +670,12 @@ class StreamService:
                 seen = state
             await anyio.sleep(self.limits.poll_seconds)
 
+    def shut_down(self) -> None:
+        """The server is stopping: every stream ends now with ``event: end`` reason
+        ``shutdown`` (its delivery recorded), every long-poll answers what it has."""
+        self.stopping = True
+        self._wake()
+
     def refresh_recipient(self, stream: Stream) -> None:
         """Encrypt to the consumer's current key (a change in ``keys/`` starts a new epoch)."""
         consumer = stream.version.contract.consumer
@@ -677,7 +704,7 @@ class StreamService:
                     stream.quota.batch_size(limit),
                     max(0.05, min(self.limits.poll_seconds, remaining)),
                 )
-                if batch.records:
+                if batch.records or self.stopping:
                     return batch
                 if remaining <= 0 and (
                     remaining <= -PULL_CATCH_UP_SECONDS or not await stream.has_unread()

@@ -14,6 +14,7 @@ from gateway import __version__
 from gateway.adapters.http import openapi, problems
 from gateway.adapters.http.routes import contracts, legal, oauth, usage
 from gateway.adapters.http.security import LegalPageHeaders
+from gateway.adapters.http.streaming import SendWatch
 from gateway.services.container import Gateway
 from gateway.services.watcher import watch
 
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def create_app(gateway: Gateway) -> FastAPI:
+    send_watch = SendWatch()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # uvicorn listens once this returns: wait for the ledger, so that the first requests
@@ -36,6 +39,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                 )
             tasks.start_soon(gateway.streams.watch_changes)
             tasks.start_soon(gateway.quotas.keep_leases)
+            tasks.start_soon(send_watch.run)
             yield
             tasks.cancel_scope.cancel()
         await gateway.quotas.close()
@@ -48,6 +52,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         description="Partner API: OAuth2 client credentials, contracts, SSE/NDJSON streams, pull.",
     )
     app.state.gateway = gateway
+    app.state.send_watch = send_watch
     app.add_middleware(LegalPageHeaders)
     problems.install(app)
     openapi.install(app)

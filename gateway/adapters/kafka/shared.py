@@ -116,22 +116,40 @@ class _Signal:
     Wake-ups are at most ``COALESCE_SECONDS`` apart: at a high record rate a thousand streams
     each woken for every record would spend the process on waking, while woken together they
     read the same slice, encoded once. ``publish`` runs on the event loop just before the
-    streams wake (it makes the new records visible to them)."""
+    streams wake (it makes the new records visible to them).
+
+    A stream waits on a future of its own, with a plain timer for its timeout: an idle stream
+    wakes for its heartbeat by that timer (a cancel scope's timeout, which it had been,
+    delivered a cancellation each time and cost several times the heartbeat's write)."""
 
     def __init__(self, publish: Callable[[], None]) -> None:
         self._publish = publish
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._event: asyncio.Event | None = None
+        self._waiters: set[asyncio.Future[None]] = set()
         self._last = 0.0
         self._scheduled = False
 
-    def waiter(self) -> asyncio.Event:
-        """The event the next wake-up sets (called on the event loop)."""
-        if self._event is None:
+    def waiter(self) -> asyncio.Future[None]:
+        """A future the next wake-up resolves (called on the event loop, before looking for
+        records, so that no wake-up is missed). ``wait`` or ``forget`` it."""
+        if self._loop is None:
             self._loop = asyncio.get_running_loop()
-            self._event = asyncio.Event()
             self._publish()  # what arrived before anyone waited (its wake-up reached no loop)
-        return self._event
+        future = self._loop.create_future()
+        self._waiters.add(future)
+        return future
+
+    async def wait(self, waiter: asyncio.Future[None], timeout: float) -> None:
+        """Until the next wake-up or ``timeout`` seconds, whichever comes first."""
+        timer = waiter.get_loop().call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiters.discard(waiter)
+
+    def forget(self, waiter: asyncio.Future[None]) -> None:
+        self._waiters.discard(waiter)
 
     def fire(self) -> None:
         loop = self._loop
@@ -154,9 +172,14 @@ class _Signal:
         if self._loop is not None:
             self._last = self._loop.time()
         self._publish()
-        fired, self._event = self._event, asyncio.Event()
-        if fired is not None:
-            fired.set()
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            _resolve(waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class TopicReader:
@@ -383,14 +406,20 @@ class SharedSource:
 
     async def fetch(self, max_records: int, timeout: float) -> list[Message]:
         if self._private is None:
-            waiter = self._reader.signal.waiter()  # taken before looking: no wake-up is missed
-            taken = self._from_window(max_records)
+            signal = self._reader.signal
+            waiter = signal.waiter()  # taken before looking: no wake-up is missed
+            try:
+                taken = self._from_window(max_records)
+            except BaseException:
+                signal.forget(waiter)
+                raise
             if taken is None:  # behind the window: catch up on a consumer of its own
+                signal.forget(waiter)
                 return await self._catch_up(max_records, timeout)
             if taken:
+                signal.forget(waiter)
                 return taken
-            with anyio.move_on_after(timeout):
-                await waiter.wait()
+            await signal.wait(waiter, timeout)
             return self._from_window(max_records) or []
         return await self._catch_up(max_records, timeout)
 

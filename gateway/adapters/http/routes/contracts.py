@@ -119,6 +119,7 @@ async def stream(
         stream_format,
         send_timeout=gateway.settings.send_timeout_seconds,
         heartbeat_seconds=gateway.settings.heartbeat_seconds,
+        watch=request.app.state.send_watch,
         headers=await opened.quota.fields(),
     )
 
