@@ -131,12 +131,19 @@ class Steady:
         return taken
 
 
+#: The bound docs/quotas.md states: what a flood may add to a steady stream's p99 latency.
+FLOOD_ADDS_AT_MOST_MS = 25
+
+
 def raw_consumer(config: dict[str, str], steady: Steady, stop: threading.Event) -> None:
     consumer = Consumer({**config, **STREAM_CONSUMER_DEFAULTS})
     _, high = consumer.get_watermark_offsets(TopicPartition("live", 0), timeout=5)
     consumer.assign([TopicPartition("live", 0, high)])
     while not stop.is_set():
-        for message in consumer.consume(num_messages=100, timeout=0.25):
+        first = consumer.poll(0.25)  # at once, not after a batch's count or timeout
+        if first is None:
+            continue
+        for message in [first, *consumer.consume(num_messages=100, timeout=0)]:
             if message.error() is None:
                 steady.arrived(json.loads(message.value())["sent_at"])
     consumer.close()
@@ -219,6 +226,9 @@ def main() -> None:
             print(f"flood throughput meanwhile: {rate:,.0f} events/s")
             print(f"F/S p50 = {flooded[0] / alone[0]:.2f}   F/S p99 = {flooded[1] / alone[1]:.2f}")
             print(f"F-S p99 = {flooded[1] - alone[1]:+.1f} ms   S/R p50 = {alone[0] / raw_p50:.2f}")
+            added = flooded[1] - alone[1]
+            held = "held" if added <= FLOOD_ADDS_AT_MOST_MS else "NOT held"
+            print(f"target: the flood adds <= {FLOOD_ADDS_AT_MOST_MS} ms at p99: {held}")
 
 
 if __name__ == "__main__":

@@ -239,7 +239,10 @@ def raw_latencies(config: dict[str, str], stop: threading.Event, into: list[floa
     _, high = consumer.get_watermark_offsets(TopicPartition("live", 0), timeout=5)
     consumer.assign([TopicPartition("live", 0, high)])
     while not stop.is_set():
-        for message in consumer.consume(num_messages=100, timeout=0.25):
+        first = consumer.poll(0.25)  # at once, not after a batch's count or timeout
+        if first is None:
+            continue
+        for message in [first, *consumer.consume(num_messages=100, timeout=0)]:
             if message.error() is None:
                 into.append(time.time() - json.loads(message.value())["sent_at"])
     consumer.close()

@@ -224,9 +224,11 @@ class TopicReader:
         refreshed = time.monotonic()
         while not self._stopping.is_set():
             try:
-                messages = self._consumer.consume(num_messages=1000, timeout=0.1)
-                if messages:
-                    self._hold(messages)
+                # The first record as soon as it comes, then what is already there: a batch
+                # call with a timeout waits for its count or the timeout (100 ms at a low rate).
+                first = self._consumer.poll(0.1)
+                if first is not None:
+                    self._hold([first, *self._consumer.consume(num_messages=999, timeout=0)])
                 if time.monotonic() - refreshed >= PARTITION_REFRESH_SECONDS:
                     refreshed = time.monotonic()
                     self._add_new_partitions()

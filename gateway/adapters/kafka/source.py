@@ -122,7 +122,14 @@ class KafkaRecordSource:
         """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first
         (blocking)."""
         with map_kafka_errors("fetch records"):
-            messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+            # The first record as soon as it comes, then what is already there: a batch call
+            # with a timeout waits for its full count (or the timeout) before it answers.
+            first = self._consumer.poll(timeout)
+            if first is None:
+                return []
+            messages = [first]
+            if max_records > 1:
+                messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
         return records_of(messages, self.topic)
 
     async def fetch(self, max_records: int, timeout: float) -> list[Message]:
