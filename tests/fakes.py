@@ -108,6 +108,9 @@ class FakeRecordSource:
             for p, o in positions.items()
         }
 
+    #: Like a shared window: streams in step may share an encoding of what it returns.
+    shared = True
+
     async def fetch(self, max_records: int, timeout: float) -> list[FakeRecord]:
         if self._topic.failure is not None:
             raise self._topic.failure

@@ -69,6 +69,10 @@ class RecordSource(Protocol):
     def has_unread(self, positions: dict[int, int]) -> bool: ...
     async def close(self) -> None: ...
 
+    #: Whether the records of the last fetch may be given to other streams too (the shared
+    #: window's): only such batches are worth keeping for them, encoded.
+    shared: bool
+
 
 SourceFactory = Callable[[str], RecordSource]
 
@@ -135,14 +139,21 @@ class BatchCache:
     """Encode once, send many: batches encoded for one stream, for the next stream of the same
     contract version at the same positions that reads the very same records (streams at the
     tail read the same slices of a topic's window). Only for contracts without encrypted
-    fields: those bytes depend on nothing else. Bounded (least recently used out)."""
+    fields (those bytes depend on nothing else), and only for records of a shared window (a
+    catch-up consumer's are read by one stream: kept, they had held 330,000 records of a
+    single history stream alive). Bounded in batches and in bytes (least recently used out)."""
 
-    def __init__(self, size: int = 512) -> None:
+    def __init__(self, size: int = 512, max_bytes: int = 32 << 20) -> None:
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._batches: OrderedDict[Hashable, tuple[EncodedBatch, dict[int, int], object]] = (
             OrderedDict()
         )
         self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._batches)
 
     def get(self, key: Hashable) -> tuple[EncodedBatch, dict[int, int]] | None:
         found = self._batches.get(key)
@@ -156,9 +167,14 @@ class BatchCache:
         self, key: Hashable, batch: EncodedBatch, after: dict[int, int], records: object
     ) -> None:
         # The records are kept with the batch: the key names them by identity.
+        old = self._batches.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[0].data)
         self._batches[key] = (batch, after, records)
-        if len(self._batches) > self._size:
-            self._batches.popitem(last=False)
+        self._bytes += len(batch.data)
+        while len(self._batches) > self._size or self._bytes > self._max_bytes:
+            _, (dropped, _, _) = self._batches.popitem(last=False)
+            self._bytes -= len(dropped.data)
 
 
 @dataclass(frozen=True)
@@ -241,7 +257,7 @@ class Stream:
     async def fetch(self, max_records: int, timeout: float) -> EncodedBatch:
         """The next batch, within the quotas: cut short if the day's volume runs out."""
         records = await self._source.fetch(max_records, timeout)
-        if not records or self._before_encrypting is not None:
+        if not records or self._before_encrypting is not None or not self._source.shared:
             batch = await self._encoded(records)
         else:
             cache = self._context.batches

@@ -16,14 +16,14 @@ from gateway.adapters.stores.quotas import MemoryQuotaStore
 from gateway.core.cursor import CursorCodec
 from gateway.core.lifecycle import build_history
 from gateway.core.quotas import QuotaKeys
-from gateway.core.records import StreamFormat
+from gateway.core.records import EncodedBatch, StreamFormat
 from gateway.errors import BrokerUnavailable, CursorOutOfRange, GatewayError
 from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import Partner
 from gateway.services.datakeys import DataKeyService
 from gateway.services.quotas import QuotaService
 from gateway.services.registry import Registry
-from gateway.services.streams import Start, Stream, StreamLimits, StreamService
+from gateway.services.streams import BatchCache, Start, Stream, StreamLimits, StreamService
 from gateway.settings import QuotaSettings
 from tests.core.test_contracts import PRODUCTS, PUBLIC
 from tests.core.test_lifecycle import contract
@@ -287,6 +287,30 @@ async def test_streams_in_step_share_one_encoding_of_the_same_records() -> None:
     assert streams[1].encoder.positions == {0: 3, 1: -2}
     for stream in streams:
         await stream.close()
+
+
+async def test_a_stream_on_a_consumer_of_its_own_keeps_no_encoding_for_others() -> None:
+    """A history stream (a catch-up consumer's records, read by it alone) must not fill the
+    cache: it had held 330,000 records of one flood alive, and every full collection of the
+    interpreter walked them (100-270 ms stalls of every stream)."""
+    setup = Setup()
+    setup.topic.append(0, *orders(*range(50)))
+    stream = await open_pull(setup, setup.partner())
+    stream._source.shared = False
+    batch = await stream.fetch(10, 0.1)
+    assert batch.records == 10
+    assert len(setup.service._context.batches) == 0
+    await stream.close()
+
+
+def test_the_encoding_cache_is_bounded_in_bytes() -> None:
+    cache = BatchCache(size=100, max_bytes=1000)
+    for n in range(5):
+        batch = EncodedBatch(b"x" * 400, 1, None, [], [], {})
+        cache.put(n, batch, {}, None)
+    assert len(cache) == 2, "the oldest go first, down to 1,000 bytes"
+    assert cache.get(4) is not None
+    assert cache.get(0) is None
 
 
 async def _returning(records: list[FakeRecord]) -> list[FakeRecord]:

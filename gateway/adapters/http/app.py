@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,6 +41,11 @@ def create_app(gateway: Gateway) -> FastAPI:
             tasks.start_soon(gateway.streams.watch_changes)
             tasks.start_soon(gateway.quotas.keep_leases)
             tasks.start_soon(send_watch.run)
+            # What exists now (the code, the framework, the contracts: ~300,000 objects) lives
+            # as long as the process: out of the collector's sight, a full collection looks
+            # only at what streams made. It had stalled every stream 100-270 ms at a time.
+            gc.collect()
+            gc.freeze()
             yield
             tasks.cancel_scope.cancel()
         await gateway.quotas.close()

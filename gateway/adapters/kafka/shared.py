@@ -383,6 +383,8 @@ class SharedSource:
         self._positions: dict[int, int] = {}
         self._private: KafkaRecordSource | None = None
         self._holding_slot = False
+        #: The last fetch read the topic's window (other streams read the same records).
+        self.shared = True
 
     # Positioning: metadata calls through the process's metadata consumer (blocking).
 
@@ -407,6 +409,7 @@ class SharedSource:
     # Reading.
 
     async def fetch(self, max_records: int, timeout: float) -> list[Message]:
+        self.shared = self._private is None
         if self._private is None:
             signal = self._reader.signal
             waiter = signal.waiter()  # taken before looking: no wake-up is missed
@@ -417,6 +420,7 @@ class SharedSource:
                 raise
             if taken is None:  # behind the window: catch up on a consumer of its own
                 signal.forget(waiter)
+                self.shared = False
                 return await self._catch_up(max_records, timeout)
             if taken:
                 signal.forget(waiter)

@@ -48,6 +48,9 @@ class KafkaRecordSource:
     """One stream's view of one topic, through a consumer of its own (or, for the metadata
     calls only, a ``consumer`` it borrows and never closes)."""
 
+    #: Its records are read by one stream only.
+    shared = False
+
     def __init__(
         self, config: Mapping[str, Any], topic: str, *, consumer: Consumer | None = None
     ) -> None:
