@@ -213,6 +213,23 @@ class RunningGateway:
     server: GatewayServer | None = None
     thread: threading.Thread | None = None
 
+    def pull_records(
+        self, http: httpx.Client, count: int, cursor: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Pull ``count`` records as globex (from ``cursor``), page after page: a page holds
+        what had arrived."""
+        headers = {"Authorization": f"Bearer {self.token('globex')}"}
+        records: list[dict[str, Any]] = []
+        params = {"wait": "5", **({"cursor": cursor} if cursor else {})}
+        contract = "acme-globex-orders"
+        while len(records) < count:
+            url = f"{self.url}/v1/contracts/{contract}/records"
+            body = http.get(url, headers=headers, params=params).json()
+            assert body["records"], f"{len(records)} of {count} records arrived"
+            records += body["records"]
+            params = {"wait": "5", "cursor": body["cursor"]}
+        return records
+
     def stop(self) -> None:
         """Shut the server down as a signal would, and wait until it has."""
         assert self.server is not None

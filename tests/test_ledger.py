@@ -43,11 +43,7 @@ def test_the_report_matches_what_the_partner_received(
     events = [e for e in sse_read(http, gw, token, until_records=25) if e.event == "record"]
     events = events[:25]  # the client stops after 25, whatever else its last read held
     received = [e.json() for e in events]
-    pulled = http.get(
-        f"{gw.url}/v1/contracts/{CONTRACT}/records",
-        headers={"Authorization": f"Bearer {token}"},
-        params={"cursor": events[-1].id, "limit": "100", "wait": "2"},
-    ).json()["records"]
+    pulled = gw.pull_records(http, 15, cursor=events[-1].id)
     assert len(received) + len(pulled) == 40
     topic = gw.gateway.settings.ledger_topic
     entries = entries_until(
@@ -154,11 +150,7 @@ def test_an_undecodable_file_name_is_recorded_escaped_and_recording_goes_on(
         hostile.write(b"contract: draft\n")
     entries_until(kafka_config, topic, lambda es: any("draft-" in str(e) for e in es))
     produce_orders(world.topic, 3)
-    headers = {"Authorization": f"Bearer {gw.token('globex')}"}
-    body = http.get(
-        f"{gw.url}/v1/contracts/{CONTRACT}/records", headers=headers, params={"wait": "5"}
-    ).json()
-    assert len(body["records"]) == 3
+    assert len(gw.pull_records(http, 3)) == 3
     entries = entries_until(kafka_config, topic, lambda es: any(e["kind"] == "pull" for e in es))
     refused = [e for e in entries if e.get("event") == "refused"]
     assert refused[0]["source"].endswith("draft-\\udcff.yaml")

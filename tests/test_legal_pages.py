@@ -73,12 +73,7 @@ def reviewed(
     produce_orders(world.topic, 5)
     user = LegalUser(username="lena", password_hash=SecretStr(hash_secret(PASSWORD)))
     gw = serve(legal_users=[user])
-    body = http.get(
-        f"{gw.url}/v1/contracts/{CONTRACT}/records",
-        headers={"Authorization": f"Bearer {gw.token('globex')}"},
-        params={"wait": "3"},
-    ).json()
-    assert len(body["records"]) == 5
+    assert len(gw.pull_records(http, 5)) == 5
     statement(world, "suspend")
     (world.contracts_dir / "half-written.yaml").write_text("contract: [oops\n")
     time.sleep(0.6)  # the watcher picks the statement up

@@ -69,12 +69,7 @@ def test_resume_lets_partners_back_in(
     time.sleep(1.1)  # statements are stamped to the second: the resume must come after
     statement(world, "resume")
     time.sleep(0.6)
-    body = http.get(
-        f"{gw.url}/v1/contracts/{CONTRACT}/records",
-        headers={"Authorization": f"Bearer {gw.token('globex')}"},
-        params={"wait": "2"},
-    ).json()
-    assert len(body["records"]) == 3
+    assert len(gw.pull_records(http, 3)) == 3
 
 
 def amend(world: World, fields: str) -> Path:
