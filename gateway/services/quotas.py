@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import anyio
@@ -360,6 +360,10 @@ class QuotaService:
         )
 
 
+#: Before any day: a stream's first reservation looks its day up.
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
 class StreamQuota:
     """The quotas of one running stream or pull (see the module docstring)."""
 
@@ -385,6 +389,8 @@ class StreamQuota:
         self._records = 0
         self._bytes = 0
         self._reserved = ("", "")  # (volume key, day) of the last reservation
+        # The day of the last reservation: (its start, its end, its name, its volume key).
+        self._day = (_NEVER, _NEVER, "", "")
         #: Bytes sent per UTC day (the unit of the daily quota), for the ledger.
         self.bytes_by_day: dict[str, int] = {}
         self._closed = False
@@ -437,8 +443,12 @@ class StreamQuota:
         """Bytes of the day's volume granted for a batch of ``size`` bytes (all, or less when
         the day's volume runs out: the caller cuts the batch to fit and ends)."""
         limit = self.quotas.bytes_per_day
-        day, ends = day_window(self._service.clock())
-        key = QuotaKeys.volume(self.contract_id, day)
+        now = self._service.clock()
+        starts, ends, day, key = self._day
+        if not starts <= now < ends:  # a new day (computed once a day, not per batch)
+            day, ends = day_window(now)
+            key = QuotaKeys.volume(self.contract_id, day)
+            self._day = (ends - timedelta(days=1), ends, day, key)
         self._reserved = (key, day)  # settled against the same day, even across midnight
         if limit is None:  # nothing to refuse: counted in the process, stored once a second
             await self._service.count_volume(key, size, ends.timestamp() + 3600)

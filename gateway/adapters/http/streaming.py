@@ -2,13 +2,12 @@
 
 A stream costs two tasks: the request's own, which runs the stream's loop and writes its
 events (batches arrive pre-encoded; heartbeats come from the loop when it has been idle for
-``heartbeat_seconds``), and one that waits for the client to leave. Two things are shared by
-every stream of the process, each a single task started with the application:
-
-- ``SendWatch`` drops a stream whose client takes no data for ``send_timeout`` seconds (a
-  frozen client), without touching the others. A timer per write cost more than the write.
-- ``Shutdown`` ends every stream with ``event: end`` reason ``shutdown`` when the server is
-  asked to stop, so that partners resume elsewhere with their cursor.
+``heartbeat_seconds``), and one that waits for the client to leave. ``SendWatch``, one task
+for the process started with the application, drops a stream whose client takes no data for
+``send_timeout`` seconds (a frozen client) without touching the others: a timer per write cost
+more than the write. When the server stops, ``StreamService.shut_down`` (called by
+``gateway.server.GatewayServer``) ends every stream with ``event: end`` reason ``shutdown``, so
+that partners resume elsewhere with their cursor.
 
 (This replaced sse-starlette's ``EventSourceResponse``, whose five tasks, cancel scopes and
 timers per stream made 10,000 idle streams take 665 MB and a sixth of a core.)
