@@ -23,9 +23,10 @@ Everything here is pure: ``now`` is a parameter.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core.contracts import (
@@ -64,11 +65,23 @@ class Status:
     governing: ContractDocument | None
 
 
+#: Before and after any moment a contract names.
+_BEGINNING = datetime.min.replace(tzinfo=UTC)
+_END = datetime.max.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class ContractHistory:
     contract_id: str
     versions: tuple[VersionEntry, ...]
     statements: tuple[StatementEntry, ...] = field(default=())
+    #: The last status computed and the span ``[since, until)`` it holds for: every live
+    #: stream asks on every batch, and the status changes only where a version's validity
+    #: starts or ends or a statement is issued. One tuple, replaced whole (threads read it).
+    _memo: list[tuple[datetime, datetime, Status | None]] = field(
+        default_factory=lambda: [(_END, _BEGINNING, None)],
+        init=False, compare=False, hash=False, repr=False,
+    )  # fmt: skip
 
     @property
     def chain(self) -> list[ContractDocument]:
@@ -79,6 +92,26 @@ class ContractHistory:
         return self.versions[-1].doc
 
     def status_at(self, now: datetime) -> Status:
+        since, until, status = self._memo[0]
+        if status is not None and since <= now < until:
+            return status
+        status = self.status_computed(now)
+        moments = self._moments()
+        after = bisect.bisect_right(moments, now)
+        since = moments[after - 1] if after else _BEGINNING
+        until = moments[after] if after < len(moments) else _END
+        self._memo[0] = (since, until, status)
+        return status
+
+    def _moments(self) -> list[datetime]:
+        """Where the status may change: validity bounds of the chain, statements issued."""
+        moments = {s.doc.statement.issued_at for s in self.statements}
+        for doc in self.chain:
+            moments.update((doc.contract.valid_from, doc.contract.valid_until))
+        return sorted(moments)
+
+    def status_computed(self, now: datetime) -> Status:
+        """``status_at``, computed afresh."""
         chain = self.chain
         if not chain:
             first = self.versions[0]

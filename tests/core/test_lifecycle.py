@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -160,6 +160,47 @@ def test_suspend_resume_revoke() -> None:
     assert "suspend for testing" in suspended.detail
     assert history.status_at(at(5, 15)).verdict.state is ContractState.ACTIVE
     assert history.status_at(at(7)).verdict.state is ContractState.REVOKED
+
+
+def _eventful_history() -> Any:
+    """v1 from January, v2 (more fields) from June; suspended in April, resumed in May,
+    revoked in September; everything ends with 2026."""
+    v1 = contract(1)
+    v2 = contract(
+        2,
+        supersedes=v1[0].hash,
+        valid_from="2026-06-01T00:00:00Z",
+        fields={"order_id": "clear", "amount": "clear"},
+    )
+    h = v1[0].hash
+    statements = [
+        statement("suspend", h, when=at(4)),
+        statement("resume", h, when=at(5)),
+        statement("revoke", h, by="globex", when=at(9)),
+    ]
+    return build_history("c", [v1, v2], statements)
+
+
+EVENTFUL = _eventful_history()
+#: Every moment where its status changes, and one microsecond either side of each.
+EDGES = sorted({m + timedelta(microseconds=d) for m in EVENTFUL._moments() for d in (-1, 0, 1)})
+moments = st.one_of(
+    st.sampled_from(EDGES),
+    st.datetimes(
+        min_value=datetime(2025, 6, 1), max_value=datetime(2027, 6, 1), timezones=st.just(UTC)
+    ),
+)
+
+
+@given(st.lists(moments, min_size=1, max_size=30))
+def test_the_remembered_status_is_always_the_status_computed_afresh(
+    times: list[datetime],
+) -> None:
+    """Streams ask for their contract's status on every batch; the answer is remembered for as
+    long as it holds. Asked in any order, at and around every edge, it never differs."""
+    history = _eventful_history() if len(times) % 2 else EVENTFUL  # fresh, and well used
+    for now in times:
+        assert history.status_at(now) == history.status_computed(now), now
 
 
 @pytest.mark.parametrize(
