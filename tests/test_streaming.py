@@ -329,7 +329,12 @@ def test_a_shutdown_ends_open_streams_with_end_shutdown_and_records_them(
     read: list[list[Event]] = []
     reader = threading.Thread(target=lambda: read.append(sse_read(http, gw, token)))
     reader.start()
-    wait_for(lambda: gw.gateway.streams.open_streams == 1, "the stream is open")
+    sent = {"contract": CONTRACT}
+    registry = gw.gateway.metrics.registry
+    wait_for(
+        lambda: registry.get_sample_value("gateway_delivered_records_total", sent) == 3,
+        "the records are sent",
+    )
     gw.stop()
     reader.join(timeout=10)
     assert read, "the stream did not end"
