@@ -101,7 +101,8 @@ def run_workers(settings: Settings, workers: int, arguments: list[str]) -> int:
     (``<replica>-<n>`` in the ledger, metrics on ``metrics_port + n``), sharing quotas and
     replay protection through Redis as replicas do. Stops them all on SIGINT or SIGTERM, and
     when one of them exits (an orchestrator then restarts the whole). The exit status is the
-    first worker's to exit."""
+    first worker's to exit (128 + the signal's number when a signal ended it, as a shell
+    reports it: 143 after SIGTERM)."""
     children = []
     for n in range(workers):
         env = {
@@ -130,6 +131,8 @@ def run_workers(settings: Settings, workers: int, arguments: list[str]) -> int:
                 break
         else:
             time.sleep(0.2)
+    if status < 0:  # ended by a signal: uvicorn re-raises SIGTERM once it has shut down
+        status = 128 - status
     log.info("a worker exited with status %d: stopping the others", status)
     forward(signal.SIGTERM, None)
     for child in children:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import uuid
 
 import httpx
 
+from gateway.adapters.kafka.embedded import free_port, wait_for_port
 from gateway.adapters.kafka.ledger import read_entries
 from gateway.client import GatewayClient
 from tests.conftest import World
+from tests.processes import Processes
 from tests.redis_server import RedisServer
 from tests.test_cli import GATEWAY, gateway_serve, wait_ready
 
@@ -62,3 +67,45 @@ def test_workers_without_redis_are_refused_in_one_line(world: World, kafka_boots
         "Error: --workers shares quotas and replay protection through Redis, as replicas do: "
         "set GATEWAY_REDIS__URL"
     ]
+
+
+def test_sigterm_ends_every_worker_s_streams_with_shutdown_and_exits_143(
+    world: World, kafka_bootstrap: str, redis_server: RedisServer, processes: Processes
+) -> None:
+    """A rollout: each open stream hears ``event: end`` reason ``shutdown`` (its partner
+    resumes on another replica), and the parent exits as a process stopped by SIGTERM does."""
+    port = free_port()
+    args = ["--contracts", str(world.contracts_dir), "--keys", str(world.keys_dir)]
+    args += ["--state", str(world.root / "state"), "--bootstrap-servers", kafka_bootstrap]
+    server = processes.start(
+        [*GATEWAY, "serve", *args, "--org", "acme", "--port", str(port), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "GATEWAY_REDIS__URL": redis_server.url},
+    )
+    wait_for_port("127.0.0.1", port, timeout=20)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url)
+    with GatewayClient(url, org="globex", key=world.key("globex")) as client:
+        token = client.fetch_token()
+    streams = []
+    for _ in range(6):  # new connections: the kernel gives them to both workers
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(
+            b"GET /v1/contracts/acme-globex-orders/stream?from=latest HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {token}\r\n".encode()
+            + b"Accept: text/event-stream\r\n\r\n"
+        )
+        sock.settimeout(20)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        streams.append(sock)
+    server.send_signal(signal.SIGTERM)
+    for sock in streams:
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        sock.close()
+        assert b'event: end\ndata: {"reason":"shutdown"' in received, received
+    output = processes.stop(server)
+    assert server.returncode == 128 + signal.SIGTERM
+    assert b"Traceback" not in output, output.decode()
