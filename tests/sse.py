@@ -113,3 +113,14 @@ class LiveStream:
             sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(5)
         self.response.close()
+
+
+def open_raw_stream(port: int, token: str, query: str = "") -> socket.socket:
+    """A stream of the test contract on a raw socket (the request sent, nothing read): a
+    client the test controls byte by byte, or freezes."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        f"GET /v1/contracts/acme-globex-orders/stream{query} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    )
+    return sock

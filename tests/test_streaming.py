@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +14,8 @@ import httpx
 import pytest
 
 from tests.conftest import SOAK, RunningGateway, World
-from tests.sse import Event, parse_events
+from tests.sse import Event, open_raw_stream, parse_events
+from tests.test_shared_reading import until
 
 CONTRACT = "acme-globex-orders"
 
@@ -240,11 +240,7 @@ def test_a_frozen_client_is_dropped_without_stalling_others(
     )
     gw = serve(send_timeout_seconds=1)
     token = gw.token("globex")
-    frozen = socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1])))
-    frozen.sendall(
-        f"GET /v1/contracts/{CONTRACT}/stream HTTP/1.1\r\nHost: x\r\n"
-        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
-    )
+    frozen = open_raw_stream(int(gw.url.rsplit(":", 1)[1]), token)
     time.sleep(3)  # the frozen client reads nothing while the gateway tries to write ~30 MB
     healthy = sse_read(http, gw, token, until_records=3000)
     assert len([e for e in healthy if e.event == "record"]) == 3000
@@ -307,13 +303,6 @@ def test_bad_positions_are_a_clear_400(
     assert response.json()["code"] == code
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-
-
 def stream_ends(gw: RunningGateway) -> list[str]:
     return [e["end_reason"] for e in gw.gateway.ledger_entries() if e["kind"] == "stream"]
 
@@ -331,8 +320,9 @@ def test_a_shutdown_ends_open_streams_with_end_shutdown_and_records_them(
     reader.start()
     sent = {"contract": CONTRACT}
     registry = gw.gateway.metrics.registry
-    wait_for(
+    until(
         lambda: registry.get_sample_value("gateway_delivered_records_total", sent) == 3,
+        15,
         "the records are sent",
     )
     gw.stop()
@@ -352,14 +342,10 @@ def test_a_client_that_leaves_frees_its_stream_and_is_recorded_as_disconnected(
     free for the partner's reconnect, and the delivery is recorded."""
     gw = serve(heartbeat_seconds=60)
     token = gw.token("globex")
-    client = socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1])))
-    client.sendall(
-        f"GET /v1/contracts/{CONTRACT}/stream?from=latest HTTP/1.1\r\nHost: x\r\n"
-        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
-    )
+    client = open_raw_stream(int(gw.url.rsplit(":", 1)[1]), token, "?from=latest")
     client.settimeout(10)
     assert client.recv(65536).startswith(b"HTTP/1.1 200")
-    wait_for(lambda: gw.gateway.streams.open_streams == 1, "the stream is open")
+    until(lambda: gw.gateway.streams.open_streams == 1, 15, "the stream is open")
     client.close()
-    wait_for(lambda: gw.gateway.streams.open_streams == 0, "the stream closed")
-    wait_for(lambda: stream_ends(gw) == ["disconnected"], "the delivery is recorded")
+    until(lambda: gw.gateway.streams.open_streams == 0, 15, "the stream closed")
+    until(lambda: stream_ends(gw) == ["disconnected"], 15, "the delivery is recorded")

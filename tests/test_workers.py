@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import uuid
 
@@ -16,6 +15,7 @@ from gateway.client import GatewayClient
 from tests.conftest import World
 from tests.processes import Processes
 from tests.redis_server import RedisServer
+from tests.sse import open_raw_stream
 from tests.test_cli import GATEWAY, gateway_serve, wait_ready
 
 
@@ -90,12 +90,7 @@ def test_sigterm_ends_every_worker_s_streams_with_shutdown_and_exits_143(
         token = client.fetch_token()
     streams = []
     for _ in range(6):  # new connections: the kernel gives them to both workers
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(
-            b"GET /v1/contracts/acme-globex-orders/stream?from=latest HTTP/1.1\r\nHost: x\r\n"
-            + f"Authorization: Bearer {token}\r\n".encode()
-            + b"Accept: text/event-stream\r\n\r\n"
-        )
+        sock = open_raw_stream(port, token, "?from=latest")
         sock.settimeout(20)
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         streams.append(sock)
