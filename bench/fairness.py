@@ -54,7 +54,8 @@ def write_world(root: Path) -> None:
     products.mkdir(parents=True)
     for product in ("history", "live"):
         (products / f"{product}.yaml").write_text(
-            f"product: {product}\nowner: acme\ntopic: {product}\ndescription: Bench\n"
+            f"product: {product}\nowner: acme\nteam: orders-team\ntopic: {product}\n"
+            "description: Bench\n"
         )
     history_fields = "".join(f"  {path}: clear\n" for path in FIELDS)
     for name, consumer, product, fields in (

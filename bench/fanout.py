@@ -67,7 +67,8 @@ def write_world(root: Path) -> None:
     products.mkdir(parents=True)
     for product in ("live", "history"):
         (products / f"{product}.yaml").write_text(
-            f"product: {product}\nowner: acme\ntopic: {product}\ndescription: Bench\n"
+            f"product: {product}\nowner: acme\nteam: orders-team\ntopic: {product}\n"
+            "description: Bench\n"
         )
     for name, product, fields in (
         ("fan", "live", "  seq: clear\n  sent_at: clear\n  notes: clear\n"),

@@ -238,7 +238,7 @@ def main() -> None:
             generate_keys(org, world / "keys", world / "private")
         (world / "contracts" / "products").mkdir(parents=True)
         (world / "contracts" / "products" / "orders.yaml").write_text(
-            "product: orders\nowner: acme\ntopic: bench\ndescription: Bench\n"
+            "product: orders\nowner: acme\nteam: orders-team\ntopic: bench\ndescription: Bench\n"
         )
         fields = "".join(f"  {path}: clear\n" for path in FIELDS)
         contract = world / "contracts" / "bench.yaml"

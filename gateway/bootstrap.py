@@ -6,8 +6,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerReader
+from gateway.adapters.kafka.publisher import KafkaPublisher
 from gateway.adapters.kafka.shared import SharedReaders
+from gateway.adapters.oidc import NoIdentityProvider, OidcTokenVerifier
 from gateway.adapters.stores.contracts_dir import ContractsDirectory
+from gateway.adapters.stores.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 from gateway.adapters.stores.keys import FileDataKeyStore, key_source
 from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, ResilientQuotaStore
 from gateway.adapters.stores.replays import MemoryReplayCache, SharedReplayCache
@@ -24,6 +27,7 @@ from gateway.services.authorization import (
 from gateway.services.container import Gateway
 from gateway.services.datakeys import DataKeyService
 from gateway.services.observer import ContractObserver
+from gateway.services.publishing import IdempotencyStore, PublishService
 from gateway.services.quotas import QuotaService, QuotaStore
 from gateway.services.streams import SourceFactory, StreamLimits, StreamService
 from gateway.settings import Settings
@@ -62,16 +66,29 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     registry = contracts.load(gateway_org=settings.org, now=datetime.now(UTC))
     issuer = settings.issuer()
     metrics = GatewayMetrics()
-    quotas = QuotaService(quota_store(settings, metrics), settings.quotas, metrics)
+    quotas = QuotaService(
+        quota_store(settings, metrics), settings.quotas, metrics, publish=settings.publish
+    )
     redis = settings.redis
     replays: Replays
-    closers = []
+    closers: list[Callable[[], None]] = []
+    idempotency: IdempotencyStore
     if redis.url is not None:
+        idempotency = RedisIdempotencyStore.from_url(
+            redis.url.get_secret_value(), redis.timeout_seconds
+        )
         shared = SharedReplayCache.from_url(redis.url.get_secret_value(), redis.timeout_seconds)
         replays = shared
         closers.append(shared.close)
     else:
         replays = MemoryReplayCache()
+        idempotency = MemoryIdempotencyStore()
+    closers.append(idempotency.close)
+    publisher = KafkaPublisher(
+        settings.kafka.librdkafka_config(),
+        delivery_timeout=settings.publish.delivery_timeout_seconds,
+    )
+    closers.append(publisher.close)
     source_stats: Callable[[], dict[str, int]] = dict
     wake: Callable[[], None] = _nothing
     if sources is None:
@@ -82,6 +99,8 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         )
         sources, source_stats, wake = readers.source, readers.stats, readers.wake
         closers.append(readers.close)
+    team_tokens = OidcTokenVerifier(settings.oidc) if settings.oidc.issuer else NoIdentityProvider()
+    closers.append(team_tokens.close)
     # Services read the registry through the container, so a reload swaps it for all of them.
     gateway = Gateway(
         settings=settings,
@@ -98,6 +117,13 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             replays=replays,
         ),
         tokens=AccessTokenVerifier(issuer, secrets.signing_keys),
+        team_tokens=team_tokens,
+        publishing=PublishService(
+            registry=lambda: gateway.registry,
+            sink=publisher,
+            idempotency=idempotency,
+            window_seconds=settings.publish.idempotency_window_seconds,
+        ),
         streams=StreamService(
             registry=lambda: gateway.registry,
             sources=sources,

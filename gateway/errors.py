@@ -5,11 +5,17 @@ the code raises them by what went wrong in the domain. The hierarchy::
 
     GatewayError
     ├── InvalidRequest                 a parameter the caller sent is malformed
-    │   └── InvalidCursor              an edited cursor, or one of another contract
+    │   ├── InvalidCursor              an edited cursor, or one of another contract
+    │   ├── PayloadTooLarge            a request body over the size limit
+    │   └── UnsupportedMediaType       a request body of a type the endpoint does not read
+    ├── RecordsInvalid                 published records that fail the product's schema
+    ├── IdempotencyKeyReused           an Idempotency-Key sent again with other records
+    ├── IdempotencyInProgress          a request with the same Idempotency-Key is running
     ├── AuthenticationFailed           missing, invalid or expired access token
     │   └── LegalAuthenticationFailed  the legal pages' HTTP Basic login is missing or wrong
     ├── CursorOutOfRange               a cursor points past a partition's end (recreated topic)
     ├── ContractNotFound               unknown contract, or another organisation's (same answer)
+    ├── ProductNotFound                unknown product, or another team's (same answer)
     ├── ContractNotActive              the caller's contract exists but may not be used now
     │   └── NoEncryptionKey            the consumer publishes no key to encrypt its fields to
     ├── DocumentInvalid                a product, contract or key document is malformed
@@ -19,6 +25,8 @@ the code raises them by what went wrong in the domain. The hierarchy::
     ├── QuotaExceeded                  a concurrency, daily-volume or request-rate quota refuses
     ├── BrokerUnavailable              Kafka cannot be reached or the product's topic is missing
     ├── Overloaded                     this process serves as many streams as it may
+    ├── IdentityProviderUnavailable    internal callers' tokens cannot be checked now
+    ├── StoreUnavailable               shared state (Redis) needed for the request does not answer
     └── LedgerUnavailable              deliveries cannot be recorded, so none may start
 
 Messages never contain secrets, tokens or record contents. Every ``code`` a caller can see is
@@ -41,14 +49,22 @@ __all__ = [
     "DocumentInvalid",
     "FilterSyntaxError",
     "GatewayError",
+    "IdempotencyInProgress",
+    "IdempotencyKeyReused",
+    "IdentityProviderUnavailable",
     "InvalidCursor",
     "InvalidRequest",
     "LedgerUnavailable",
     "LegalAuthenticationFailed",
     "NoEncryptionKey",
     "Overloaded",
+    "PayloadTooLarge",
+    "ProductNotFound",
     "QuotaExceeded",
+    "RecordsInvalid",
     "SignatureInvalid",
+    "StoreUnavailable",
+    "UnsupportedMediaType",
 ]
 
 #: Every stable ``code`` of a problem response or CLI error, and what it means.
@@ -58,6 +74,12 @@ CODES: Final = MappingProxyType(
         "invalid_parameter": "a request parameter is malformed",
         "invalid_cursor": "a cursor was edited, or belongs to another contract",
         "unknown_key": "no data key with that kid for this contract",
+        # 413, 422 and 409 of the publishing API
+        "payload_too_large": "the request body is larger than the gateway accepts",
+        "unsupported_media_type": "the request body's Content-Type is not one the endpoint reads",
+        "records_invalid": "published records fail the product's schema (see errors)",
+        "idempotency_key_reused": "the Idempotency-Key was used before with other records",
+        "idempotency_in_progress": "a request with this Idempotency-Key is still running",
         # the token endpoint (RFC 6749 §5.2 errors, also the problem's code)
         "invalid_client": "client authentication failed",
         "invalid_request": "the token request is malformed",
@@ -74,6 +96,7 @@ CODES: Final = MappingProxyType(
         "cursor_out_of_range": "the cursor points past the end of a partition (recreated topic)",
         # 404 and other HTTP-level answers
         "contract_not_found": "no such contract, or another organisation's",
+        "product_not_found": "no such product, or one the caller's teams do not own",
         "not_found": "no such path",
         "method_not_allowed": "the path does not take that method",
         "not_acceptable": "a stream format other than SSE or NDJSON was asked for",
@@ -87,6 +110,8 @@ CODES: Final = MappingProxyType(
         "product_unavailable": "the product's topic is not available in Kafka",
         "ledger_unavailable": "deliveries cannot be recorded, so none may start",
         "overloaded": "this gateway process serves as many streams as it may; try again",
+        "identity_provider_unavailable": "the identity provider cannot be reached; try again",
+        "store_unavailable": "shared state (Redis) the request needs does not answer; try again",
         # documents (CLI and the contract's refusal reason)
         "document_invalid": "a product, contract, statement or key document is malformed",
         "document_exists": "a key or document file would be overwritten",
@@ -128,6 +153,40 @@ class InvalidCursor(InvalidRequest):
     title = "Invalid cursor"
 
 
+class PayloadTooLarge(InvalidRequest):
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+class RecordsInvalid(GatewayError):
+    """Records of a publish request fail the product's schema; ``errors`` names each (record
+    index, JSON Pointer, rule, why), never a value. Nothing of the request was written to the
+    product's topic; the failing records went to its dead-letter topic."""
+
+    code = "records_invalid"
+    title = "Records invalid"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, object]], dead_letter_topic: str):
+        super().__init__(detail)
+        self.errors = errors
+        self.dead_letter_topic = dead_letter_topic
+
+
+class IdempotencyKeyReused(GatewayError):
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused"
+
+
+class IdempotencyInProgress(GatewayError):
+    code = "idempotency_in_progress"
+    title = "Request in progress"
+
+
 class CursorOutOfRange(GatewayError):
     """A well-formed cursor whose position the topic no longer has: past a partition's end (the
     topic was deleted and created again), or, mid-stream, a position the broker has lost.
@@ -152,6 +211,11 @@ class LegalAuthenticationFailed(AuthenticationFailed):
 class ContractNotFound(GatewayError):
     code = "contract_not_found"
     title = "Contract not found"
+
+
+class ProductNotFound(GatewayError):
+    code = "product_not_found"
+    title = "Product not found"
 
 
 class ContractNotActive(GatewayError):
@@ -200,6 +264,18 @@ class Overloaded(GatewayError):
 
     code = "overloaded"
     title = "Overloaded"
+
+
+class IdentityProviderUnavailable(GatewayError):
+    """The OIDC provider's keys cannot be fetched and none are cached (503 with Retry-After)."""
+
+    code = "identity_provider_unavailable"
+    title = "Identity provider unavailable"
+
+
+class StoreUnavailable(GatewayError):
+    code = "store_unavailable"
+    title = "State store unavailable"
 
 
 class LedgerUnavailable(GatewayError):

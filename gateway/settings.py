@@ -9,8 +9,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.core.quotas import Quotas
@@ -104,6 +105,54 @@ class ReadingSettings(BaseModel):
     max_streams: int = Field(default=10_000, ge=1)
 
 
+class PublishSettings(BaseModel):
+    """Teams publishing records over HTTP (``services/publishing.py``)."""
+
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_records: int = Field(default=1000, ge=1)
+    #: Records a second each team may publish, over all its products (shared by replicas).
+    team_records_per_second: float = Field(default=5000, gt=0)
+    #: How long an ``Idempotency-Key``'s outcome is kept (a retry within it writes nothing twice).
+    idempotency_window_seconds: float = Field(default=86_400, gt=0)
+    #: How long Kafka may take to acknowledge a record before the request fails (503).
+    delivery_timeout_seconds: float = Field(default=10, gt=0)
+
+
+class OidcSettings(BaseModel):
+    """The company's OpenID Connect provider, for internal teams (``adapters/oidc.py``).
+
+    Unset ``issuer``: no internal caller is accepted."""
+
+    #: The issuer URL; its discovery document is ``{issuer}/.well-known/openid-configuration``.
+    issuer: str | None = None
+    #: The ``aud`` value tokens for the gateway carry (the gateway's client id at the provider).
+    audience: str | None = None
+    #: The claim naming the caller's teams (a dot path, e.g. ``realm_access.roles``).
+    teams_claim: str = "groups"
+    #: Members of this team may act on every product (publish, see consumers).
+    admin_team: str | None = None
+    algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
+    jwks_cache_seconds: float = Field(default=300, gt=0)
+    #: At most one fetch of the keys per this many seconds for tokens with an unknown key id.
+    jwks_min_refresh_seconds: float = Field(default=30, ge=0)
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    timeout_seconds: float = Field(default=5, gt=0)
+
+    @model_validator(mode="after")
+    def _secure(self) -> OidcSettings:
+        if self.issuer is None:
+            return self
+        if self.audience is None:
+            raise ValueError("oidc.audience is required with oidc.issuer")
+        url = urlsplit(self.issuer)
+        loopback = url.hostname in ("localhost", "127.0.0.1", "::1")
+        if url.scheme != "https" and not (url.scheme == "http" and loopback):
+            raise ValueError("oidc.issuer must be an https URL (http only on loopback)")
+        if any(a.startswith("HS") or a == "none" for a in self.algorithms):
+            raise ValueError("oidc.algorithms: only asymmetric algorithms are accepted")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_nested_delimiter="__", extra="ignore"
@@ -156,6 +205,8 @@ class Settings(BaseSettings):
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     reading: ReadingSettings = Field(default_factory=ReadingSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     #: Serve Prometheus metrics on this port (a separate listener, for the internal network).
     metrics_port: int | None = None
 

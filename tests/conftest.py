@@ -32,6 +32,7 @@ from gateway.client import GatewayClient, client_assertion
 from gateway.core.jose import parse_private_jwks, signing_key
 from gateway.server import GatewayServer
 from gateway.settings import KafkaSettings, Settings
+from tests.identity_provider import LocalIssuer
 from tests.processes import Processes
 from tests.redis_server import RedisServer
 
@@ -198,7 +199,7 @@ def world(tmp_path: Path, topic_factory: Callable[..., str]) -> World:
         w.add_org(org)
     (w.contracts_dir / "products").mkdir(parents=True)
     (w.contracts_dir / "products" / "orders.yaml").write_text(
-        f"product: orders\nowner: acme\ntopic: {w.topic}\ndescription: Orders\n"
+        f"product: orders\nowner: acme\nteam: orders-team\ntopic: {w.topic}\ndescription: Orders\n"
     )
     w.add_contract("acme-globex-orders", "globex")
     w.add_contract("acme-initech-orders", "initech")
@@ -288,6 +289,16 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
         thread.join(timeout=20)
     stuck = [t.name for _, t in servers if t.is_alive()]
     assert not stuck, f"the gateway's server threads did not stop: {stuck}"
+
+
+@pytest.fixture
+def identity_provider() -> Iterator[LocalIssuer]:
+    """The company's OpenID Connect provider, on loopback."""
+    issuer = LocalIssuer()
+    try:
+        yield issuer
+    finally:
+        issuer.close()
 
 
 @pytest.fixture

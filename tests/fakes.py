@@ -160,3 +160,29 @@ class FakeDataKeyStore:
 
     def append(self, contract_id: str, key: StoredKey) -> None:
         self.keys.setdefault(contract_id, []).append(key)
+
+
+class FakeRecordSink:
+    """Kafka for publishing: topics as lists; ``fail_after`` acknowledges that many records
+    of the next write, then refuses the rest (a broker lost mid-batch)."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, list[tuple[str | None, bytes, list[tuple[str, str]]]]] = {}
+        self.fail_after: int | None = None
+
+    def write(self, topic: str, records: Sequence[Any]) -> list[tuple[int, int] | str]:
+        log = self.topics.setdefault(topic, [])
+        outcomes: list[tuple[int, int] | str] = []
+        for key, value, headers in records:
+            if self.fail_after is not None and self.fail_after <= 0:
+                outcomes.append("_TRANSPORT")
+                continue
+            if self.fail_after is not None:
+                self.fail_after -= 1
+            log.append((key, value, list(headers)))
+            outcomes.append((0, len(log) - 1))
+        self.fail_after = None
+        return outcomes
+
+    def ensure_topic(self, topic: str, partitions: int = 1) -> None:
+        self.topics.setdefault(topic, [])

@@ -303,7 +303,8 @@ def test_broker_unavailable_is_503(
     serve: Callable[..., RunningGateway], world: World, http: httpx.Client
 ) -> None:
     (world.contracts_dir / "products" / "orders.yaml").write_text(
-        "product: orders\nowner: acme\ntopic: no-such-topic-here\ndescription: Orders\n"
+        "product: orders\nowner: acme\nteam: orders-team\ntopic: no-such-topic-here\n"
+        "description: Orders\n"
     )
     gw = serve()
     headers = {"Authorization": f"Bearer {gw.token('globex')}"}

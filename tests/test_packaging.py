@@ -9,7 +9,7 @@ import sys
 
 SERVER_ONLY = (
     "fastapi", "starlette", "uvicorn", "authlib", "redis", "prometheus_client",
-    "jinja2", "argon2", "pydantic_settings", "confluent_kafka", "anyio",
+    "jinja2", "argon2", "pydantic_settings", "confluent_kafka", "anyio", "jsonschema_rs",
 )  # fmt: skip
 
 WITHOUT_THE_SERVER = f"""

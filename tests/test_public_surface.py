@@ -22,7 +22,9 @@ SURFACES = {
         "ContractNotFound", "CursorOutOfRange", "DocumentExists", "DocumentInvalid",
         "FilterSyntaxError", "GatewayError", "InvalidCursor", "InvalidRequest", "LedgerUnavailable",
         "LegalAuthenticationFailed", "NoEncryptionKey", "Overloaded", "QuotaExceeded",
-        "SignatureInvalid",
+        "SignatureInvalid", "IdempotencyInProgress", "IdempotencyKeyReused",
+        "IdentityProviderUnavailable", "PayloadTooLarge", "ProductNotFound", "RecordsInvalid",
+        "StoreUnavailable", "UnsupportedMediaType",
     },
     # The composition root and the command line.
     "gateway.bootstrap": {"Gateway", "build_gateway"},

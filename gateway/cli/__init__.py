@@ -1,4 +1,4 @@
-"""The ``gateway`` command: keys, contracts, ledger, serve, demo, token, consume.
+"""The ``gateway`` command: keys, contracts, products, ledger, serve, demo, token, consume.
 
 A thin layer of click commands, one module per group: they parse options, call the use cases
 (``adapters/stores/signing.py``, ``server.py``, ``demo.py``, the partner ``client.py``, ...)
@@ -13,6 +13,7 @@ from gateway.cli import contract as _contract
 from gateway.cli import keys as _keys
 from gateway.cli import ledger as _ledger
 from gateway.cli import partner as _partner
+from gateway.cli import product as _product
 from gateway.cli import serve as _serve
 
 __all__ = ["main"]
@@ -26,6 +27,7 @@ def main() -> None:
 
 main.add_command(_keys.keys)
 main.add_command(_contract.contract)
+main.add_command(_product.product)
 main.add_command(_ledger.ledger)
 main.add_command(_serve.serve)
 main.add_command(_serve.demo)

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import click
 
 from gateway.adapters.stores.signing import read_signing_key
+from gateway.core.contracts import Product, parse_product
+from gateway.core.documents import load_yaml
 from gateway.errors import DocumentInvalid, GatewayError
 
 
@@ -43,6 +45,23 @@ def reported() -> Iterator[None]:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise InputError(f"{path}: cannot be read ({reason or exc})") from None
+
+
+def read_product(path: Path) -> Product:
+    """A product descriptor, or one ``Error:`` line naming the line and field (exit 2)."""
+    text = read_text(path)
+    try:
+        return parse_product(load_yaml(text, source=str(path)), source=str(path), text=text)
+    except DocumentInvalid as exc:
+        raise InputError(exc.detail) from None
 
 
 class KeyFile(click.Path[Path]):

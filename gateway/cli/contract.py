@@ -16,8 +16,8 @@ from gateway.adapters.stores.contracts_dir import (
     read_products,
 )
 from gateway.adapters.stores.signing import sign_file, write_statement
-from gateway.cli.common import DocumentPath, InputError, KeyFile, reported
-from gateway.core.contracts import ContractDocument, ContractState, parse_contract, parse_product
+from gateway.cli.common import DocumentPath, InputError, KeyFile, read_product, read_text, reported
+from gateway.core.contracts import ContractDocument, ContractState, parse_contract
 from gateway.core.documents import load_yaml
 from gateway.core.jose import describe_signature as core_describe_signature
 from gateway.core.times import rfc3339
@@ -90,16 +90,8 @@ def contract_verify(
     sys.exit(1 if failed else 0)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not text"
-        raise InputError(f"{path}: cannot be read ({reason or exc})") from None
-
-
 def _read_contract(path: Path) -> ContractDocument:
-    text = _read_text(path)
+    text = read_text(path)
     try:
         return parse_contract(load_yaml(text, source=str(path)), source=str(path), text=text)
     except DocumentInvalid as exc:
@@ -125,13 +117,7 @@ def contract_new(
     product_file: Path, consumer: str, contract_id: str | None, out: Path | None, months: int
 ) -> None:
     """A draft contract for a product: every field of its schema listed, all `drop`."""
-    text = _read_text(product_file)
-    try:
-        product = parse_product(
-            load_yaml(text, source=str(product_file)), source=str(product_file), text=text
-        )
-    except DocumentInvalid as exc:
-        raise InputError(exc.detail) from None
+    product = read_product(product_file)
     contract_id = contract_id or f"{product.owner}-{consumer}-{product.product}"
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     data = {

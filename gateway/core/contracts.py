@@ -120,17 +120,80 @@ class FieldRule(BaseModel):
         return self.action.value
 
 
+class RecordFormat(enum.StrEnum):
+    """How a product's records are encoded in its topic. All but ``json`` are the Schema
+    Registry wire format (magic byte, schema id, payload)."""
+
+    JSON = "json"
+    AVRO = "avro"
+    PROTOBUF = "protobuf"
+    JSON_SCHEMA = "json-schema"
+
+
+class Support(BaseModel):
+    """Where partners and other teams ask about the product (ODCS ``support``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = None
+    channel: str | None = Field(default=None, min_length=1, description="e.g. #team-orders")
+
+    @model_validator(mode="after")
+    def _some(self) -> Support:
+        if not (self.email or self.url or self.channel):
+            raise ValueError("name at least one of email, url, channel")
+        return self
+
+
+SemVer = Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
+TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+
+
 class Product(BaseModel):
-    """A data product: one internal topic of JSON records offered to partners."""
+    """A data product: one internal topic offered to partners, owned by one internal team.
+
+    The descriptor leans on ODCS v3 (Open Data Contract Standard): a team, a description, the
+    schema of a record (JSON Schema, inline), its version, the record format, classification per
+    field (``x-classification`` in the schema), retention and support. Field names stay the
+    gateway's own where contracts already use them (``product``, ``owner``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     product: Identifier
+    #: The organisation offering it (a contract's ``provider``).
     owner: Identifier
-    topic: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+    #: The internal team that owns it: only its members (and admins) publish to it or see its
+    #: consumers (a team name in the identity provider's teams claim).
+    team: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", max_length=128)
+    ]
+    topic: TopicName
     description: str
-    #: JSON Schema of the record value (documentation now; validation of contract paths later).
+    #: The schema's version; raise it with every change of ``schema``.
+    version: SemVer = "1.0.0"
+    format: RecordFormat = RecordFormat.JSON
+    #: JSON Schema of the record value (as partners receive it, for formats decoded to JSON).
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    #: How long the topic keeps records (ISO 8601 period).
+    retention: Annotated[str, StringConstraints(pattern=r"^P(\d+[YMWD])+$")] | None = None
+    support: Support | None = None
+    #: Where refused records go (default ``{topic}.dlq``).
+    dead_letter_topic: TopicName | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            # Imported here: the partner's command line reads no product and has no validator.
+            from gateway.core.schemas import check_schema
+
+            check_schema(value)
+        return value
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.dead_letter_topic or f"{self.topic}.dlq"
 
     def allows_path(self, path: str) -> bool:
         """False when the schema says ``path`` cannot exist: an object level that lists its
@@ -155,19 +218,23 @@ class Product(BaseModel):
 
     def field_paths(self) -> list[str]:
         """Dot paths of the schema's leaf properties (objects are walked into)."""
-        paths: list[str] = []
+        return [path for path, _ in self.field_schemas()]
+
+    def field_schemas(self) -> list[tuple[str, Any]]:
+        """(dot path, schema) of each leaf property of the schema."""
+        found: list[tuple[str, Any]] = []
 
         def walk(schema: Any, prefix: str) -> None:
             properties = _properties(schema)
             if not properties:
                 if prefix:
-                    paths.append(prefix)
+                    found.append((prefix, schema))
                 return
             for name, sub in properties.items():
                 walk(sub, f"{prefix}.{name}" if prefix else str(name))
 
         walk(self.json_schema or {}, "")
-        return paths
+        return found
 
 
 def _properties(schema: Any) -> dict[str, Any] | None:

@@ -175,3 +175,7 @@ class QuotaKeys:
     @staticmethod
     def login(key: str) -> str:
         return f"login:{key}"
+
+    @staticmethod
+    def publish(team: str) -> str:
+        return f"pub:{team}"

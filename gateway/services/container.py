@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gateway.core.identity import TeamMember
 from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import AccessTokenVerifier, PartnerAuthorizationServer
 from gateway.services.ledger import Ledger
 from gateway.services.observer import ContractObserver
+from gateway.services.publishing import PublishService
 from gateway.services.quotas import QuotaService
 from gateway.services.registry import Registry
 from gateway.services.streams import StreamService
@@ -29,6 +31,13 @@ class ContractSource(Protocol):
 
     def load(self, *, gateway_org: str | None, now: datetime) -> Registry: ...
     def fingerprint(self) -> Hashable: ...
+
+
+class TeamTokenVerifier(Protocol):
+    """Checks internal callers' tokens from the company's identity provider (``adapters/oidc``)."""
+
+    def verify(self, token: str) -> TeamMember:
+        """The caller, or ``AuthenticationFailed``. May block to fetch the provider's keys."""
 
 
 class LedgerWriter(Ledger, Protocol):
@@ -48,6 +57,8 @@ class Gateway:
     contracts: ContractSource
     authorization: PartnerAuthorizationServer
     tokens: AccessTokenVerifier
+    team_tokens: TeamTokenVerifier
+    publishing: PublishService
     streams: StreamService
     ledger: LedgerWriter
     ledger_reader: LedgerReader

@@ -47,7 +47,7 @@ from gateway.core.quotas import (
 from gateway.core.times import rfc3339
 from gateway.errors import QuotaExceeded
 from gateway.metrics import GatewayMetrics
-from gateway.settings import QuotaSettings
+from gateway.settings import PublishSettings, QuotaSettings
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,11 @@ class QuotaService:
         metrics: GatewayMetrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        publish: PublishSettings | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
+        self.publish = publish or PublishSettings()
         self.metrics = metrics
         self.clock = clock
         self.monotonic = monotonic
@@ -300,6 +302,25 @@ class QuotaService:
             wait = max(1, math.ceil(retry_after))
             raise QuotaExceeded(
                 f"too many token requests; try again in {wait} s",
+                code="too_many_requests",
+                retry_after=wait,
+                fields=ratelimit_fields([(policy, 0, wait)]),
+            )
+
+    async def admit_publish(self, team: str, records: int) -> None:
+        """A team's publishing rate (``publish.team_records_per_second``), over all replicas.
+        A request at most ``publish.max_records`` long always fits an idle bucket."""
+        per_second = self.publish.team_records_per_second
+        burst = max(RATE_BURST_SECONDS, self.publish.max_records / per_second)
+        retry_after = await self.store.admit(
+            QuotaKeys.publish(team), records, Rate(per_second, burst=burst)
+        )
+        if retry_after > 0:
+            self.metrics.quota_refusals.labels("too_many_requests").inc()
+            wait = max(1, math.ceil(retry_after))
+            policy = PolicyItem("publish", round(per_second), 1, vendor_unit="record")
+            raise QuotaExceeded(
+                f"team {team} publishes more than {per_second:g} records/s; try again in {wait} s",
                 code="too_many_requests",
                 retry_after=wait,
                 fields=ratelimit_fields([(policy, 0, wait)]),

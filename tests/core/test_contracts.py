@@ -24,7 +24,11 @@ from gateway.errors import DocumentInvalid, SignatureInvalid
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 KEYS = {org: generate_org_keys() for org in ("acme", "globex", "initech")}
 PUBLIC = {org: KeySet.import_key_set(public_jwks(k)) for org, k in KEYS.items()}  # type: ignore[arg-type]
-PRODUCTS = {"orders": Product(product="orders", owner="acme", topic="t", description="d")}
+PRODUCTS = {
+    "orders": Product(
+        product="orders", owner="acme", team="orders-team", topic="t", description="d"
+    )
+}
 
 TEXT = """\
 # a comment that survives signing

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the services of this app and the authenticated partner."""
+"""FastAPI dependencies: the services of this app and the authenticated caller (a partner on
+the partner API, a member of an internal team on the internal one)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway.core.identity import TeamMember
 from gateway.errors import AuthenticationFailed
 from gateway.services.authorization import Partner
 from gateway.services.container import Gateway
@@ -19,14 +21,26 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def current_partner(request: Request, gateway: GatewayDep) -> Partner:
+def bearer_token(request: Request) -> str:
+    """The RFC 6750 §2.1 bearer token of the request."""
     header = request.headers.get("authorization")
     if not header:
         raise AuthenticationFailed("an access token is required (Authorization: Bearer)")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationFailed("the Authorization header must be 'Bearer <token>'")
-    return gateway.tokens.verify(token.strip())
+    return token.strip()
+
+
+def current_partner(request: Request, gateway: GatewayDep) -> Partner:
+    return gateway.tokens.verify(bearer_token(request))
+
+
+def current_team_member(request: Request, gateway: GatewayDep) -> TeamMember:
+    # A plain function: FastAPI runs it in a worker thread, where fetching the identity
+    # provider's keys may block.
+    return gateway.team_tokens.verify(bearer_token(request))
 
 
 CurrentPartner = Annotated[Partner, Depends(current_partner)]
+CurrentTeamMember = Annotated[TeamMember, Depends(current_team_member)]

@@ -19,15 +19,24 @@ _DESCRIPTIONS = {
     400: "A malformed parameter or cursor (`invalid_parameter`, `invalid_cursor`, …)",
     401: "A missing, invalid or expired access token (`invalid_token`, `token_expired`)",
     403: "The contract may not be used now (`contract_not_active`, with `reason`)",
-    404: "No such contract, or another organisation's (`contract_not_found`)",
+    404: "No such contract, or another organisation's (`contract_not_found`); no such product, "
+    "or another team's (`product_not_found`)",
     406: "A stream format other than SSE or NDJSON was asked for (`not_acceptable`)",
+    413: "The request body is larger than the gateway accepts (`payload_too_large`)",
+    415: "The body is neither `application/json` nor `application/x-ndjson` "
+    "(`unsupported_media_type`)",
+    422: "Records fail the product's schema (`records_invalid`, with `errors` per record; "
+    "nothing was written, the invalid ones went to the dead-letter topic), or an "
+    "`Idempotency-Key` was reused with other records (`idempotency_key_reused`)",
     409: "The cursor points past the end of a partition: the topic was recreated "
-    "(`cursor_out_of_range`); start again without it",
+    "(`cursor_out_of_range`); start again without it. Publishing: a request with the same "
+    "`Idempotency-Key` is still running (`idempotency_in_progress`)",
     429: "A quota refuses (`too_many_streams`, `quota_exhausted`, `too_many_requests`), with "
     "`Retry-After`",
     503: "Kafka or the ledger is unavailable (`broker_unavailable`, `product_unavailable`, "
-    "`ledger_unavailable`), or the process serves all the streams it may (`overloaded`), "
-    "with `Retry-After`",
+    "`ledger_unavailable`), the process serves all the streams it may (`overloaded`), or "
+    "the identity provider or Redis does not answer (`identity_provider_unavailable`, "
+    "`store_unavailable`), with `Retry-After`",
 }
 
 #: What every authenticated partner route may answer besides success.

@@ -22,10 +22,18 @@ from gateway.errors import (
     ContractNotFound,
     CursorOutOfRange,
     GatewayError,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    IdentityProviderUnavailable,
     InvalidRequest,
     LedgerUnavailable,
     Overloaded,
+    PayloadTooLarge,
+    ProductNotFound,
     QuotaExceeded,
+    RecordsInvalid,
+    StoreUnavailable,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger(__name__)
@@ -33,16 +41,34 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 _STATUS: list[tuple[type[GatewayError], int]] = [
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
     (InvalidRequest, 400),
+    (RecordsInvalid, 422),
+    (IdempotencyKeyReused, 422),
+    (IdempotencyInProgress, 409),
     (AuthenticationFailed, 401),
     (ContractNotActive, 403),
     (ContractNotFound, 404),
+    (ProductNotFound, 404),
     (CursorOutOfRange, 409),
     (QuotaExceeded, 429),
     (BrokerUnavailable, 503),
     (LedgerUnavailable, 503),
     (Overloaded, 503),
+    (IdentityProviderUnavailable, 503),
+    (StoreUnavailable, 503),
 ]
+
+
+#: Answered 503 with ``Retry-After``: try again soon.
+_UNAVAILABLE = (
+    BrokerUnavailable,
+    LedgerUnavailable,
+    Overloaded,
+    IdentityProviderUnavailable,
+    StoreUnavailable,
+)
 
 
 def problem(
@@ -80,7 +106,19 @@ def gateway_error_response(error: GatewayError, /, **members: Any) -> Response:
         headers["WWW-Authenticate"] = error.challenge or bearer
     if isinstance(error, ContractNotActive):
         extra["reason"] = error.reason
-    if isinstance(error, BrokerUnavailable | LedgerUnavailable | Overloaded):
+    if isinstance(error, RecordsInvalid):
+        extra["errors"] = error.errors
+        extra["dead_letter_topic"] = error.dead_letter_topic
+    if isinstance(error, IdempotencyInProgress):
+        headers["Retry-After"] = "1"
+    if isinstance(
+        error,
+        BrokerUnavailable
+        | LedgerUnavailable
+        | Overloaded
+        | IdentityProviderUnavailable
+        | StoreUnavailable,
+    ):
         headers["Retry-After"] = "5"
     if isinstance(error, QuotaExceeded):
         headers["Retry-After"] = str(error.retry_after)

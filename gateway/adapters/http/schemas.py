@@ -3,12 +3,89 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.core.contracts import ContractDocument, FieldRule, Verdict
+from gateway.core.contracts import ContractDocument, FieldRule, Product, Support, Verdict
 from gateway.core.quotas import Quotas
+from gateway.services.publishing import Published
 from gateway.services.quotas import Usage
+
+
+class ProductPublic(BaseModel):
+    """A data product's descriptor as its owning team sees it."""
+
+    product: str
+    owner: str
+    team: str
+    topic: str
+    description: str
+    version: str
+    format: str
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    retention: str | None
+    support: Support | None
+    dead_letter_topic: str
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    @classmethod
+    def of(cls, p: Product) -> ProductPublic:
+        return cls(
+            product=p.product,
+            owner=p.owner,
+            team=p.team,
+            topic=p.topic,
+            description=p.description,
+            version=p.version,
+            format=p.format.value,
+            schema=p.json_schema,
+            retention=p.retention,
+            support=p.support,
+            dead_letter_topic=p.dlq_topic,
+        )
+
+
+class ProductsPublic(BaseModel):
+    products: list[ProductPublic]
+
+
+#: One record of a publish request (JSON array items, or NDJSON lines).
+RECORD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["value"],
+    "additionalProperties": False,
+    "properties": {
+        "key": {"type": ["string", "null"]},
+        "value": {"description": "Validated against the product's schema"},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
+class PositionPublic(BaseModel):
+    partition: int
+    offset: int
+
+
+class PublishedPublic(BaseModel):
+    """Where each record of a publish request was written, in request order."""
+
+    product: str
+    topic: str
+    schema_version: str
+    records: list[PositionPublic]
+
+    @classmethod
+    def of(cls, published: Published) -> PublishedPublic:
+        p = published.product
+        return cls(
+            product=p.product,
+            topic=p.topic,
+            schema_version=p.version,
+            records=[PositionPublic(partition=a, offset=b) for a, b in published.positions],
+        )
 
 
 class ContractPublic(BaseModel):

@@ -1,0 +1,94 @@
+"""Writing published records to Kafka: one idempotent ``acks=all`` producer per process.
+
+A thread serves the producer's delivery reports; ``write`` queues a batch and waits until
+Kafka has acknowledged or refused every record of it (or ``message.timeout.ms`` passed), and
+answers per record: ``(partition, offset)`` or the Kafka error's name. Callers in several
+threads share the producer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gateway.adapters.kafka.admin import create_topic
+from gateway.adapters.kafka.producer import GuardedProducer
+from gateway.errors import BrokerUnavailable
+from gateway.services.publishing import Outcome, OutgoingRecord
+
+log = logging.getLogger(__name__)
+
+
+class _Batch:
+    def __init__(self, size: int) -> None:
+        self.outcomes: list[Outcome | None] = [None] * size
+        self.left = size
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+
+    def report(self, index: int) -> Any:
+        def delivered(error: str | None, partition: int | None, offset: int | None) -> None:
+            outcome: Outcome = error or (int(partition or 0), int(offset or 0))
+            with self._lock:
+                self.outcomes[index] = outcome
+                self.left -= 1
+                if self.left == 0:
+                    self.done.set()
+
+        return delivered
+
+
+class KafkaPublisher:
+    def __init__(self, config: Mapping[str, Any], *, delivery_timeout: float) -> None:
+        self._config = dict(config)
+        self._timeout = delivery_timeout
+        self._producer: GuardedProducer | None = GuardedProducer(
+            config,
+            **{"message.timeout.ms": int(delivery_timeout * 1000), "linger.ms": 5},
+        )
+        self._topics: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="publisher", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set() and (producer := self._producer) is not None:
+            producer.poll(0.05)
+
+    def _open(self) -> GuardedProducer:
+        producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("the gateway is shutting down; publish again")
+        return producer
+
+    def write(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Outcome]:
+        """Produce ``records`` in order; every one's outcome (blocking)."""
+        producer = self._open()
+        batch = _Batch(len(records))
+        for index, (key, value, headers) in enumerate(records):
+            producer.produce(
+                topic, value, key=key, headers=list(headers), on_delivery=batch.report(index)
+            )
+        # librdkafka reports every record by message.timeout.ms; the margin covers the report.
+        if not batch.done.wait(self._timeout + 5):
+            log.error("publisher: %d deliveries unreported after the timeout", batch.left)
+        return [o if o is not None else "_TIMED_OUT" for o in batch.outcomes]
+
+    def ensure_topic(self, topic: str, partitions: int = 1) -> None:
+        """Create ``topic`` unless this process did, or found it, before (dead-letter topics)."""
+        if topic not in self._topics:
+            create_topic(self._config, topic, partitions)
+            self._topics.add(topic)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            remaining = producer.flush(self._timeout)
+            if remaining:
+                log.error("publisher: %d records unacknowledged at shutdown", remaining)
+        # Dropped here rather than when the gateway is collected: a producer left to the
+        # garbage collector keeps its threads and keeps reconnecting to the broker meanwhile.

@@ -1,0 +1,153 @@
+"""Records a team publishes over HTTP: reading the request body, validating each value against
+the product's schema, and what a refused record carries to the dead-letter topic.
+
+A request is a JSON array of ``{"key", "value", "headers"}`` objects, or the same objects as
+NDJSON (one per line). ``key`` is a string or null, ``headers`` an object of string values,
+``value`` any JSON value (validated against the product's schema).
+
+A batch is **all or nothing**: when any record fails its schema, no record of the request is
+written to the product's topic; the failing ones are copied to the dead-letter topic and the
+answer names each of them (which record, which place in it, which rule). The caller fixes or
+drops those and sends the batch again. This keeps a retry simple (the whole request is one
+unit, see ``Idempotency-Key`` in ``services/publishing.py``) and a topic never holds half of a
+batch that its producer considered one thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.core.schemas import RecordSchema, SchemaViolation
+from gateway.errors import InvalidRequest
+
+#: Header names the dead-letter copy carries (besides the record's own headers).
+DLQ_REASON = "gateway.dlq.reason"
+DLQ_ERRORS = "gateway.dlq.errors"
+DLQ_PRODUCT = "gateway.dlq.product"
+DLQ_SCHEMA_VERSION = "gateway.dlq.schema-version"
+DLQ_CALLER = "gateway.dlq.caller"
+DLQ_REQUEST = "gateway.dlq.request"
+
+_RECORD_KEYS = frozenset({"key", "value", "headers"})
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRecord:
+    key: str | None
+    value: Any
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def value_bytes(self) -> bytes:
+        return orjson.dumps(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRefusal:
+    """Record ``index`` (0-based, in request order) and why its value does not conform."""
+
+    index: int
+    violations: list[SchemaViolation] = field(default_factory=list)
+
+    def as_json(self) -> list[dict[str, str]]:
+        return [
+            {"pointer": v.pointer, "rule": v.rule, "message": v.message} for v in self.violations
+        ]
+
+
+def parse_records(body: bytes, *, ndjson: bool, max_records: int) -> list[IncomingRecord]:
+    """The records of a request body, or ``InvalidRequest`` naming the first bad one."""
+    if ndjson:
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        items: list[Any] = []
+        for number, line in enumerate(lines, start=1):
+            if len(items) >= max_records:
+                break
+            try:
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                raise InvalidRequest(f"line {number} is not a JSON object") from None
+        count = len(lines)
+    else:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"the body is not JSON ({exc.msg})") from None
+        if not isinstance(document, list):
+            raise InvalidRequest("the body must be a JSON array of records (or NDJSON)")
+        items, count = document, len(document)
+    if count > max_records:
+        raise InvalidRequest(f"{count} records in one request; at most {max_records}")
+    if not items:
+        raise InvalidRequest("the request holds no records")
+    return [_record(index, item) for index, item in enumerate(items)]
+
+
+def _record(index: int, item: Any) -> IncomingRecord:
+    where = f"record {index}"
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"{where} is not an object with key, value and headers")
+    unknown = set(item) - _RECORD_KEYS
+    if unknown:
+        raise InvalidRequest(f"{where}: unknown member {sorted(unknown)[0]!r}")
+    if "value" not in item:
+        raise InvalidRequest(f"{where} has no value")
+    key = item.get("key")
+    if key is not None and not isinstance(key, str):
+        raise InvalidRequest(f"{where}: key must be a string or null")
+    headers = item.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise InvalidRequest(f"{where}: headers must be an object of string values")
+    if any(name.startswith("gateway.") for name in headers):
+        raise InvalidRequest(f"{where}: header names starting with 'gateway.' are reserved")
+    return IncomingRecord(key, item["value"], tuple(headers.items()))
+
+
+def refusals(records: Sequence[IncomingRecord], schema: RecordSchema | None) -> list[RecordRefusal]:
+    """The records whose value does not conform to ``schema`` (none without a schema)."""
+    if schema is None:
+        return []
+    found = []
+    for index, record in enumerate(records):
+        violations = schema.violations(record.value)
+        if violations:
+            found.append(RecordRefusal(index, violations))
+    return found
+
+
+def dead_letter_headers(
+    record: IncomingRecord,
+    refusal: RecordRefusal,
+    *,
+    product: str,
+    schema_version: str,
+    caller: str,
+    request_id: str,
+) -> list[tuple[str, str]]:
+    """The record's own headers and the reason it was refused (never a field's value)."""
+    return [
+        *record.headers,
+        (DLQ_REASON, "schema_violation"),
+        (DLQ_ERRORS, orjson.dumps(refusal.as_json()).decode()),
+        (DLQ_PRODUCT, product),
+        (DLQ_SCHEMA_VERSION, schema_version),
+        (DLQ_CALLER, caller),
+        (DLQ_REQUEST, request_id),
+    ]
+
+
+def fingerprint(records: Sequence[IncomingRecord]) -> str:
+    """What an ``Idempotency-Key`` is bound to: the same key with other records is refused."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(
+            orjson.dumps(
+                [record.key, record.value, list(record.headers)], option=orjson.OPT_SORT_KEYS
+            )
+        )
+        digest.update(b"\n")
+    return "sha256:" + digest.hexdigest()
