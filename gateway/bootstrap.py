@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerReader
 from gateway.adapters.kafka.publisher import KafkaPublisher
+from gateway.adapters.kafka.schema_registry import ProductFormats
 from gateway.adapters.kafka.shared import SharedReaders
 from gateway.adapters.oidc import NoIdentityProvider, OidcTokenVerifier
 from gateway.adapters.stores.contracts_dir import ContractsDirectory
@@ -91,11 +92,13 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     closers.append(publisher.close)
     source_stats: Callable[[], dict[str, int]] = dict
     wake: Callable[[], None] = _nothing
+    formats = ProductFormats(settings, lambda: gateway.registry)
     if sources is None:
         readers = SharedReaders(
             settings.kafka.librdkafka_config(),
             window_bytes=settings.reading.window_bytes,
             catch_up_readers=settings.reading.catch_up_readers,
+            decoders=formats.decoder,
         )
         sources, source_stats, wake = readers.source, readers.stats, readers.wake
         closers.append(readers.close)
@@ -123,6 +126,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             sink=publisher,
             idempotency=idempotency,
             window_seconds=settings.publish.idempotency_window_seconds,
+            encoders=formats.encoder,
         ),
         streams=StreamService(
             registry=lambda: gateway.registry,

@@ -108,6 +108,7 @@ CODES: Final = MappingProxyType(
         # 503
         "broker_unavailable": "Kafka cannot be reached",
         "product_unavailable": "the product's topic is not available in Kafka",
+        "schema_registry_unavailable": "the Schema Registry cannot be reached to decode records",
         "ledger_unavailable": "deliveries cannot be recorded, so none may start",
         "overloaded": "this gateway process serves as many streams as it may; try again",
         "identity_provider_unavailable": "the identity provider cannot be reached; try again",

@@ -105,6 +105,15 @@ class ReadingSettings(BaseModel):
     max_streams: int = Field(default=10_000, ge=1)
 
 
+class SchemaRegistrySettings(BaseModel):
+    """The Schema Registry of products in Avro (``adapters/kafka/schema_registry.py``)."""
+
+    url: str | None = None
+    #: ``user:password`` for HTTP Basic (Confluent Cloud: API key and secret).
+    basic_auth: SecretStr | None = None
+    timeout_seconds: float = Field(default=10, gt=0)
+
+
 class PublishSettings(BaseModel):
     """Teams publishing records over HTTP (``services/publishing.py``)."""
 
@@ -207,6 +216,7 @@ class Settings(BaseSettings):
     reading: ReadingSettings = Field(default_factory=ReadingSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
     #: Serve Prometheus metrics on this port (a separate listener, for the internal network).
     metrics_port: int | None = None
 

@@ -35,6 +35,7 @@ from gateway.settings import KafkaSettings, Settings
 from tests.identity_provider import LocalIssuer
 from tests.processes import Processes
 from tests.redis_server import RedisServer
+from tests.schema_registry import LocalSchemaRegistry
 
 # Hypothesis's wall-clock checks (a 200 ms deadline per example, "input generation is slow")
 # fail on a loaded machine, not on a wrong property: a property test fails on a counterexample.
@@ -299,6 +300,16 @@ def identity_provider() -> Iterator[LocalIssuer]:
         yield issuer
     finally:
         issuer.close()
+
+
+@pytest.fixture
+def schema_registry() -> Iterator[LocalSchemaRegistry]:
+    """A Schema Registry (its REST API) on loopback."""
+    registry = LocalSchemaRegistry()
+    try:
+        yield registry
+    finally:
+        registry.close()
 
 
 @pytest.fixture

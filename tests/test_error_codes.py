@@ -21,7 +21,7 @@ PINNED = {
     "invalid_request", "unsupported_grant_type", "unauthorized_client", "invalid_scope",
     "cursor_out_of_range", "overloaded", "identity_provider_unavailable", "product_not_found",
     "payload_too_large", "records_invalid", "idempotency_key_reused", "idempotency_in_progress",
-    "store_unavailable", "unsupported_media_type",
+    "store_unavailable", "unsupported_media_type", "schema_registry_unavailable",
 }  # fmt: skip
 
 

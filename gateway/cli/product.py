@@ -17,7 +17,7 @@ team: {team}                    # only this team (and admins) may publish or see
 topic: {topic}
 description: Say what one record is and when it is written.
 version: 1.0.0                  # the schema's version: raise it with every schema change
-format: json                    # json | avro | protobuf | json-schema (Schema Registry wire format)
+format: json                    # json, or avro (Schema Registry wire format; partners get JSON)
 retention: P7D                  # how long the topic keeps records
 support:
   email: {team}@{owner}.example

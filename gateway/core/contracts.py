@@ -121,13 +121,11 @@ class FieldRule(BaseModel):
 
 
 class RecordFormat(enum.StrEnum):
-    """How a product's records are encoded in its topic. All but ``json`` are the Schema
-    Registry wire format (magic byte, schema id, payload)."""
+    """How a product's record values are encoded in its topic: JSON, or Avro in the Schema
+    Registry wire format (magic byte, schema id, payload). Partners receive JSON either way."""
 
     JSON = "json"
     AVRO = "avro"
-    PROTOBUF = "protobuf"
-    JSON_SCHEMA = "json-schema"
 
 
 class Support(BaseModel):

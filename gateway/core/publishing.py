@@ -52,6 +52,9 @@ class RecordRefusal:
 
     index: int
     violations: list[SchemaViolation] = field(default_factory=list)
+    #: ``schema_violation`` (the product's JSON Schema) or ``encoding_failed`` (the value does
+    #: not fit the product's record format, e.g. its registered Avro schema).
+    reason: str = "schema_violation"
 
     def as_json(self) -> list[dict[str, str]]:
         return [
@@ -131,7 +134,7 @@ def dead_letter_headers(
     """The record's own headers and the reason it was refused (never a field's value)."""
     return [
         *record.headers,
-        (DLQ_REASON, "schema_violation"),
+        (DLQ_REASON, refusal.reason),
         (DLQ_ERRORS, orjson.dumps(refusal.as_json()).decode()),
         (DLQ_PRODUCT, product),
         (DLQ_SCHEMA_VERSION, schema_version),

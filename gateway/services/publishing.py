@@ -36,7 +36,7 @@ from gateway.core.publishing import (
     fingerprint,
     refusals,
 )
-from gateway.core.schemas import RecordSchema
+from gateway.core.schemas import RecordSchema, SchemaViolation
 from gateway.errors import (
     BrokerUnavailable,
     IdempotencyInProgress,
@@ -51,6 +51,12 @@ log = logging.getLogger(__name__)
 #: Per record: ``(partition, offset)``, or the name of the Kafka error that refused it.
 Outcome = tuple[int, int] | str
 OutgoingRecord = tuple[str | None, bytes, Sequence[tuple[str, str]]]
+
+
+#: A product's values in its record format (``adapters/kafka/schema_registry.py`` for Avro):
+#: ``ValueError`` (saying which field, never its value) for a value that does not fit,
+#: ``GatewayError`` when the format's schema cannot be fetched now.
+ValueEncoder = Callable[[Any], bytes]
 
 
 class RecordSink(Protocol):
@@ -115,6 +121,8 @@ class PublishService:
     window_seconds: float
     #: How long a claim on a key lasts if its holder dies before releasing it.
     claim_seconds: float = 60.0
+    #: The value encoder of a product not in JSON (``None``: values are written as JSON).
+    encoders: Callable[[Product], ValueEncoder | None] = lambda product: None
     _schemas: dict[tuple[str, str], RecordSchema | None] = field(default_factory=dict)
 
     def schema_of(self, product: Product) -> RecordSchema | None:
@@ -172,6 +180,15 @@ class PublishService:
         request_id: str,
     ) -> Published:
         refused = refusals(records, self.schema_of(product))
+        encode = self.encoders(product)
+        values: list[bytes] = []
+        if not refused and encode is not None:
+            for index, record in enumerate(records):
+                try:
+                    values.append(encode(record.value))
+                except ValueError as exc:
+                    violation = SchemaViolation("", product.format.value, str(exc))
+                    refused.append(RecordRefusal(index, [violation], reason="encoding_failed"))
         if refused:
             errors = self._dead_letter(member, product, records, refused, request_id)
             if idempotent is not None:
@@ -182,7 +199,11 @@ class PublishService:
 
         written = dict(idempotent[1].written) if idempotent else {}
         pending = [i for i in range(len(records)) if i not in written]
-        outcomes = self.sink.write(product.topic, [_outgoing(records[i]) for i in pending])
+        outgoing = [
+            (records[i].key, values[i] if values else records[i].value_bytes(), records[i].headers)
+            for i in pending
+        ]
+        outcomes = self.sink.write(product.topic, outgoing)
         failed = []
         for index, outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, str):
@@ -250,7 +271,3 @@ class PublishService:
             errors=errors,
             dead_letter_topic=product.dlq_topic,
         )
-
-
-def _outgoing(record: IncomingRecord) -> OutgoingRecord:
-    return record.key, record.value_bytes(), record.headers

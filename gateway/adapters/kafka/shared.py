@@ -30,6 +30,7 @@ from gateway.adapters.kafka.errors import map_kafka_errors
 from gateway.adapters.kafka.source import (
     STREAM_CONSUMER_DEFAULTS,
     KafkaRecordSource,
+    ValueDecoder,
     records_of,
 )
 from gateway.errors import BrokerUnavailable
@@ -185,8 +186,15 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 class TopicReader:
     """The process's one consumer of ``topic``, from its end on, in a thread of its own."""
 
-    def __init__(self, config: Mapping[str, Any], topic: str, window_bytes: int) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        topic: str,
+        window_bytes: int,
+        decode: ValueDecoder | None = None,
+    ) -> None:
         self.topic = topic
+        self._decode = decode
         self._config = {**STREAM_CONSUMER_DEFAULTS, **config}
         self._window_bytes = window_bytes
         self.windows: dict[int, _Window] = {}
@@ -249,7 +257,7 @@ class TopicReader:
         for message in messages:
             error = message.error()
             (lost if error is not None and _position_lost(error) else rest).append(message)
-        records = records_of(rest, self.topic)
+        records = records_of(rest, self.topic, self._decode)
         with self.lock:
             for message in records:
                 window = self.windows.get(_partition(message))
@@ -300,9 +308,16 @@ class SharedReaders:
     """The topic readers of this process, its catch-up pool and its metadata consumer."""
 
     def __init__(
-        self, config: Mapping[str, Any], *, window_bytes: int, catch_up_readers: int
+        self,
+        config: Mapping[str, Any],
+        *,
+        window_bytes: int,
+        catch_up_readers: int,
+        decoders: Callable[[str], ValueDecoder | None] = lambda topic: None,
     ) -> None:
         self._config = dict(config)
+        #: The decoder of a topic's values (products in Avro), or ``None`` (JSON).
+        self._decoders = decoders
         self._window_bytes = window_bytes
         self._catch_up_readers = catch_up_readers
         self._pool: anyio.Semaphore | None = None
@@ -328,7 +343,7 @@ class SharedReaders:
             if reader is not None and reader.failure is None:
                 return reader
             metadata = self.metadata(topic)
-            reader = TopicReader(self._config, topic, self._window_bytes)
+            reader = TopicReader(self._config, topic, self._window_bytes, self._decoders(topic))
             reader.start(metadata.latest(metadata.partitions()))
             old, self._readers[topic] = self._readers.get(topic), reader
         if old is not None:
@@ -341,7 +356,7 @@ class SharedReaders:
         return self._pool
 
     def private(self, topic: str) -> KafkaRecordSource:
-        return KafkaRecordSource(self._config, topic)
+        return KafkaRecordSource(self._config, topic, decode=self._decoders(topic))
 
     def close(self) -> None:
         with self._lock:

@@ -8,7 +8,7 @@ partitions are assigned explicitly.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
 from typing import Any
@@ -52,9 +52,15 @@ class KafkaRecordSource:
     shared = False
 
     def __init__(
-        self, config: Mapping[str, Any], topic: str, *, consumer: Consumer | None = None
+        self,
+        config: Mapping[str, Any],
+        topic: str,
+        *,
+        consumer: Consumer | None = None,
+        decode: ValueDecoder | None = None,
     ) -> None:
         self.topic = topic
+        self._decode = decode
         self._owned = consumer is None
         if consumer is None:
             with map_kafka_errors("create a consumer"):
@@ -133,7 +139,7 @@ class KafkaRecordSource:
             messages = [first]
             if max_records > 1:
                 messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
-        return records_of(messages, self.topic)
+        return records_of(messages, self.topic, self._decode)
 
     async def fetch(self, max_records: int, timeout: float) -> list[Message]:
         """A consumer waiting in librdkafka cannot be woken: it answers within
@@ -155,12 +161,31 @@ class KafkaRecordSource:
 _POSITION_LOST = frozenset({KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE})
 
 
-def records_of(messages: Sequence[Message], topic: str) -> list[Message]:
-    """The records among ``messages``; an error that ends the stream is raised."""
+class UndecodableValue(ValueError):
+    """A value that is not a record of its schema; the message never quotes the value."""
+
+
+#: A product's record values to the JSON partners receive (``schema_registry.AvroValues``):
+#: ``UndecodableValue`` for a value that is not a record of its schema, ``BrokerUnavailable``
+#: when its schema cannot be fetched now.
+ValueDecoder = Callable[[bytes], bytes]
+
+#: What an undecodable value becomes: not JSON, so the stream refuses the record (``event:
+#: refused``, ``value_not_json_object``) exactly as a JSON product's malformed value.
+UNDECODABLE = b"\x00undecodable"
+
+
+def records_of(
+    messages: Sequence[Message], topic: str, decode: ValueDecoder | None = None
+) -> list[Message]:
+    """The records among ``messages`` (values decoded by ``decode``, for products not in JSON);
+    an error that ends the stream is raised."""
     records = []
     for message in messages:
         err = message.error()
         if err is None:
+            if decode is not None:
+                _decode_value(message, decode)
             records.append(message)
         elif err.code() in _POSITION_LOST:
             raise CursorOutOfRange(
@@ -177,3 +202,17 @@ def records_of(messages: Sequence[Message], topic: str) -> list[Message]:
         else:  # transient: librdkafka retries on its own
             log.warning("kafka: transient fetch error on %s: %s", topic, err.name())
     return records
+
+
+def _decode_value(message: Message, decode: ValueDecoder) -> None:
+    value = message.value()
+    if value is None:  # a tombstone stays one
+        return
+    try:
+        message.set_value(decode(value))
+    except UndecodableValue as exc:
+        log.warning(
+            "record %s[%s]@%s cannot be decoded: %s",
+            message.topic(), message.partition(), message.offset(), exc,
+        )  # fmt: skip
+        message.set_value(UNDECODABLE)
