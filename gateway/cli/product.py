@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from gateway.adapters.stores.contracts_dir import ContractsDirectory
 from gateway.cli.common import DocumentPath, InputError, read_product
+from gateway.services.products import schema_change_refusal
 
 PRODUCT_TEMPLATE = """\
 # Data product '{product}', owned by team '{team}' (docs/publishing.md).
@@ -85,7 +88,29 @@ def product_show(file: Path) -> None:
 
 @product.command("check")
 @click.argument("file", type=DocumentPath())
-def product_check(file: Path) -> None:
-    """Refuse a descriptor that is malformed (naming the line and field)."""
-    p = read_product(file)
-    click.echo(f"{file}: product {p.product} {p.version} is valid")
+@click.option(
+    "--contracts-dir", type=click.Path(path_type=Path), default=Path("contracts"),
+    show_default=True, help="The contracts in force (and the product's version in force).",
+)  # fmt: skip
+@click.option(
+    "--keys-dir", type=click.Path(path_type=Path), default=Path("keys"), show_default=True
+)
+def product_check(file: Path, contracts_dir: Path, keys_dir: Path) -> None:
+    """Refuse a descriptor that is malformed (naming the line and field), or a new schema
+    version that would break a contract in force (naming the contracts and fields)."""
+    new = read_product(file)
+    if contracts_dir.is_dir():
+        registry = ContractsDirectory(contracts_dir, keys_dir).load(
+            gateway_org=None, now=datetime.now(UTC)
+        )
+        before = registry.products.get(new.product)
+        refusal = schema_change_refusal(before, new, registry, datetime.now(UTC))
+        if refusal is not None:
+            raise InputError(f"{file}: {refusal}")
+        if before is not None and before.json_schema != new.json_schema:
+            relying = len(registry.contracts_relying_on(new.product, datetime.now(UTC)))
+            click.echo(
+                f"{file}: schema {before.version} -> {new.version} is compatible with the "
+                f"{relying} contract(s) relying on {new.product}"
+            )
+    click.echo(f"{file}: product {new.product} {new.version} is valid")

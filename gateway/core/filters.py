@@ -323,3 +323,16 @@ def parse_filter(text: str) -> Expr:
         return _Parser(text).parse()
     except RecursionError:
         raise FilterSyntaxError("filter: nested too deeply") from None
+
+
+def paths_of(expr: Expr) -> set[str]:
+    """The record paths a filter reads (dot-separated)."""
+    if isinstance(expr, Compare):
+        return {str(o) for o in (expr.left, expr.right) if isinstance(o, Path)}
+    if isinstance(expr, In):
+        return {str(expr.operand)} if isinstance(expr.operand, Path) else set()
+    if isinstance(expr, IsNull):
+        return {str(expr.path)}
+    if isinstance(expr, Not):
+        return paths_of(expr.operand)
+    return set().union(*(paths_of(o) for o in expr.operands))

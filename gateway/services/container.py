@@ -17,6 +17,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import AccessTokenVerifier, PartnerAuthorizationServer
 from gateway.services.ledger import Ledger
 from gateway.services.observer import ContractObserver
+from gateway.services.products import keep_compatible_products
 from gateway.services.publishing import PublishService
 from gateway.services.quotas import QuotaService
 from gateway.services.registry import Registry
@@ -29,7 +30,13 @@ log = logging.getLogger(__name__)
 class ContractSource(Protocol):
     """Where contracts, products and keys come from (``adapters/stores/contracts_dir.py``)."""
 
-    def load(self, *, gateway_org: str | None, now: datetime) -> Registry: ...
+    def load(
+        self,
+        *,
+        gateway_org: str | None,
+        now: datetime,
+        settle_products: Callable[[Registry], None] | None = None,
+    ) -> Registry: ...
     def fingerprint(self) -> Hashable: ...
 
 
@@ -73,8 +80,14 @@ class Gateway:
         return self.contracts.load(gateway_org=self.settings.org, now=self.clock())
 
     def reload(self) -> None:
-        """Read contracts and keys again and swap them in for every service at once."""
-        self.registry = self.load()
+        """Read contracts and keys again and swap them in for every service at once. A
+        product whose new schema would break a contract keeps the version in force."""
+        previous, now = self.registry, self.clock()
+        self.registry = self.contracts.load(
+            gateway_org=self.settings.org,
+            now=now,
+            settle_products=lambda loaded: keep_compatible_products(previous, loaded, now),
+        )
         log.info("contracts reloaded: %d contracts", len(self.registry.histories))
         self.observe()
 

@@ -110,6 +110,19 @@ class Registry:
             )
         return status.governing
 
+    def contracts_relying_on(self, product: str, now: datetime) -> list[ContractDocument]:
+        """The contracts on ``product`` in force now or signed to start later: those a change
+        of its schema must not break."""
+        relying = []
+        for cid in sorted(self.histories):
+            status = self.histories[cid].status_at(now)
+            doc = status.governing or self.histories[cid].latest
+            if doc.contract.product != product:
+                continue
+            if status.verdict.active or status.verdict.reason == "not_yet_valid":
+                relying.append(doc)
+        return relying
+
     def active_contracts_for(self, org: str, now: datetime) -> list[ContractDocument]:
         active = []
         for cid in sorted(self.histories):

@@ -12,7 +12,7 @@ container volumes operators use to distribute contracts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -76,11 +76,20 @@ class ContractsDirectory:
     contracts_dir: Path
     keys_dir: Path
 
-    def load(self, *, gateway_org: str | None, now: datetime) -> Registry:
-        """Keys, then products (``contracts/products``), then the documents beside them."""
+    def load(
+        self,
+        *,
+        gateway_org: str | None,
+        now: datetime,
+        settle_products: Callable[[Registry], None] | None = None,
+    ) -> Registry:
+        """Keys, then products (``contracts/products``; ``settle_products`` may still replace
+        some), then the documents beside them."""
         registry = Registry()
         read_keys(self.keys_dir, registry)
         read_products(self.contracts_dir / "products", registry)
+        if settle_products is not None:
+            settle_products(registry)
         read_documents(yaml_files(self.contracts_dir), registry, gateway_org=gateway_org, now=now)
         return registry
 
