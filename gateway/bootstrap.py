@@ -9,7 +9,9 @@ from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerReader
 from gateway.adapters.kafka.publisher import KafkaPublisher
 from gateway.adapters.kafka.schema_registry import ProductFormats
 from gateway.adapters.kafka.shared import SharedReaders
+from gateway.adapters.kafka.source import KafkaRecordSource
 from gateway.adapters.oidc import NoIdentityProvider, OidcTokenVerifier
+from gateway.adapters.stores.consumption import MemoryConsumptionStore, RedisConsumptionStore
 from gateway.adapters.stores.contracts_dir import ContractsDirectory
 from gateway.adapters.stores.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 from gateway.adapters.stores.keys import FileDataKeyStore, key_source
@@ -25,6 +27,7 @@ from gateway.services.authorization import (
     PartnerClient,
     Replays,
 )
+from gateway.services.consumption import ConsumptionStore, ConsumptionTracker, EndsReader
 from gateway.services.container import Gateway
 from gateway.services.datakeys import DataKeyService
 from gateway.services.observer import ContractObserver
@@ -48,6 +51,18 @@ def quota_store(settings: Settings, metrics: GatewayMetrics) -> QuotaStore:
 
 def _nothing() -> None:
     return None
+
+
+def _ends_through(metadata: Callable[[str], KafkaRecordSource]) -> EndsReader:
+    def ends_of(topic: str) -> dict[int, tuple[int, int]]:
+        source = metadata(topic)
+        return source.bounds(source.partitions())
+
+    return ends_of
+
+
+def _no_ends(topic: str) -> dict[int, tuple[int, int]]:
+    return {}
 
 
 def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> Gateway:
@@ -74,7 +89,11 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     replays: Replays
     closers: list[Callable[[], None]] = []
     idempotency: IdempotencyStore
+    consumption_store: ConsumptionStore
     if redis.url is not None:
+        consumption_store = RedisConsumptionStore.from_url(
+            redis.url.get_secret_value(), redis.timeout_seconds
+        )
         idempotency = RedisIdempotencyStore.from_url(
             redis.url.get_secret_value(), redis.timeout_seconds
         )
@@ -84,6 +103,11 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     else:
         replays = MemoryReplayCache()
         idempotency = MemoryIdempotencyStore()
+        consumption_store = MemoryConsumptionStore()
+    consumption = ConsumptionTracker(
+        consumption_store,
+        on_lag=lambda contract, lag: metrics.contract_lag.labels(contract).set(lag),
+    )
     closers.append(idempotency.close)
     publisher = KafkaPublisher(
         settings.kafka.librdkafka_config(),
@@ -93,6 +117,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     source_stats: Callable[[], dict[str, int]] = dict
     wake: Callable[[], None] = _nothing
     formats = ProductFormats(settings, lambda: gateway.registry)
+    ends_of: EndsReader = _no_ends  # a consumer per stream (a benchmark): no lag measured
     if sources is None:
         readers = SharedReaders(
             settings.kafka.librdkafka_config(),
@@ -101,6 +126,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             decoders=formats.decoder,
         )
         sources, source_stats, wake = readers.source, readers.stats, readers.wake
+        ends_of = _ends_through(readers.metadata)
         closers.append(readers.close)
     team_tokens = OidcTokenVerifier(settings.oidc) if settings.oidc.issuer else NoIdentityProvider()
     closers.append(team_tokens.close)
@@ -121,6 +147,8 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         ),
         tokens=AccessTokenVerifier(issuer, secrets.signing_keys),
         team_tokens=team_tokens,
+        consumption=consumption,
+        ends_of=ends_of,
         publishing=PublishService(
             registry=lambda: gateway.registry,
             sink=publisher,
@@ -146,6 +174,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             pseudonym_secret=secrets.pseudonym_secret,
             source_stats=source_stats,
             wake=wake,
+            on_delivery=consumption.note,
         ),
         ledger=ledger,
         ledger_reader=KafkaLedgerReader(settings.kafka.librdkafka_config(), settings.ledger_topic),

@@ -42,6 +42,18 @@ class GatewayMetrics:
             ["contract"],
             registry=self.registry,
         )
+        self.contract_lag = Gauge(
+            "gateway_contract_lag_records",
+            "Records between the partner's last position and the log end, over the partitions",
+            ["contract"],
+            registry=self.registry,
+        )
+        self.published_records = Counter(
+            "gateway_published_records_total",
+            "Records teams published over HTTP, by product and outcome (written, refused)",
+            ["product", "outcome"],
+            registry=self.registry,
+        )
         self.open_streams = Gauge(
             "gateway_open_streams",
             "Streams and pulls in progress",

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from gateway.core.identity import TeamMember
 from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import AccessTokenVerifier, PartnerAuthorizationServer
+from gateway.services.consumption import ConsumptionTracker, EndsReader
 from gateway.services.ledger import Ledger
 from gateway.services.observer import ContractObserver
 from gateway.services.products import keep_compatible_products
@@ -66,6 +67,9 @@ class Gateway:
     tokens: AccessTokenVerifier
     team_tokens: TeamTokenVerifier
     publishing: PublishService
+    consumption: ConsumptionTracker
+    #: Per partition of a topic: (first offset, log end). Blocking.
+    ends_of: EndsReader
     streams: StreamService
     ledger: LedgerWriter
     ledger_reader: LedgerReader

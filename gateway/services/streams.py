@@ -189,6 +189,8 @@ class StreamContext:
     batches: BatchCache = field(default_factory=BatchCache)
     #: Whether the server is shutting down (every stream ends, with ``shutdown``).
     stopping: Callable[[], bool] = lambda: False
+    #: Told of each delivery as it goes and when it ends (``services/consumption.py``).
+    on_delivery: Callable[[DeliveryEntry], None] = lambda entry: None
 
 
 class Stream:
@@ -418,6 +420,7 @@ class Stream:
         now = self._context.clock()
         progress = self._delivery(now, "in_progress")
         self._context.ledger.record(timestamp(now), PROGRESS, progress.details())
+        self._context.on_delivery(progress)
 
     async def close(self) -> None:
         """Release the consumer; safe to call more than once."""
@@ -431,6 +434,7 @@ class Stream:
         ended = self._context.clock()
         delivery = self._delivery(ended, self.ended_because)
         self._context.ledger.record(timestamp(ended), self.kind, delivery.details())
+        self._context.on_delivery(delivery)
         log.info(
             "%s closed: contract %s, org %s, %d records (%s)",
             self.kind,
@@ -473,6 +477,7 @@ class StreamService:
         monotonic: Callable[[], float] = time.monotonic,
         source_stats: Callable[[], dict[str, int]] = dict,
         wake: Callable[[], None] = lambda: None,
+        on_delivery: Callable[[DeliveryEntry], None] = lambda entry: None,
     ) -> None:
         #: Wakes every stream waiting for records, so that it re-checks why it might end.
         self._wake = wake
@@ -491,7 +496,13 @@ class StreamService:
         #: The server is shutting down: streams end, pulls answer what they have.
         self.stopping = False
         self._context = StreamContext(
-            registry, ledger, limits, clock, monotonic, stopping=lambda: self.stopping
+            registry,
+            ledger,
+            limits,
+            clock,
+            monotonic,
+            stopping=lambda: self.stopping,
+            on_delivery=on_delivery,
         )
         self._projections: dict[str, tuple[CompiledFields, ValueProjector]] = {}
         self._threads = anyio.CapacityLimiter(WORKER_THREADS)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import __version__
 from gateway.adapters.http import openapi, problems
-from gateway.adapters.http.routes import contracts, legal, oauth, products, usage
+from gateway.adapters.http.routes import contracts, legal, oauth, products, teams, usage
 from gateway.adapters.http.security import LegalPageHeaders
 from gateway.adapters.http.streaming import SendWatch
 from gateway.services.container import Gateway
@@ -43,6 +43,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                 )
             tasks.start_soon(gateway.streams.watch_changes)
             tasks.start_soon(gateway.quotas.keep_leases)
+            tasks.start_soon(gateway.consumption.run, lambda: gateway.registry, gateway.ends_of)
             tasks.start_soon(send_watch.run)
             # What exists now (the code, the framework, the contracts: ~100,000 objects) lives
             # as long as the process: out of the collector's sight, a full collection looks
@@ -57,6 +58,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             yield
             tasks.cancel_scope.cancel()
         await gateway.quotas.close()
+        await gateway.consumption.close()
         await anyio.to_thread.run_sync(gateway.close)
 
     app = FastAPI(
@@ -67,13 +69,14 @@ def create_app(gateway: Gateway) -> FastAPI:
     )
     app.state.gateway = gateway
     app.state.send_watch = send_watch
-    app.add_middleware(LegalPageHeaders)
+    app.add_middleware(LegalPageHeaders, prefixes=("/legal", "/teams"))
     problems.install(app)
     openapi.install(app)
     app.include_router(oauth.router)
     app.include_router(contracts.router)
     app.include_router(usage.router)
     app.include_router(products.router)
+    app.include_router(teams.router)
     app.include_router(legal.router)
 
     @app.get("/livez", include_in_schema=False)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core.contracts import ContractDocument, FieldRule, Product, Support, Verdict
 from gateway.core.quotas import Quotas
+from gateway.services.consumption import ConsumerView
 from gateway.services.publishing import Published
 from gateway.services.quotas import Usage
 
@@ -45,6 +46,52 @@ class ProductPublic(BaseModel):
             support=p.support,
             dead_letter_topic=p.dlq_topic,
         )
+
+
+class HourPublic(BaseModel):
+    hour: datetime
+    records: int
+    bytes: int
+    lag: int | None
+
+
+class ConsumerPublic(BaseModel):
+    """One contract on the product: the partner, its terms' state, its use and its lag."""
+
+    contract: str
+    version: int
+    partner: str
+    state: str
+    valid_from: datetime
+    valid_until: datetime
+    live_streams: int
+    last_delivery: datetime | None
+    records_today: int
+    bytes_today: int
+    bytes_per_day: int | None
+    bytes_remaining_today: int | None
+    #: Records between the partner's last position and the log end (``None``: never consumed).
+    lag: int | None
+    #: The partner's last position per partition (the offset its cursor resumes at).
+    positions: dict[int, int]
+    #: The last 24 hours, oldest first: records and bytes delivered, lag measured.
+    hours: list[HourPublic]
+
+    @classmethod
+    def of(cls, view: ConsumerView) -> ConsumerPublic:
+        fields = {name: getattr(view, name) for name in cls.model_fields if name != "hours"}
+        hours = [
+            HourPublic(hour=h.hour, records=h.records, bytes=h.bytes, lag=h.lag) for h in view.hours
+        ]
+        return cls(**fields, hours=hours)
+
+
+class ConsumersPublic(BaseModel):
+    product: str
+    topic: str
+    #: Per partition, the log end now.
+    log_end: dict[int, int]
+    consumers: list[ConsumerPublic]
 
 
 class ProductsPublic(BaseModel):

@@ -1,9 +1,9 @@
-"""Security headers for the legal review pages (server-rendered HTML, no JavaScript).
+"""Security headers for the server-rendered pages (legal review, teams; HTML, no JavaScript).
 
 A pure ASGI middleware, so the partner API's streams pass through untouched: it only adds
-headers to responses under ``/legal``. The Content-Security-Policy allows nothing but the one
-inline stylesheet of ``base.html``, pinned by its hash, so injected markup can neither run
-script, load anything, submit a form, nor be framed.
+headers to responses under ``/legal`` and ``/teams``. The Content-Security-Policy allows
+nothing but the one inline stylesheet of ``base.html``, pinned by its hash, so injected markup
+can neither run script, load anything, submit a form, nor be framed.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ LEGAL_HEADERS: list[tuple[bytes, bytes]] = [
 
 
 class LegalPageHeaders:
-    def __init__(self, app: ASGIApp, prefix: str = "/legal") -> None:
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...] = ("/legal",)) -> None:
         self.app = app
-        self.prefix = prefix
+        self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
 

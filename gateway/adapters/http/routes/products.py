@@ -18,12 +18,17 @@ from gateway.adapters.http.deps import CurrentTeamMember, GatewayDep
 from gateway.adapters.http.openapi import errors
 from gateway.adapters.http.schemas import (
     RECORD_SCHEMA,
+    ConsumerPublic,
+    ConsumersPublic,
     ProductPublic,
     ProductsPublic,
     PublishedPublic,
 )
+from gateway.core.identity import TeamMember
 from gateway.core.publishing import parse_records
 from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from gateway.services.consumption import consumers_of
+from gateway.services.container import Gateway
 from gateway.services.products import managed_product, products_managed_by
 
 router = APIRouter(tags=["products"])
@@ -40,6 +45,29 @@ def list_products(member: CurrentTeamMember, gateway: GatewayDep) -> ProductsPub
 def show_product(product: str, member: CurrentTeamMember, gateway: GatewayDep) -> ProductPublic:
     """One product's descriptor, as loaded."""
     return ProductPublic.of(managed_product(gateway.registry, member, product))
+
+
+@router.get("/v1/products/{product}/consumers", responses=errors(401, 404, 503))
+async def product_consumers(
+    product: str, member: CurrentTeamMember, gateway: GatewayDep
+) -> ConsumersPublic:
+    """Every contract on the product with its partner, state, validity, live streams, last
+    delivery, records and bytes today, quota use and lag (records behind the log end)."""
+    return await consumers_public(gateway, member, product)
+
+
+async def consumers_public(gateway: Gateway, member: TeamMember, name: str) -> ConsumersPublic:
+    found = managed_product(gateway.registry, member, name)
+    ends = await anyio.to_thread.run_sync(gateway.ends_of, found.topic)
+    views = await consumers_of(
+        found, gateway.registry, gateway.consumption, gateway.quotas, ends, gateway.clock()
+    )
+    return ConsumersPublic(
+        product=found.product,
+        topic=found.topic,
+        log_end={p: end for p, (_, end) in ends.items()},
+        consumers=[ConsumerPublic.of(v) for v in views],
+    )
 
 
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
