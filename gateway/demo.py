@@ -2,7 +2,9 @@
 
 Starts the embedded broker (unless Kafka is configured), generates demo keys for ``acme`` (the
 provider) and ``globex`` (the partner) into a git-ignored folder, signs the example contracts
-as both parties, produces an order event every half second, and serves the gateway.
+as both parties, produces an order event every half second, starts a development identity
+provider that gives the ``webshop`` team (the owner of ``orders``) a token, and serves the
+gateway.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka
 from gateway.adapters.kafka.producer import GuardedProducer
 from gateway.adapters.stores.signing import PRIVATE_SUFFIX, generate_keys, sign_file
+from gateway.dev_identity import AUDIENCE, DevIdentityProvider
 from gateway.server import run_server
 from gateway.services.passwords import hash_secret
-from gateway.settings import LegalUser, RegisteredClient, Settings
+from gateway.settings import LegalUser, OidcSettings, RegisteredClient, Settings
 
 PROVIDER, PARTNER = "acme", "globex"
+#: The team owning the example product (``contracts/products/orders.yaml``).
+TEAM = "webshop"
+TEAM_TOKEN_SECONDS = 12 * 3600
 COUNTRIES = ["NL", "DE", "FR", "BE", "SE", "ES"]
 
 
@@ -107,7 +113,12 @@ def run_demo(*, port: int, workdir: Path, source: Path = Path("contracts")) -> N
     url = settings.issuer()
     key = private_dir / f"{PARTNER}{PRIVATE_SUFFIX}"
     stop = threading.Event()
-    with kafka(settings) as config:
+    identity = DevIdentityProvider()
+    settings.oidc = OidcSettings(issuer=identity.url, audience=AUDIENCE)
+    team_token = workdir / f"{TEAM}.token"
+    team_token.write_text(identity.token(f"{TEAM}-demo", (TEAM,), lifetime=TEAM_TOKEN_SECONDS))
+    team_token.chmod(0o600)
+    with kafka(settings) as config, contextlib.closing(identity):
         create_topic(config, "acme.orders", partitions=2)
         producer = threading.Thread(target=order_events, args=(stop, config, "acme.orders"))
         producer.start()
@@ -141,6 +152,21 @@ As the partner globex:
   # or let the client do it all, with a checkpoint file
   .venv/bin/gateway consume --contract acme-globex-orders --key {key} --gateway {url} \\
        --checkpoint {workdir}/globex.cursor
+
+As the webshop team, owner of 'orders' (a token of the demo identity provider, {identity.url}):
+  TEAM_TOKEN=$(cat {team_token})
+  # who consumes the product, and how far behind (also as a page: {url}/teams/products/orders,
+  # with the token in an Authorization header)
+  curl -H "Authorization: Bearer $TEAM_TOKEN" {url}/v1/products/orders/consumers
+  # publish records: validated against the product's schema (docs/publishing.md)
+  curl -H "Authorization: Bearer $TEAM_TOKEN" -H 'Content-Type: application/json' \
+       -H 'Idempotency-Key: "demo-1"' {url}/v1/products/orders/records \
+       --data '[{{"key": "o-x1", "value": {{"order_id": "o-x1", "amount": 12.5, "currency": "EUR",
+                 "customer": {{"name": "Ada", "email": "ada@example.com", "country": "NL"}}}}}}]'
+  # an invalid record is refused with the reason and copied to acme.orders.dlq
+  curl -H "Authorization: Bearer $TEAM_TOKEN" -H 'Content-Type: application/json' \
+       {url}/v1/products/orders/records --data '[{{"value": {{"order_id": 7}}}}]'
+  .venv/bin/gateway product show contracts/products/orders.yaml
 
 As legal: open {url}/legal (user legal, password {secret}); the ledger:
   .venv/bin/gateway ledger report --contract acme-globex-orders --bootstrap-servers {kafka_at}

@@ -30,9 +30,9 @@ from gateway.adapters.stores.signing import PRIVATE_SUFFIX, generate_keys, sign_
 from gateway.bootstrap import Gateway, build_gateway
 from gateway.client import GatewayClient, client_assertion
 from gateway.core.jose import parse_private_jwks, signing_key
+from gateway.dev_identity import DevIdentityProvider
 from gateway.server import GatewayServer
 from gateway.settings import KafkaSettings, Settings
-from tests.identity_provider import LocalIssuer
 from tests.processes import Processes
 from tests.redis_server import RedisServer
 from tests.schema_registry import LocalSchemaRegistry
@@ -293,9 +293,9 @@ def serve(world: World, kafka_bootstrap: str) -> Iterator[Callable[..., RunningG
 
 
 @pytest.fixture
-def identity_provider() -> Iterator[LocalIssuer]:
+def identity_provider() -> Iterator[DevIdentityProvider]:
     """The company's OpenID Connect provider, on loopback."""
-    issuer = LocalIssuer()
+    issuer = DevIdentityProvider()
     try:
         yield issuer
     finally:

@@ -22,9 +22,9 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from gateway.adapters.kafka.producer import produce
+from gateway.dev_identity import AUDIENCE, DevIdentityProvider
 from gateway.settings import OidcSettings, SchemaRegistrySettings
 from tests.conftest import RunningGateway, World
-from tests.identity_provider import AUDIENCE, LocalIssuer
 from tests.schema_registry import LocalSchemaRegistry
 from tests.test_publishing import publish, read_topic
 
@@ -76,7 +76,7 @@ def start(
     serve: Callable[..., RunningGateway],
     avro_world: World,
     schema_registry: LocalSchemaRegistry,
-    identity_provider: LocalIssuer,
+    identity_provider: DevIdentityProvider,
 ) -> Callable[[], RunningGateway]:
     def start_one() -> RunningGateway:
         return serve(
@@ -155,7 +155,7 @@ def test_a_team_publishes_json_and_the_topic_holds_avro(
     start: Callable[[], RunningGateway],
     avro_world: World,
     schema_registry: LocalSchemaRegistry,
-    identity_provider: LocalIssuer,
+    identity_provider: DevIdentityProvider,
     kafka_config: dict[str, str],
     http: httpx.Client,
 ) -> None:

@@ -181,11 +181,24 @@ def test_demo_runs_and_its_printed_commands_work(tmp_path: Path) -> None:
         assert body["records"], body
         assert set(body["records"][0]["value"]) == {"order_id", "amount", "currency", "customer"}
         assert set(body["records"][0]["value"]["customer"]) == {"country"}
+
+        # The webshop team, with the token the demo's identity provider gave it.
+        team = {"Authorization": f"Bearer {(tmp_path / 'demo' / 'webshop.token').read_text()}"}
+        base = f"http://127.0.0.1:{port}/v1/products/orders"
+        order = {"order_id": "o-x1", "amount": 12.5, "currency": "EUR", "customer": {}}
+        with httpx.Client(timeout=20, headers=team) as http:
+            published = http.post(f"{base}/records", json=[{"key": "o-x1", "value": order}])
+            assert published.status_code == 200, published.text
+            refused = http.post(f"{base}/records", json=[{"value": {"order_id": 7}}])
+            assert refused.json()["code"] == "records_invalid"
+            consumers = http.get(f"{base}/consumers").json()["consumers"]
+            assert [c["partner"] for c in consumers] == ["globex"]
     finally:
         output = stop(demo, signal.SIGINT, timeout=30)
     text = output.decode()
     assert "gateway token --key" in text
     assert "Last-Event-ID" in text
+    assert "TEAM_TOKEN=$(cat" in text
     assert "Traceback" not in text
     assert demo.returncode in (0, -signal.SIGINT, 130)
 

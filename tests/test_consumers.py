@@ -12,9 +12,9 @@ import pytest
 from playwright.sync_api import Browser, expect
 from prometheus_client import generate_latest
 
+from gateway.dev_identity import AUDIENCE, DevIdentityProvider
 from gateway.settings import OidcSettings
 from tests.conftest import RunningGateway, World
-from tests.identity_provider import AUDIENCE, LocalIssuer
 from tests.test_legal_pages import ARTIFACTS, browser
 
 pytestmark = pytest.mark.kafka
@@ -25,7 +25,7 @@ __all__ = ["browser"]  # the module-scoped Playwright fixture, shared
 def consumed(
     serve: Callable[..., RunningGateway],
     world: World,
-    identity_provider: LocalIssuer,
+    identity_provider: DevIdentityProvider,
     produce_orders: Any,
     http: httpx.Client,
 ) -> RunningGateway:
@@ -53,7 +53,7 @@ def consumers(http: httpx.Client, gw: RunningGateway, token: str) -> dict[str, A
 
 
 def test_the_owning_team_sees_each_partner_its_use_and_its_lag(
-    consumed: RunningGateway, identity_provider: LocalIssuer, http: httpx.Client
+    consumed: RunningGateway, identity_provider: DevIdentityProvider, http: httpx.Client
 ) -> None:
     body = consumers(http, consumed, identity_provider.token(groups=("orders-team",)))
     assert body["product"] == "orders"
@@ -89,7 +89,10 @@ def test_prometheus_gets_the_lag_of_every_contract(consumed: RunningGateway) -> 
 
 
 def test_the_team_page_in_the_browser(
-    consumed: RunningGateway, identity_provider: LocalIssuer, http: httpx.Client, browser: Browser
+    consumed: RunningGateway,
+    identity_provider: DevIdentityProvider,
+    http: httpx.Client,
+    browser: Browser,
 ) -> None:
     token = identity_provider.token(groups=("orders-team",))
     consumers(http, consumed, token)  # stored

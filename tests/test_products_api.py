@@ -12,9 +12,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from gateway.dev_identity import AUDIENCE, DevIdentityProvider
 from gateway.settings import OidcSettings
 from tests.conftest import RunningGateway, World
-from tests.identity_provider import AUDIENCE, LocalIssuer
 
 pytestmark = pytest.mark.kafka
 
@@ -27,7 +27,7 @@ INTERNAL = [
 
 @pytest.fixture
 def running(
-    serve: Callable[..., RunningGateway], identity_provider: LocalIssuer, world: World
+    serve: Callable[..., RunningGateway], identity_provider: DevIdentityProvider, world: World
 ) -> RunningGateway:
     (world.contracts_dir / "products" / "billing.yaml").write_text(
         "product: billing\nowner: acme\nteam: billing-team\ntopic: acme.billing\n"
@@ -48,7 +48,7 @@ def _call(
 
 
 def test_a_team_lists_its_own_products_and_an_admin_all(
-    running: RunningGateway, identity_provider: LocalIssuer, http: httpx.Client
+    running: RunningGateway, identity_provider: DevIdentityProvider, http: httpx.Client
 ) -> None:
     def listed(groups: tuple[str, ...]) -> list[str]:
         r = _call(http, running, "GET", "/v1/products", identity_provider.token(groups=groups))
@@ -68,7 +68,7 @@ def test_a_team_lists_its_own_products_and_an_admin_all(
 @pytest.mark.parametrize(("method", "path"), INTERNAL)
 def test_the_authorization_matrix_of_internal_endpoints(
     running: RunningGateway,
-    identity_provider: LocalIssuer,
+    identity_provider: DevIdentityProvider,
     http: httpx.Client,
     method: str,
     path: str,
@@ -93,7 +93,7 @@ def test_the_authorization_matrix_of_internal_endpoints(
 
 
 def test_internal_tokens_are_not_accepted_on_the_partner_api(
-    running: RunningGateway, identity_provider: LocalIssuer, http: httpx.Client
+    running: RunningGateway, identity_provider: DevIdentityProvider, http: httpx.Client
 ) -> None:
     for groups in (("orders-team",), ("platform",)):
         token = identity_provider.token(groups=groups)
@@ -104,7 +104,7 @@ def test_internal_tokens_are_not_accepted_on_the_partner_api(
 
 
 def test_without_an_identity_provider_internal_endpoints_refuse_everyone(
-    serve: Callable[..., RunningGateway], http: httpx.Client, identity_provider: LocalIssuer
+    serve: Callable[..., RunningGateway], http: httpx.Client, identity_provider: DevIdentityProvider
 ) -> None:
     gw = serve()
     for method, path in [("GET", "/v1/products"), *INTERNAL]:
@@ -114,7 +114,7 @@ def test_without_an_identity_provider_internal_endpoints_refuse_everyone(
 
 
 def test_with_the_provider_down_internal_callers_are_told_to_retry(
-    running: RunningGateway, identity_provider: LocalIssuer, http: httpx.Client
+    running: RunningGateway, identity_provider: DevIdentityProvider, http: httpx.Client
 ) -> None:
     identity_provider.available = False
     r = _call(http, running, "GET", "/v1/products", identity_provider.token())

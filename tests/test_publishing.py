@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pydantic import SecretStr
 
+from gateway.dev_identity import AUDIENCE, DevIdentityProvider
 from gateway.settings import OidcSettings, PublishSettings, RedisSettings
 from tests.conftest import RunningGateway, World, order
-from tests.identity_provider import AUDIENCE, LocalIssuer
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.kafka
@@ -48,7 +48,7 @@ def with_schema(world: World) -> World:
 
 @pytest.fixture
 def start(
-    serve: Callable[..., RunningGateway], identity_provider: LocalIssuer, with_schema: World
+    serve: Callable[..., RunningGateway], identity_provider: DevIdentityProvider, with_schema: World
 ) -> Callable[..., RunningGateway]:
     def start_one(**overrides: Any) -> RunningGateway:
         oidc = OidcSettings(issuer=identity_provider.url, audience=AUDIENCE)
@@ -98,7 +98,7 @@ def publish(
 
 def test_a_team_publishes_and_its_partner_receives_the_records(
     start: Callable[..., RunningGateway],
-    identity_provider: LocalIssuer,
+    identity_provider: DevIdentityProvider,
     http: httpx.Client,
     kafka_config: dict[str, str],
 ) -> None:
@@ -130,7 +130,7 @@ def test_a_team_publishes_and_its_partner_receives_the_records(
 
 def test_invalid_records_are_refused_each_named_and_dead_lettered(
     start: Callable[..., RunningGateway],
-    identity_provider: LocalIssuer,
+    identity_provider: DevIdentityProvider,
     http: httpx.Client,
     kafka_config: dict[str, str],
 ) -> None:
@@ -168,7 +168,7 @@ def test_invalid_records_are_refused_each_named_and_dead_lettered(
 
 def test_a_retry_on_another_replica_with_the_same_key_writes_nothing_twice(
     start: Callable[..., RunningGateway],
-    identity_provider: LocalIssuer,
+    identity_provider: DevIdentityProvider,
     http: httpx.Client,
     kafka_config: dict[str, str],
     redis_server: RedisServer,
@@ -194,7 +194,7 @@ def test_a_retry_on_another_replica_with_the_same_key_writes_nothing_twice(
 
 
 def test_the_limits_answer_clearly(
-    start: Callable[..., RunningGateway], identity_provider: LocalIssuer, http: httpx.Client
+    start: Callable[..., RunningGateway], identity_provider: DevIdentityProvider, http: httpx.Client
 ) -> None:
     gw = start(
         publish=PublishSettings(max_body_bytes=2048, max_records=3, team_records_per_second=5)

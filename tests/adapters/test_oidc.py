@@ -16,9 +16,9 @@ from joserfc.jwk import RSAKey
 
 from gateway.adapters.oidc import NoIdentityProvider, OidcTokenVerifier
 from gateway.core.identity import TeamMember
+from gateway.dev_identity import AUDIENCE, DevIdentityProvider
 from gateway.errors import AuthenticationFailed, IdentityProviderUnavailable
 from gateway.settings import OidcSettings
-from tests.identity_provider import AUDIENCE, LocalIssuer
 
 
 class Clock:
@@ -30,7 +30,7 @@ class Clock:
 
 
 @pytest.fixture
-def clock(identity_provider: LocalIssuer) -> Clock:
+def clock(identity_provider: DevIdentityProvider) -> Clock:
     """The time of the gateway and of the provider's tokens."""
     clock = Clock()
     identity_provider.clock = clock
@@ -38,7 +38,7 @@ def clock(identity_provider: LocalIssuer) -> Clock:
 
 
 @pytest.fixture
-def verifier(identity_provider: LocalIssuer, clock: Clock) -> Iterator[OidcTokenVerifier]:
+def verifier(identity_provider: DevIdentityProvider, clock: Clock) -> Iterator[OidcTokenVerifier]:
     settings = OidcSettings(issuer=identity_provider.url, audience=AUDIENCE, admin_team="admins")
     v = OidcTokenVerifier(settings, clock=clock)
     yield v
@@ -46,7 +46,7 @@ def verifier(identity_provider: LocalIssuer, clock: Clock) -> Iterator[OidcToken
 
 
 def test_a_token_of_the_provider_names_the_caller_and_their_teams(
-    identity_provider: LocalIssuer, verifier: OidcTokenVerifier
+    identity_provider: DevIdentityProvider, verifier: OidcTokenVerifier
 ) -> None:
     member = verifier.verify(identity_provider.token("alice", ("orders-team", "web")))
     assert member == TeamMember("alice", frozenset({"orders-team", "web"}), admin=False)
@@ -62,7 +62,10 @@ def test_a_token_of_the_provider_names_the_caller_and_their_teams(
     ],
 )
 def test_a_token_for_another_audience_issuer_or_time_is_refused(
-    identity_provider: LocalIssuer, verifier: OidcTokenVerifier, claims: dict[str, Any], code: str
+    identity_provider: DevIdentityProvider,
+    verifier: OidcTokenVerifier,
+    claims: dict[str, Any],
+    code: str,
 ) -> None:
     with pytest.raises(AuthenticationFailed) as refused:
         verifier.verify(identity_provider.token(**claims))
@@ -81,7 +84,7 @@ def _forged(header: dict[str, Any], claims: dict[str, Any], hmac_key: bytes | No
 
 
 def test_unsigned_symmetric_and_foreign_key_tokens_are_refused(
-    identity_provider: LocalIssuer, verifier: OidcTokenVerifier
+    identity_provider: DevIdentityProvider, verifier: OidcTokenVerifier
 ) -> None:
     good = jwt.decode(identity_provider.token(), identity_provider.keys[0]).claims
     kid = identity_provider.keys[0].kid
@@ -101,7 +104,7 @@ def test_unsigned_symmetric_and_foreign_key_tokens_are_refused(
 
 
 def test_a_rotated_key_is_followed_and_unknown_key_ids_cannot_hammer_the_provider(
-    identity_provider: LocalIssuer, verifier: OidcTokenVerifier, clock: Clock
+    identity_provider: DevIdentityProvider, verifier: OidcTokenVerifier, clock: Clock
 ) -> None:
     verifier.verify(identity_provider.token())
     assert identity_provider.fetches == 1
@@ -118,7 +121,7 @@ def test_a_rotated_key_is_followed_and_unknown_key_ids_cannot_hammer_the_provide
 
 
 def test_a_key_the_provider_withdrew_stops_working_once_the_cache_expires(
-    identity_provider: LocalIssuer, verifier: OidcTokenVerifier, clock: Clock
+    identity_provider: DevIdentityProvider, verifier: OidcTokenVerifier, clock: Clock
 ) -> None:
     old = identity_provider.keys[0]
     verifier.verify(identity_provider.token())
@@ -130,7 +133,7 @@ def test_a_key_the_provider_withdrew_stops_working_once_the_cache_expires(
 
 
 def test_when_the_provider_is_down_cached_keys_still_verify(
-    identity_provider: LocalIssuer, verifier: OidcTokenVerifier, clock: Clock
+    identity_provider: DevIdentityProvider, verifier: OidcTokenVerifier, clock: Clock
 ) -> None:
     verifier.verify(identity_provider.token())
     identity_provider.available = False
@@ -139,7 +142,7 @@ def test_when_the_provider_is_down_cached_keys_still_verify(
 
 
 def test_with_no_keys_and_the_provider_down_callers_get_unavailable_not_a_pass(
-    identity_provider: LocalIssuer, verifier: OidcTokenVerifier
+    identity_provider: DevIdentityProvider, verifier: OidcTokenVerifier
 ) -> None:
     identity_provider.available = False
     with pytest.raises(IdentityProviderUnavailable):
@@ -147,7 +150,7 @@ def test_with_no_keys_and_the_provider_down_callers_get_unavailable_not_a_pass(
 
 
 def test_a_discovery_document_naming_another_issuer_is_not_trusted(
-    identity_provider: LocalIssuer, verifier: OidcTokenVerifier
+    identity_provider: DevIdentityProvider, verifier: OidcTokenVerifier
 ) -> None:
     identity_provider.discovery_issuer = "https://someone-else.example"
     with pytest.raises(IdentityProviderUnavailable, match="another issuer"):
@@ -155,7 +158,7 @@ def test_a_discovery_document_naming_another_issuer_is_not_trusted(
 
 
 def test_the_teams_claim_may_be_nested_and_a_malformed_one_grants_nothing(
-    identity_provider: LocalIssuer,
+    identity_provider: DevIdentityProvider,
 ) -> None:
     settings = OidcSettings(
         issuer=identity_provider.url, audience=AUDIENCE, teams_claim="realm_access.roles"

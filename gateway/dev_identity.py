@@ -1,5 +1,12 @@
-"""A local OpenID Connect provider for tests: discovery and JWKS over HTTP on loopback, tokens
-signed with its own key. The gateway fetches from it exactly as from a company's provider."""
+"""A development OpenID Connect provider: discovery and JWKS over HTTP on loopback, access
+tokens signed with its own RSA key. ``gateway demo`` gives the demo team its tokens with it, and
+the tests stand it in for a company's provider; the gateway fetches from it exactly as from
+one. Not for production: it issues any token it is asked for.
+
+``available = False`` makes it answer 503 (a provider that is down), ``discovery_issuer``
+states another issuer in discovery, ``rotate`` changes its signing key, ``fetches`` counts the
+JWKS requests, and ``clock`` is the time tokens are issued at.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +24,10 @@ from joserfc.jwk import KeySet, RSAKey
 AUDIENCE = "exchange-gateway"
 
 
-class LocalIssuer:
-    """Serves ``/.well-known/openid-configuration`` and ``/jwks``; ``available = False`` makes
-    both answer 503 (the provider is down). ``fetches`` counts JWKS requests."""
+class DevIdentityProvider:
+    """Serves ``/.well-known/openid-configuration`` and ``/jwks`` on a free loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.keys: list[RSAKey] = [self._new_key()]
         self.available = True
         self.fetches = 0
@@ -58,7 +64,7 @@ class LocalIssuer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
