@@ -155,6 +155,9 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             idempotency=idempotency,
             window_seconds=settings.publish.idempotency_window_seconds,
             encoders=formats.encoder,
+            on_outcome=lambda product, outcome, count: metrics.published_records.labels(
+                product, outcome
+            ).inc(count),
         ),
         streams=StreamService(
             registry=lambda: gateway.registry,

@@ -13,14 +13,20 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
+from gateway.adapters.kafka.admin import create_topic
+from gateway.adapters.kafka.embedded import EmbeddedKafka
 from gateway.dev_identity import AUDIENCE, DevIdentityProvider
-from gateway.settings import OidcSettings, PublishSettings, RedisSettings
+from gateway.settings import KafkaSettings, OidcSettings, PublishSettings, RedisSettings
 from tests.conftest import RunningGateway, World, order
 from tests.redis_server import RedisServer
+from tests.tcp_proxy import TcpProxy
+from tests.test_faults import broker_behind_proxy, until
 
 pytestmark = pytest.mark.kafka
+__all__ = ["broker_behind_proxy"]  # a fixture of the fault tests, shared
 
 SCHEMA = """\
 schema:
@@ -183,6 +189,8 @@ def test_a_retry_on_another_replica_with_the_same_key_writes_nothing_twice(
     assert again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
+    published = generate_latest(one.gateway.metrics.registry).decode()
+    assert 'gateway_published_records_total{outcome="written",product="orders"} 5.0' in published
     marker = publish(http, one, token, [{"key": "marker", "value": order(9)}])
     assert marker.status_code == 200
     keys = [k for k, _, _ in read_topic(kafka_config, one.world.topic, 6)]
@@ -224,3 +232,37 @@ def test_the_limits_answer_clearly(
     assert refused.json()["code"] == "too_many_requests"
     assert int(refused.headers["retry-after"]) >= 1
     assert "ratelimit-policy" in refused.headers
+
+
+def test_a_broker_cut_while_publishing_answers_503_and_the_retry_writes_each_record_once(
+    broker_behind_proxy: tuple[EmbeddedKafka, TcpProxy],  # first: it outlives the gateway
+    start: Callable[..., RunningGateway],
+    identity_provider: DevIdentityProvider,
+    http: httpx.Client,
+) -> None:
+    broker, proxy = broker_behind_proxy
+    config = {"bootstrap.servers": broker.bootstrap_servers}
+    gw = start(
+        kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
+        publish=PublishSettings(delivery_timeout_seconds=2),
+    )
+    create_topic(config, gw.world.topic, 2)
+    token = identity_provider.token(groups=("orders-team",))
+    first = [{"key": f"o-{n}", "value": order(n)} for n in range(3)]
+    assert publish(http, gw, token, first, key="first").status_code == 200
+
+    proxy.cut()
+    second = [{"key": f"o-{n}", "value": order(n)} for n in range(3, 6)]
+    cut = publish(http, gw, token, second, key="second")
+    assert cut.status_code == 503, cut.text
+    assert cut.json()["code"] == "broker_unavailable"
+    assert "retry with the same Idempotency-Key" in cut.json()["detail"]
+
+    proxy.restore()
+    # The first retries may meet a producer that the cut ended (fenced): it answers which
+    # records Kafka took, is replaced, and the next retry writes only the rest.
+    until(lambda: publish(http, gw, token, second, key="second").status_code == 200, 30)
+    again = publish(http, gw, token, second, key="second")
+    assert again.headers["idempotent-replayed"] == "true"
+    keys = [k for k, _, _ in read_topic(config, gw.world.topic, 6)]
+    assert sorted(keys) == [f"o-{n}" for n in range(6)], "each record once"

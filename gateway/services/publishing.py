@@ -123,6 +123,8 @@ class PublishService:
     claim_seconds: float = 60.0
     #: The value encoder of a product not in JSON (``None``: values are written as JSON).
     encoders: Callable[[Product], ValueEncoder | None] = lambda product: None
+    #: Told how many records of a product were written or refused (Prometheus).
+    on_outcome: Callable[[str, str, int], None] = lambda product, outcome, count: None
     _schemas: dict[tuple[str, str], RecordSchema | None] = field(default_factory=dict)
 
     def schema_of(self, product: Product) -> RecordSchema | None:
@@ -195,6 +197,7 @@ class PublishService:
                 key, entry = idempotent
                 entry.refused = errors
                 self.idempotency.put(key, entry, self.window_seconds)
+            self.on_outcome(product.product, "refused", len(refused))
             raise self._refusal(product, errors)
 
         written = dict(idempotent[1].written) if idempotent else {}
@@ -204,6 +207,9 @@ class PublishService:
             for i in pending
         ]
         outcomes = self.sink.write(product.topic, outgoing)
+        self.on_outcome(
+            product.product, "written", sum(1 for o in outcomes if not isinstance(o, str))
+        )
         failed = []
         for index, outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, str):

@@ -20,6 +20,12 @@ from gateway.services.publishing import Outcome, OutgoingRecord
 
 log = logging.getLogger(__name__)
 
+#: Delivery errors after which the idempotent producer cannot go on (its epoch is fenced, or
+#: the broker lost its sequence): librdkafka reports them per record, not always as fatal.
+PRODUCER_ENDING = frozenset(
+    {"PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "_FATAL", "OUT_OF_ORDER_SEQUENCE_NUMBER"}
+)
+
 
 class _Batch:
     def __init__(self, size: int) -> None:
@@ -44,14 +50,28 @@ class KafkaPublisher:
     def __init__(self, config: Mapping[str, Any], *, delivery_timeout: float) -> None:
         self._config = dict(config)
         self._timeout = delivery_timeout
-        self._producer: GuardedProducer | None = GuardedProducer(
-            config,
-            **{"message.timeout.ms": int(delivery_timeout * 1000), "linger.ms": 5},
-        )
+        self._producer: GuardedProducer | None = self._new_producer()
+        self._swap = threading.Lock()
         self._topics: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="publisher", daemon=True)
         self._thread.start()
+
+    def _new_producer(self) -> GuardedProducer:
+        overrides = {"message.timeout.ms": int(self._timeout * 1000), "linger.ms": 5}
+        return GuardedProducer(self._config, **overrides)
+
+    def _replace_if_fatal(self, producer: GuardedProducer, outcomes: list[Outcome]) -> None:
+        """A fatal error (fenced, or the idempotence guarantee lost) ends a producer for good:
+        the next batch goes through a new one (its records were answered as not written)."""
+        ended = [o for o in outcomes if isinstance(o, str) and o in PRODUCER_ENDING]
+        reason = producer.fatal or (ended[0] if ended else None)
+        if reason is None:
+            return
+        with self._swap:
+            if self._producer is producer:
+                log.error("publisher: the producer failed (%s); starting a new one", reason)
+                self._producer = self._new_producer()
 
     def _serve(self) -> None:
         while not self._stop.is_set() and (producer := self._producer) is not None:
@@ -74,7 +94,9 @@ class KafkaPublisher:
         # librdkafka reports every record by message.timeout.ms; the margin covers the report.
         if not batch.done.wait(self._timeout + 5):
             log.error("publisher: %d deliveries unreported after the timeout", batch.left)
-        return [o if o is not None else "_TIMED_OUT" for o in batch.outcomes]
+        outcomes = [o if o is not None else "_TIMED_OUT" for o in batch.outcomes]
+        self._replace_if_fatal(producer, outcomes)
+        return outcomes
 
     def ensure_topic(self, topic: str, partitions: int = 1) -> None:
         """Create ``topic`` unless this process did, or found it, before (dead-letter topics)."""
