@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.fairness
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.publish
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .pytest_cache .ruff_cache

@@ -14,12 +14,14 @@ Usage: python bench/stream.py [--records N] [--partitions P]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
 from gateway.adapters.kafka.producer import produce
 from gateway.adapters.kafka.source import STREAM_CONSUMER_DEFAULTS
 from gateway.adapters.stores.signing import PRIVATE_SUFFIX, generate_keys, sign_file
-from gateway.bootstrap import build_gateway
+from gateway.bootstrap import Gateway, build_gateway
 from gateway.client import GatewayClient
 from gateway.core.contracts import FieldRule
 from gateway.core.cursor import OFFSET_BEGINNING as CURSOR_BEGINNING
@@ -129,8 +131,11 @@ def count_events(port: int, token: str, total: int) -> tuple[float, int]:
     return elapsed, received
 
 
-def serve_and_count(settings: Settings, world: Path, total: int) -> float:
-    gateway = build_gateway(settings)  # as deployed: shared reading (history: a catch-up reader)
+@contextlib.contextmanager
+def gateway_in_thread(settings: Settings) -> Iterator[Gateway]:
+    """The gateway (as deployed: shared reading) under uvicorn in a thread, ready as a probe
+    sees it; stopped at the end."""
+    gateway = build_gateway(settings)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(gateway), host="127.0.0.1", port=settings.port, log_level="warning"
@@ -138,19 +143,26 @@ def serve_and_count(settings: Settings, world: Path, total: int) -> float:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started or gateway.ledger.problem() is not None:  # ready, as a probe sees
-        time.sleep(0.02)
+    try:
+        while not server.started or gateway.ledger.problem() is not None:
+            time.sleep(0.02)
+        yield gateway
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def serve_and_count(settings: Settings, world: Path, total: int) -> float:
     key = world / "private" / f"globex{PRIVATE_SUFFIX}"
     from gateway.adapters.stores.signing import read_signing_key
 
-    with GatewayClient(settings.issuer(), org="globex", key=read_signing_key(key)) as client:
-        token = client.fetch_token()
-    # The partner is a process of its own (as partners are): its counting loop does not share
-    # the gateway's interpreter.
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        elapsed, received = pool.apply(count_events, (settings.port, token, total))
-    server.should_exit = True
-    thread.join(timeout=10)
+    with gateway_in_thread(settings):
+        with GatewayClient(settings.issuer(), org="globex", key=read_signing_key(key)) as client:
+            token = client.fetch_token()
+        # The partner is a process of its own (as partners are): its counting loop does not
+        # share the gateway's interpreter.
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            elapsed, received = pool.apply(count_events, (settings.port, token, total))
     print(f"    C received {received / 1e6:.1f} MB of SSE")
     return total / elapsed
 

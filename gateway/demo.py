@@ -118,7 +118,7 @@ def run_demo(*, port: int, workdir: Path, source: Path = Path("contracts")) -> N
     team_token = workdir / f"{TEAM}.token"
     team_token.write_text(identity.token(f"{TEAM}-demo", (TEAM,), lifetime=TEAM_TOKEN_SECONDS))
     team_token.chmod(0o600)
-    with kafka(settings) as config, contextlib.closing(identity):
+    with kafka(settings) as config, identity:
         create_topic(config, "acme.orders", partitions=2)
         producer = threading.Thread(target=order_events, args=(stop, config, "acme.orders"))
         producer.start()

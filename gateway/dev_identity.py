@@ -105,6 +105,12 @@ class DevIdentityProvider:
         header = {"alg": "RS256", "typ": "at+jwt", "kid": signer.kid}
         return jwt.encode(header, body, signer)
 
+    def __enter__(self) -> DevIdentityProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()

@@ -76,3 +76,37 @@ def test_a_bad_descriptor_is_one_line_naming_the_line_and_field_and_exit_2(
     assert result.output.startswith(f"Error: {path}: ")
     assert len(result.output.strip().splitlines()) == 1
     assert message in result.output
+
+
+def test_the_schema_may_be_a_file_beside_the_descriptor(tmp_path: Path) -> None:
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "orders-1.json").write_text(
+        '{"type": "object", "properties": '
+        '{"id": {"type": "string", "x-classification": "internal"}}}'
+    )
+    base = "product: p\nowner: acme\nteam: t\ntopic: t\ndescription: d\n"
+    path = tmp_path / "p.yaml"
+    runner = CliRunner()
+
+    path.write_text(base + "schema_ref: schemas/orders-1.json\n")
+    shown = runner.invoke(main, ["product", "show", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "field id: string, internal" in shown.output
+
+    (tmp_path.parent / "outside.json").write_text("{}")
+    (tmp_path / "schemas" / "link.json").symlink_to(tmp_path.parent / "outside.json")
+    for ref, message in [
+        ("../outside.json", "schema_ref: String should match pattern"),
+        ("/etc/passwd.json", "schema_ref: String should match pattern"),
+        ("schemas/../../outside.json", "must stay below the descriptor's directory"),
+        ("schemas/link.json", "points outside the descriptor's directory"),
+        ("schemas/missing.json", "cannot be read (No such file or directory)"),
+    ]:
+        path.write_text(base + f"schema_ref: {ref}\n")
+        refused = runner.invoke(main, ["product", "check", str(path)])
+        assert refused.exit_code == 2, refused.output
+        assert message in refused.output
+
+    path.write_text(base + "schema_ref: schemas/orders-1.json\nschema: {type: object}\n")
+    both = runner.invoke(main, ["product", "check", str(path)])
+    assert "give schema or schema_ref, not both" in both.output

@@ -25,12 +25,12 @@ from typing import Any
 
 import httpx
 from joserfc import jwt
-from joserfc.errors import ExpiredTokenError, JoseError
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
 
 from gateway.core.identity import TeamMember, member_from_claims
-from gateway.core.jose import eddsa_allowed
+from gateway.core.jose import access_token_errors, eddsa_allowed
 from gateway.errors import AuthenticationFailed, IdentityProviderUnavailable
 from gateway.settings import OidcSettings
 
@@ -78,7 +78,7 @@ class OidcTokenVerifier:
         if header.get("alg") not in self._settings.algorithms:
             raise AuthenticationFailed("the access token is not valid")
         keys = self._keys_with(header.get("kid"))
-        try:
+        with access_token_errors():
             with eddsa_allowed():
                 decoded = jwt.decode(token, keys, algorithms=list(self._settings.algorithms))
             self._claims.validate(decoded.claims)
@@ -87,12 +87,6 @@ class OidcTokenVerifier:
                 teams_claim=self._settings.teams_claim,
                 admin_team=self._settings.admin_team,
             )
-        except ExpiredTokenError:
-            raise AuthenticationFailed(
-                "the access token has expired", code="token_expired"
-            ) from None
-        except (JoseError, ValueError, TypeError):
-            raise AuthenticationFailed("the access token is not valid") from None
 
     def _keys_with(self, kid: Any) -> KeySet:
         """The provider's keys, fetched again when stale or when they lack ``kid``."""

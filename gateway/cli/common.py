@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from gateway.adapters.stores.contracts_dir import schema_files
 from gateway.adapters.stores.signing import read_signing_key
 from gateway.core.contracts import Product, parse_product
 from gateway.core.documents import load_yaml
@@ -59,7 +60,10 @@ def read_product(path: Path) -> Product:
     """A product descriptor, or one ``Error:`` line naming the line and field (exit 2)."""
     text = read_text(path)
     try:
-        return parse_product(load_yaml(text, source=str(path)), source=str(path), text=text)
+        data = load_yaml(text, source=str(path))
+        return parse_product(
+            data, source=str(path), text=text, schema_file=schema_files(path.parent)
+        )
     except DocumentInvalid as exc:
         raise InputError(exc.detail) from None
 

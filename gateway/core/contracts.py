@@ -13,7 +13,7 @@ A contract is *active* at time ``t`` when, and only when:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -144,6 +144,10 @@ class Support(BaseModel):
         return self
 
 
+#: A relative path to a JSON or YAML file: no leading ``/``, no ``..`` (checked below).
+SchemaRef = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._/-]*\.(json|ya?ml)$")
+]
 SemVer = Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
 TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
 
@@ -173,6 +177,8 @@ class Product(BaseModel):
     format: RecordFormat = RecordFormat.JSON
     #: JSON Schema of the record value (as partners receive it, for formats decoded to JSON).
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    #: Where ``schema`` was read from: a JSON or YAML file beside the descriptor (or below).
+    schema_ref: SchemaRef | None = None
     #: How long the topic keeps records (ISO 8601 period).
     retention: Annotated[str, StringConstraints(pattern=r"^P(\d+[YMWD])+$")] | None = None
     support: Support | None = None
@@ -187,6 +193,13 @@ class Product(BaseModel):
             from gateway.core.schemas import check_schema
 
             check_schema(value)
+        return value
+
+    @field_validator("schema_ref")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None and ".." in value.split("/"):
+            raise ValueError("must stay below the descriptor's directory (no '..')")
         return value
 
     @property
@@ -410,7 +423,28 @@ def _validated(model: type[_Model], data: dict[str, Any], source: str, text: str
         raise DocumentInvalid(f"{source}: {describe_validation_error(exc, text)}") from None
 
 
-def parse_product(data: dict[str, Any], *, source: str, text: str | None = None) -> Product:
+#: Reads a product's ``schema_ref`` (a path relative to the descriptor) into its JSON Schema.
+SchemaFile = Callable[[str], dict[str, Any]]
+
+
+def parse_product(
+    data: dict[str, Any],
+    *,
+    source: str,
+    text: str | None = None,
+    schema_file: SchemaFile | None = None,
+) -> Product:
+    """A product descriptor; a ``schema_ref`` is read with ``schema_file``."""
+    if data.get("schema_ref") is not None:
+        if "schema" in data:
+            raise DocumentInvalid(f"{source}: schema_ref: give schema or schema_ref, not both")
+        if schema_file is None:
+            raise DocumentInvalid(f"{source}: schema_ref: cannot be read here (no directory)")
+        ref = _validated(Product, data, source, text).schema_ref  # the reference is checked
+        try:
+            data = {**data, "schema": schema_file(str(ref))}
+        except DocumentInvalid as exc:
+            raise DocumentInvalid(f"{source}: schema_ref {ref}: {exc.detail}") from None
     return _validated(Product, data, source, text)
 
 

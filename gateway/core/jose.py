@@ -18,12 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from joserfc import jws
-from joserfc.errors import JoseError, SecurityWarning
+from joserfc.errors import ExpiredTokenError, JoseError, SecurityWarning
 from joserfc.jwk import KeySet, OKPKey
 from joserfc.registry import HeaderParameter
 from joserfc.util import urlsafe_b64decode
 
-from gateway.errors import DocumentInvalid, SignatureInvalid
+from gateway.errors import AuthenticationFailed, DocumentInvalid, SignatureInvalid
 
 #: ``base64.translate(URLSAFE, b"=")`` is base64url without padding (RFC 7515 §2).
 URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -50,6 +50,19 @@ CONTRACT_JWS_REGISTRY = jws.JWSRegistry(
     },
     algorithms=list(SIGNING_ALGORITHMS),
 )
+
+
+@contextmanager
+def access_token_errors() -> Iterator[None]:
+    """joserfc's verdict on an access token (the partner API's or the internal one's) as the
+    gateway's ``AuthenticationFailed``: ``token_expired``, or ``invalid_token`` without
+    saying more (an attacker learns nothing from the answer)."""
+    try:
+        yield
+    except ExpiredTokenError:
+        raise AuthenticationFailed("the access token has expired", code="token_expired") from None
+    except (JoseError, ValueError, TypeError):
+        raise AuthenticationFailed("the access token is not valid") from None
 
 
 @contextmanager

@@ -29,10 +29,15 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from joserfc import jwt
-from joserfc.errors import ExpiredTokenError, JoseError
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from gateway.core.jose import SIGNING_ALGORITHMS, eddsa_allowed, unverified_claims
+from gateway.core.jose import (
+    SIGNING_ALGORITHMS,
+    access_token_errors,
+    eddsa_allowed,
+    unverified_claims,
+)
 from gateway.errors import AuthenticationFailed
 from gateway.services.passwords import verify_secret
 from gateway.settings import RegisteredClient
@@ -321,17 +326,11 @@ class AccessTokenVerifier:
         )
 
     def verify(self, token: str) -> Partner:
-        try:
+        with access_token_errors():
             decoded = jwt.decode(token, self._keys, algorithms=[ACCESS_TOKEN_ALG])
             if decoded.header.get("typ") not in ("at+jwt", "application/at+jwt"):
                 raise AuthenticationFailed("not an access token")
             self._claims.validate(decoded.claims)
-        except ExpiredTokenError:
-            raise AuthenticationFailed(
-                "the access token has expired", code="token_expired"
-            ) from None
-        except (JoseError, ValueError, TypeError):
-            raise AuthenticationFailed("the access token is not valid") from None
         claims = decoded.claims
         return Partner(
             org=str(claims["org"]),

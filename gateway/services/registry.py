@@ -22,6 +22,7 @@ from gateway.core.contracts import (
     ContractDocument,
     ContractState,
     Product,
+    SchemaFile,
     StatementDocument,
     Verdict,
     assess,
@@ -142,9 +143,12 @@ def add_keys(registry: Registry, source: str, org: str, text: str) -> None:
         registry.refuse(source, "invalid_keys", getattr(exc, "detail", str(exc)))
 
 
-def add_product(registry: Registry, source: str, text: str) -> None:
+def add_product(
+    registry: Registry, source: str, text: str, schema_file: SchemaFile | None = None
+) -> None:
     try:
-        product = parse_product(load_yaml(text, source=source), source=source, text=text)
+        data = load_yaml(text, source=source)
+        product = parse_product(data, source=source, text=text, schema_file=schema_file)
     except DocumentInvalid as exc:
         registry.refuse(source, "invalid_document", exc.detail)
         return

@@ -47,15 +47,17 @@ class _Batch:
 
 
 class KafkaPublisher:
+    """Starts its producer (and the thread serving it) at the first write: a gateway whose
+    teams publish nothing holds no producer, thread or broker connection for it."""
+
     def __init__(self, config: Mapping[str, Any], *, delivery_timeout: float) -> None:
         self._config = dict(config)
         self._timeout = delivery_timeout
-        self._producer: GuardedProducer | None = self._new_producer()
+        self._producer: GuardedProducer | None = None
         self._swap = threading.Lock()
         self._topics: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="publisher", daemon=True)
-        self._thread.start()
 
     def _new_producer(self) -> GuardedProducer:
         overrides = {"message.timeout.ms": int(self._timeout * 1000), "linger.ms": 5}
@@ -78,10 +80,13 @@ class KafkaPublisher:
             producer.poll(0.05)
 
     def _open(self) -> GuardedProducer:
-        producer = self._producer
-        if producer is None:
-            raise BrokerUnavailable("the gateway is shutting down; publish again")
-        return producer
+        with self._swap:
+            if self._stop.is_set():
+                raise BrokerUnavailable("the gateway is shutting down; publish again")
+            if self._producer is None:
+                self._producer = self._new_producer()
+                self._thread.start()
+            return self._producer
 
     def write(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Outcome]:
         """Produce ``records`` in order; every one's outcome (blocking)."""
@@ -105,9 +110,11 @@ class KafkaPublisher:
             self._topics.add(topic)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        producer, self._producer = self._producer, None
+        with self._swap:
+            self._stop.set()
+            producer, self._producer = self._producer, None
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         if producer is not None:
             remaining = producer.flush(self._timeout)
             if remaining:

@@ -16,8 +16,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from gateway.core.documents import MAX_DOCUMENT_BYTES
+from gateway.core.contracts import SchemaFile
+from gateway.core.documents import MAX_DOCUMENT_BYTES, load_yaml
+from gateway.errors import DocumentInvalid
 from gateway.services.registry import Registry, add_documents, add_keys, add_product
 
 KEYS_SUFFIX = ".jwks.json"
@@ -59,9 +62,29 @@ def read_keys(keys_dir: Path, registry: Registry) -> None:
         add_keys(registry, str(path), path.name.removesuffix(KEYS_SUFFIX), text)
 
 
+def schema_files(base: Path) -> SchemaFile:
+    """Reads a product's ``schema_ref``: a JSON or YAML file at or below ``base`` (the
+    descriptor's directory); anything resolving outside it (a symlink, say) is refused."""
+    root = base.resolve()
+
+    def read(ref: str) -> dict[str, Any]:
+        path = (base / ref).resolve()
+        if not path.is_relative_to(root):
+            raise DocumentInvalid("points outside the descriptor's directory")
+        try:
+            return load_yaml(_read(path), source=ref)
+        except (OSError, ValueError) as exc:
+            raise DocumentInvalid(
+                f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+            ) from None
+
+    return read
+
+
 def read_products(products_dir: Path, registry: Registry) -> None:
+    read_schema = schema_files(products_dir)
     for source, text in _texts(yaml_files(products_dir), registry):
-        add_product(registry, source, text)
+        add_product(registry, source, text, read_schema)
 
 
 def read_documents(
