@@ -50,6 +50,8 @@ class RecordSchema:
         self._validator = jsonschema_rs.validator_for(schema, offline=True)
 
     def violations(self, value: Any, limit: int = 10) -> list[SchemaViolation]:
+        if self._validator.is_valid(value):  # the common case, without building errors
+            return []
         found: list[SchemaViolation] = []
         for error in self._validator.iter_errors(value):
             found.append(

@@ -91,6 +91,32 @@ class GuardedProducer:
                     self._producer.poll(QUEUE_FULL_POLL_SECONDS)
             self._producer.poll(0)
 
+    def produce_batch(
+        self,
+        topic: str,
+        records: Sequence[tuple[str | None, bytes, Headers]],
+        on_delivery: Callable[[int], DeliveryCallback],
+    ) -> None:
+        """Queue ``records`` in order (``on_delivery(i)`` reports record ``i``), waiting while
+        the local queue is full; delivery reports are left to a thread that polls. One error
+        translation for the batch: per record, this path is the C call and little else."""
+        produce = self._producer.produce
+        with map_kafka_errors("produce a record"):
+            for index, (key, value, headers) in enumerate(records):
+                report = _report(on_delivery(index))
+                while True:
+                    try:
+                        produce(
+                            topic,
+                            value,
+                            key,
+                            headers=list(headers) if headers else None,
+                            on_delivery=report,
+                        )
+                        break
+                    except BufferError:
+                        self._producer.poll(QUEUE_FULL_POLL_SECONDS)
+
     def unreachable(self, topic: str, timeout: float) -> str | None:
         """Why ``topic`` cannot be written to now (no broker answers, the topic is gone), or
         ``None``: a metadata request, answered within ``timeout`` seconds or not at all."""

@@ -92,10 +92,7 @@ class KafkaPublisher:
         """Produce ``records`` in order; every one's outcome (blocking)."""
         producer = self._open()
         batch = _Batch(len(records))
-        for index, (key, value, headers) in enumerate(records):
-            producer.produce(
-                topic, value, key=key, headers=list(headers), on_delivery=batch.report(index)
-            )
+        producer.produce_batch(topic, records, batch.report)  # the thread serves the reports
         # librdkafka reports every record by message.timeout.ms; the margin covers the report.
         if not batch.done.wait(self._timeout + 5):
             log.error("publisher: %d deliveries unreported after the timeout", batch.left)

@@ -76,6 +76,7 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 @router.post(
     "/v1/products/{product}/records",
+    response_model=PublishedPublic,
     responses=errors(400, 401, 404, 409, 413, 415, 422, 429, 503),
     openapi_extra={
         "requestBody": {
@@ -90,11 +91,10 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 async def publish_records(
     product: str,
     request: Request,
-    response: Response,
     member: CurrentTeamMember,
     gateway: GatewayDep,
     idempotency_key: Annotated[str | None, Header()] = None,
-) -> PublishedPublic:
+) -> Response:
     """Publish records to a product the caller's team owns.
 
     Each value is validated against the product's schema. One invalid record refuses the whole
@@ -128,9 +128,10 @@ async def publish_records(
             request_id=uuid.uuid4().hex,
         )
     )
-    if published.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return PublishedPublic.of(published)
+    headers = {"Idempotent-Replayed": "true"} if published.replayed else None
+    return Response(
+        PublishedPublic.encode(published), media_type="application/json", headers=headers
+    )
 
 
 def _idempotency_key(value: str | None) -> str | None:
