@@ -16,10 +16,12 @@ batch that its producer considered one thing.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from gateway.core.schemas import RecordSchema, SchemaViolation
@@ -32,8 +34,6 @@ DLQ_PRODUCT = "gateway.dlq.product"
 DLQ_SCHEMA_VERSION = "gateway.dlq.schema-version"
 DLQ_CALLER = "gateway.dlq.caller"
 DLQ_REQUEST = "gateway.dlq.request"
-
-_RECORD_KEYS = frozenset({"key", "value", "headers"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,52 +62,76 @@ class RecordRefusal:
         ]
 
 
+class _RecordIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One record of a request, as msgspec decodes and checks it (in C)."""
+
+    value: Any
+    key: str | None = None
+    headers: dict[str, str] = {}
+
+
+NOT_AN_ARRAY = "the body must be a JSON array of records (or NDJSON)"
+_ARRAY = msgspec.json.Decoder(list[_RecordIn])
+_LINE = msgspec.json.Decoder(_RecordIn)
+_AT = re.compile(r" - at `\$(?:\[(\d+)\])?\.?([^`]*)`$")
+
+
 def parse_records(body: bytes, *, ndjson: bool, max_records: int) -> list[IncomingRecord]:
     """The records of a request body, or ``InvalidRequest`` naming the first bad one."""
     if ndjson:
         lines = [line for line in body.split(b"\n") if line.strip()]
-        items: list[Any] = []
+        if len(lines) > max_records:
+            raise InvalidRequest(f"{len(lines)} records in one request; at most {max_records}")
+        decoded = []
         for number, line in enumerate(lines, start=1):
-            if len(items) >= max_records:
-                break
             try:
-                items.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
+                decoded.append(_LINE.decode(line))
+            except msgspec.ValidationError as exc:
+                raise InvalidRequest(f"line {number}: {_explained(exc, number - 1)}") from None
+            except msgspec.DecodeError:
                 raise InvalidRequest(f"line {number} is not a JSON object") from None
-        count = len(lines)
     else:
         try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"the body is not JSON ({exc.msg})") from None
-        if not isinstance(document, list):
-            raise InvalidRequest("the body must be a JSON array of records (or NDJSON)")
-        items, count = document, len(document)
-    if count > max_records:
-        raise InvalidRequest(f"{count} records in one request; at most {max_records}")
-    if not items:
+            decoded = _ARRAY.decode(body)
+        except msgspec.ValidationError as exc:
+            if str(exc).endswith("- at `$`") or ("`$`" not in str(exc) and "[" not in str(exc)):
+                raise InvalidRequest(
+                    "the body must be a JSON array of records (or NDJSON)"
+                ) from None
+            raise InvalidRequest(_explained(exc, None)) from None
+        except msgspec.DecodeError as exc:
+            raise InvalidRequest(f"the body is not JSON ({exc})") from None
+        if len(decoded) > max_records:
+            raise InvalidRequest(f"{len(decoded)} records in one request; at most {max_records}")
+    if not decoded:
         raise InvalidRequest("the request holds no records")
-    return [_record(index, item) for index, item in enumerate(items)]
+    records = []
+    for index, item in enumerate(decoded):
+        if item.headers and any(name.startswith("gateway.") for name in item.headers):
+            raise InvalidRequest(
+                f"record {index}: header names starting with 'gateway.' are reserved"
+            )
+        records.append(IncomingRecord(item.key, item.value, tuple(item.headers.items())))
+    return records
 
 
-def _record(index: int, item: Any) -> IncomingRecord:
-    where = f"record {index}"
-    if not isinstance(item, dict):
-        raise InvalidRequest(f"{where} is not an object with key, value and headers")
-    unknown = set(item) - _RECORD_KEYS
+def _explained(exc: msgspec.ValidationError, line_index: int | None) -> str:
+    """msgspec's error in the words of this API: which record, which member, what is expected."""
+    text = str(exc)
+    found = _AT.search(text)
+    index = found[1] if found and found[1] is not None else line_index
+    member = (found[2] if found else "").split(".")[0].split("[")[0]
+    where = f"record {index}" if index is not None else "the record"
+    if "missing required field `value`" in text:
+        return f"{where} has no value"
+    unknown = re.search(r"unknown field `([^`]*)`", text)
     if unknown:
-        raise InvalidRequest(f"{where}: unknown member {sorted(unknown)[0]!r}")
-    if "value" not in item:
-        raise InvalidRequest(f"{where} has no value")
-    key = item.get("key")
-    if key is not None and not isinstance(key, str):
-        raise InvalidRequest(f"{where}: key must be a string or null")
-    headers = item.get("headers") or {}
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        raise InvalidRequest(f"{where}: headers must be an object of string values")
-    if any(name.startswith("gateway.") for name in headers):
-        raise InvalidRequest(f"{where}: header names starting with 'gateway.' are reserved")
-    return IncomingRecord(key, item["value"], tuple(headers.items()))
+        return f"{where}: unknown member {unknown[1]!r}"
+    if member == "key":
+        return f"{where}: key must be a string or null"
+    if member == "headers":
+        return f"{where}: headers must be an object of string values"
+    return f"{where} is not an object with key, value and headers"
 
 
 def refusals(records: Sequence[IncomingRecord], schema: RecordSchema | None) -> list[RecordRefusal]:
