@@ -22,6 +22,8 @@ pytestmark = pytest.mark.kafka
 INTERNAL = [
     ("GET", "/v1/products/orders"),
     ("POST", "/v1/products/orders/records"),
+    ("GET", "/v1/products/orders/consumers"),
+    ("GET", "/teams/products/orders"),
 ]
 
 
