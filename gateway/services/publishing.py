@@ -158,12 +158,12 @@ class PublishService:
             )
         try:
             entry = self.idempotency.get(key)
-            print_ = fingerprint(records)
-            if entry is not None and entry.fingerprint != print_:
+            digest = fingerprint(records)
+            if entry is not None and entry.fingerprint != digest:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was used with other records; use a new key"
                 )
-            entry = entry or IdempotencyEntry(print_)
+            entry = entry or IdempotencyEntry(digest)
             if entry.refused is not None:
                 raise self._refusal(product, entry.refused)
             if entry.complete:
