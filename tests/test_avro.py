@@ -172,7 +172,7 @@ def test_a_team_publishes_json_and_the_topic_holds_avro(
             "record": 1,
             "pointer": "",
             "rule": "avro",
-            "message": "does not fit the registered Avro schema",
+            "message": "does not fit the schema registered for the product (Avro)",
         }
     ]
     dead = read_topic(kafka_config, f"{avro_world.topic}.dlq", 1)
@@ -216,3 +216,63 @@ def test_undecodable_values_are_never_logged_with_their_content(
     assert gw.pull_records(http, 1)[0]["refused"] == "value_not_json_object"
     assert "SECRET" not in caplog.text
     assert "cannot be decoded" in caplog.text
+
+
+ORDER_JSON_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Order",
+    "type": "object",
+    "required": ["order_id", "amount"],
+    "properties": {
+        "order_id": {"type": "string"},
+        "amount": {"type": "number"},
+        "currency": {"type": "string"},
+        "customer": {"type": "object", "properties": {"country": {"type": "string"}}},
+    },
+}
+
+
+def test_json_schema_records_in_the_wire_format_too(
+    serve: Callable[..., RunningGateway],
+    world: World,
+    schema_registry: LocalSchemaRegistry,
+    identity_provider: DevIdentityProvider,
+    kafka_config: dict[str, str],
+    http: httpx.Client,
+) -> None:
+    from confluent_kafka.schema_registry.json_schema import JSONSerializer
+
+    path = world.contracts_dir / "products" / "orders.yaml"
+    path.write_text(path.read_text() + "format: json-schema\n")
+    subject = f"{world.topic}-value"
+    schema_id = schema_registry.register(subject, json.dumps(ORDER_JSON_SCHEMA), "JSON")
+    serializer = JSONSerializer(
+        json.dumps(ORDER_JSON_SCHEMA),
+        SchemaRegistryClient({"url": schema_registry.url}),
+        conf={"auto.register.schemas": False, "use.latest.version": True},
+    )
+    context = SerializationContext(world.topic, MessageField.VALUE)
+    wrong = b"\x00" + schema_id.to_bytes(4, "big") + b'{"order_id": 5, "amount": "SECRET"}'
+    produce(
+        kafka_config,
+        world.topic,
+        [("k0", serializer(avro_order(0), context)), ("k1", wrong)],
+        partition=0,
+    )
+    gw = serve(
+        schema_registry=SchemaRegistrySettings(url=schema_registry.url),
+        oidc=OidcSettings(issuer=identity_provider.url, audience=AUDIENCE),
+    )
+    first, second = gw.pull_records(http, 2)
+    assert first["value"] == {"order_id": "o-0", "amount": 0.0, "customer": {"country": "NL"}}
+    assert second["refused"] == "value_not_json_object"
+
+    token = identity_provider.token(groups=("orders-team",))
+    ok = publish(http, gw, token, [{"key": "o-5", "value": avro_order(5)}])
+    assert ok.status_code == 200, ok.text
+    refused = publish(http, gw, token, [{"value": {"order_id": 6, "amount": "SECRET-6"}}])
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["message"] == (
+        "does not fit the schema registered for the product (JSON Schema)"
+    )
+    assert "SECRET" not in refused.text

@@ -54,7 +54,7 @@ def test_the_repository_product_is_valid_and_classifies_every_field() -> None:
             "not a valid JSON Schema at /: Resource 'https://idp.example/x.json'",
         ),
         ("support: {}\n", "support: name at least one of email, url, channel"),
-        ("format: xml\n", "format: Input should be 'json' or 'avro'"),
+        ("format: xml\n", "format: Input should be 'json', 'avro' or 'json-schema'"),
         ("version: v2\n", "version: String should match pattern"),
         ("colour: blue\n", "colour: Extra inputs are not permitted"),
     ],

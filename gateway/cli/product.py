@@ -20,7 +20,7 @@ team: {team}                    # only this team (and admins) may publish or see
 topic: {topic}
 description: Say what one record is and when it is written.
 version: 1.0.0                  # the schema's version: raise it with every schema change
-format: json                    # json, or avro (Schema Registry wire format; partners get JSON)
+format: json                    # json, avro or json-schema (those two: registry wire format)
 retention: P7D                  # how long the topic keeps records
 support:
   email: {team}@{owner}.example

@@ -121,11 +121,12 @@ class FieldRule(BaseModel):
 
 
 class RecordFormat(enum.StrEnum):
-    """How a product's record values are encoded in its topic: JSON, or Avro in the Schema
-    Registry wire format (magic byte, schema id, payload). Partners receive JSON either way."""
+    """How a product's record values are encoded in its topic: JSON, or Avro or JSON Schema in
+    the Schema Registry wire format (magic byte, schema id, payload). Partners receive JSON."""
 
     JSON = "json"
     AVRO = "avro"
+    JSON_SCHEMA = "json-schema"
 
 
 class Support(BaseModel):

@@ -1,9 +1,11 @@
 """Records in the Schema Registry wire format (magic byte, schema id, payload), with
 confluent-kafka's own serdes and its HTTP registry client (``schema_registry.url``).
 
-``AvroValues.decode`` turns a record's value into the JSON object partners receive, so that a
-contract's fields, filters, encryption and pseudonyms apply exactly as to a JSON product; its
-``encode`` writes a team's published JSON value with the subject's latest registered schema.
+Avro and JSON Schema records: ``RegistryValues.decode`` turns a record's value into the JSON
+object partners receive, so that a contract's fields, filters, encryption and pseudonyms apply
+exactly as to a JSON product; its ``encode`` writes a team's published JSON value with the
+subject's latest registered schema. (Protobuf is not among them: confluent's deserializer
+needs the generated message class, which a gateway serving any product cannot have.)
 
 Two kinds of failure, never confused:
 
@@ -64,55 +66,77 @@ def _unavailable(exc: Exception) -> BrokerUnavailable:
     )
 
 
-class AvroValues:
-    """Avro record values of the products that declare ``format: avro``."""
+class RegistryValues:
+    """Record values of one format in the wire format (Avro, or JSON Schema), through one
+    registry client shared by the formats."""
 
-    def __init__(self, url: str, *, basic_auth: str | None = None, timeout: float = 10.0) -> None:
-        conf: dict[str, Any] = {
-            "url": url,
-            "timeout": timeout,
-            # A schema registered later is seen for publishing within a minute.
-            "cache.latest.ttl.sec": 60,
-            # One attempt: a stream that cannot decode ends and resumes, it does not stall.
-            "max.retries": 1,
-        }
-        if basic_auth:
-            conf["basic.auth.user.info"] = basic_auth
-        self._client = SchemaRegistryClient(conf)
-        self._decoder = AvroDeserializer(self._client)
-        self._encoder = AvroSerializer(
-            self._client,
-            conf={"auto.register.schemas": False, "use.latest.version": True},
-        )
+    def __init__(self, client: SchemaRegistryClient, record_format: RecordFormat) -> None:
+        publish_conf = {"auto.register.schemas": False, "use.latest.version": True}
+        self.name = _NAMES[record_format]
+        if record_format is RecordFormat.AVRO:
+            self._decoder: Any = AvroDeserializer(client)
+            self._encoder: Any = AvroSerializer(client, conf=publish_conf)
+        else:
+            # Imported here: only a JSON Schema product needs jsonschema.
+            from confluent_kafka.schema_registry.json_schema import (
+                JSONDeserializer,
+                JSONSerializer,
+            )
+
+            self._decoder = JSONDeserializer(None, schema_registry_client=client)
+            self._encoder = JSONSerializer(None, client, conf=publish_conf)
         self._lock = threading.Lock()
 
     def decode(self, topic: str, value: bytes) -> bytes:
-        """The JSON bytes of an Avro record value (blocking on the first sight of a schema)."""
+        """The JSON bytes of a record value (blocking on the first sight of a schema)."""
         context = SerializationContext(topic, MessageField.VALUE)
         with _registry_errors("its schema id is not in the Schema Registry"):
             try:
                 decoded = self._decoder(value, context)
             except (SerializationError, ValueError, TypeError, EOFError, IndexError) as exc:
                 raise UndecodableValue(
-                    f"not an Avro record of its schema ({type(exc).__name__})"
+                    f"not a record of its {self.name} schema ({type(exc).__name__})"
                 ) from None
         return orjson.dumps(decoded, default=_jsonable)
 
     def encode(self, topic: str, value: Any) -> bytes:
         """``value`` in the wire format with the subject's latest schema, or
-        ``UndecodableValue`` saying which field does not fit (never its value)."""
+        ``UndecodableValue`` saying which field does not fit (never its value: the serdes'
+        own messages may quote it)."""
         context = SerializationContext(topic, MessageField.VALUE)
-        with _registry_errors(f"no Avro schema is registered for subject {topic}-value"):
+        not_found = f"no {self.name} schema is registered for subject {topic}-value"
+        with _registry_errors(not_found):
             try:
                 with self._lock:
                     encoded = self._encoder(value, context)
             except (SerializationError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 field = re.search(r"on field (\w+)", str(exc))
                 where = f" (field {field[1]})" if field else ""
-                raise UndecodableValue(f"does not fit the registered Avro schema{where}") from None
+                raise UndecodableValue(
+                    f"does not fit the schema registered for the product ({self.name}){where}"
+                ) from None
         if not isinstance(encoded, bytes):
-            raise UndecodableValue("does not fit the registered Avro schema")
+            raise UndecodableValue(
+                f"does not fit the schema registered for the product ({self.name})"
+            )
         return encoded
+
+
+_NAMES = {RecordFormat.AVRO: "Avro", RecordFormat.JSON_SCHEMA: "JSON Schema"}
+
+
+def registry_client(url: str, *, basic_auth: str | None, timeout: float) -> SchemaRegistryClient:
+    conf: dict[str, Any] = {
+        "url": url,
+        "timeout": timeout,
+        # A schema registered later is seen for publishing within a minute.
+        "cache.latest.ttl.sec": 60,
+        # One attempt: a stream that cannot decode ends and resumes, it does not stall.
+        "max.retries": 1,
+    }
+    if basic_auth:
+        conf["basic.auth.user.info"] = basic_auth
+    return SchemaRegistryClient(conf)
 
 
 @contextmanager
@@ -135,42 +159,51 @@ def _registry_errors(not_found: str) -> Iterator[None]:
 
 class ProductFormats:
     """The decoder and encoder of each product's record values: none for JSON, the Schema
-    Registry's Avro serdes for ``format: avro`` (created at first use). An Avro product with
-    no registry configured cannot be read or written: every attempt answers
-    ``schema_registry_unavailable`` and the log says why."""
+    Registry's serdes for ``format: avro`` and ``format: json-schema`` (created at first use).
+    A product in the wire format with no registry configured cannot be read or written: every
+    attempt answers ``schema_registry_unavailable`` and the log says why."""
 
     def __init__(self, settings: Settings, registry: Callable[[], Registry]) -> None:
         self._settings = settings.schema_registry
         self._registry = registry
-        self._avro: AvroValues | None = None
+        self._client: SchemaRegistryClient | None = None
+        self._values: dict[RecordFormat, RegistryValues] = {}
+        self._lock = threading.Lock()
 
-    def _values(self) -> AvroValues:
-        if self._avro is None:
-            url = self._settings.url
-            if url is None:
-                log.error("a product is in Avro and no GATEWAY_SCHEMA_REGISTRY__URL is set")
-                raise BrokerUnavailable(
-                    "the product's records are Avro and no Schema Registry is configured",
-                    code="schema_registry_unavailable",
-                )
-            auth = self._settings.basic_auth
-            self._avro = AvroValues(
-                url,
-                basic_auth=auth.get_secret_value() if auth else None,
-                timeout=self._settings.timeout_seconds,
-            )
-        return self._avro
+    def values(self, record_format: RecordFormat) -> RegistryValues:
+        with self._lock:
+            if record_format not in self._values:
+                url = self._settings.url
+                if url is None:
+                    log.error("a product is in %s and no GATEWAY_SCHEMA_REGISTRY__URL is set",
+                              record_format.value)  # fmt: skip
+                    raise BrokerUnavailable(
+                        f"the product's records are {_NAMES[record_format]} and no Schema "
+                        "Registry is configured",
+                        code="schema_registry_unavailable",
+                    )
+                if self._client is None:
+                    auth = self._settings.basic_auth
+                    self._client = registry_client(
+                        url,
+                        basic_auth=auth.get_secret_value() if auth else None,
+                        timeout=self._settings.timeout_seconds,
+                    )
+                self._values[record_format] = RegistryValues(self._client, record_format)
+            return self._values[record_format]
 
-    def _avro_topic(self, topic: str) -> bool:
+    def _format_of(self, topic: str) -> RecordFormat:
         products = self._registry().products.values()
-        return any(p.topic == topic and p.format is RecordFormat.AVRO for p in products)
+        found = {p.format for p in products if p.topic == topic}
+        return next(iter(found - {RecordFormat.JSON}), RecordFormat.JSON)
 
     def decoder(self, topic: str) -> Callable[[bytes], bytes] | None:
-        if not self._avro_topic(topic):
+        record_format = self._format_of(topic)
+        if record_format is RecordFormat.JSON:
             return None
-        return lambda value: self._values().decode(topic, value)
+        return lambda value: self.values(record_format).decode(topic, value)
 
     def encoder(self, product: Product) -> Callable[[Any], bytes] | None:
-        if product.format is not RecordFormat.AVRO:
+        if product.format is RecordFormat.JSON:
             return None
-        return lambda value: self._values().encode(product.topic, value)
+        return lambda value: self.values(product.format).encode(product.topic, value)
