@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import __version__
 from gateway.adapters.http import openapi, problems
-from gateway.adapters.http.routes import contracts, legal, oauth, products, teams, usage
+from gateway.adapters.http.routes import catalog, contracts, legal, oauth, products, teams, usage
 from gateway.adapters.http.security import LegalPageHeaders
 from gateway.adapters.http.streaming import SendWatch
 from gateway.services.container import Gateway
@@ -75,6 +75,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(contracts.router)
     app.include_router(usage.router)
+    app.include_router(catalog.router)
     app.include_router(products.router)
     app.include_router(teams.router)
     app.include_router(legal.router)

@@ -14,8 +14,12 @@ from gateway.adapters.http.openapi import PARTNER_ERRORS, errors
 from gateway.adapters.http.problems import problem
 from gateway.adapters.http.schemas import ContractPublic, ContractsPublic
 from gateway.adapters.http.streaming import StreamResponse
+from gateway.core.contracts import Contract, Product
+from gateway.core.delivered import asyncapi_document, record_schema
 from gateway.core.records import StreamFormat
-from gateway.errors import InvalidRequest
+from gateway.errors import ContractNotFound, InvalidRequest
+from gateway.services.authorization import Partner
+from gateway.services.container import Gateway
 from gateway.services.datakeys import encryption_key
 from gateway.services.streams import Start, Stream
 
@@ -63,6 +67,40 @@ def list_contracts(partner: CurrentPartner, gateway: GatewayDep) -> ContractsPub
             for doc in registry.active_contracts_for(partner.org, now)
         ]
     )
+
+
+def _delivered(contract_id: str, partner: Partner, gateway: Gateway) -> tuple[Product, Contract]:
+    registry = gateway.streams.registry()
+    doc = registry.contract_for(partner.org, contract_id, gateway.streams.clock())
+    product = registry.products.get(doc.contract.product)
+    if product is None:  # pragma: no cover - a contract on an unknown product is refused
+        raise ContractNotFound(f"no contract {contract_id!r}")
+    return product, doc.contract
+
+
+@router.get("/{contract_id}/schema", responses=errors(401, 403, 404))
+def contract_schema(contract_id: str, partner: CurrentPartner, gateway: GatewayDep) -> Response:
+    """The JSON Schema (2020-12) of one record as this contract delivers it: only the fields
+    it allows; encrypted fields as compact JWE strings, hashed ones as pseudonyms, masked ones
+    as strings."""
+    product, contract = _delivered(contract_id, partner, gateway)
+    return Response(
+        orjson.dumps(record_schema(product, contract)), media_type="application/schema+json"
+    )
+
+
+@router.get("/{contract_id}/asyncapi", responses=errors(401, 403, 404))
+def contract_asyncapi(contract_id: str, partner: CurrentPartner, gateway: GatewayDep) -> Response:
+    """The AsyncAPI 3.0 document of this contract: the stream and pull channels, OAuth 2.0
+    client credentials with the token URL, and every message with its payload schema."""
+    product, contract = _delivered(contract_id, partner, gateway)
+    document = asyncapi_document(
+        product,
+        contract,
+        base_url=gateway.settings.issuer(),
+        token_url=gateway.authorization.token_endpoint,
+    )
+    return Response(orjson.dumps(document), media_type="application/json")
 
 
 @router.get("/{contract_id}", responses=errors(401, 403, 404))
