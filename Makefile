@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	touch $(STAMP)
 
+PORT ?= 8080
 demo: $(STAMP)
-	$(BIN)/gateway demo
+	$(BIN)/gateway demo --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench

@@ -71,10 +71,11 @@ def order_events(stop: threading.Event, config: dict[str, str], topic: str) -> N
             "currency": "EUR",
             "placed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "customer": {
-                "name": f"Customer {n}",
-                "email": f"customer{n}@example.com",
+                "name": f"Customer {n % 7}",
+                "email": f"customer{n % 7}@example.com",
                 "country": random.choice(COUNTRIES),  # noqa: S311 (demo data)
             },
+            "payment": {"card": f"4111{random.randrange(10**12):012d}"},  # noqa: S311
         }
         producer.produce(topic, json.dumps(order).encode(), key=f"o-{n}")
         producer.poll(0)
@@ -95,7 +96,7 @@ def kafka(settings: Settings) -> Iterator[dict[str, str]]:
 
 def run_demo(*, port: int, workdir: Path, source: Path = Path("contracts")) -> None:
     private_dir, keys_dir, contracts_dir = prepare(workdir, source)
-    secret = secrets.token_urlsafe(24)
+    secret, legal_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     client_id = f"{PARTNER}-demo"
     settings = Settings(
         contracts_dir=contracts_dir,
@@ -108,7 +109,9 @@ def run_demo(*, port: int, workdir: Path, source: Path = Path("contracts")) -> N
                 client_id=client_id, org=PARTNER, secret_hash=SecretStr(hash_secret(secret))
             )
         ],
-        legal_users=[LegalUser(username="legal", password_hash=SecretStr(hash_secret(secret)))],
+        legal_users=[
+            LegalUser(username="legal", password_hash=SecretStr(hash_secret(legal_password)))
+        ],
     )
     url = settings.issuer()
     key = private_dir / f"{PARTNER}{PRIVATE_SUFFIX}"
@@ -134,7 +137,9 @@ As the partner globex:
   #    or with the demo client secret (client_secret_basic)
   curl -s -u {client_id}:{secret} -d grant_type=client_credentials {url}/oauth/token
 
-  # 2. stream as Server-Sent Events (only the contract's fields arrive)
+  # 2. stream as Server-Sent Events: only the contract's fields arrive, and only orders
+  #    from NL, DE and BE (its row filter); the e-mail encrypted to globex's key, the
+  #    name as a pseudonym, the card masked
   curl -N -H "Authorization: Bearer $TOKEN" {url}/v1/contracts/acme-globex-orders/stream
 
   # 3. resume exactly after the last event you saw: pass its id
@@ -150,8 +155,14 @@ As the partner globex:
   curl -H "Authorization: Bearer $TOKEN" {url}/v1/usage
 
   # or let the client do it all, with a checkpoint file
+  # (it decrypts the e-mail with globex's private key and verifies it belongs to its record)
   .venv/bin/gateway consume --contract acme-globex-orders --key {key} --gateway {url} \\
-       --checkpoint {workdir}/globex.cursor
+       --checkpoint {workdir}/globex.cursor --max-records 3
+
+  # what the contract delivers, machine-readable
+  curl -H "Authorization: Bearer $TOKEN" {url}/v1/catalog
+  curl -H "Authorization: Bearer $TOKEN" {url}/v1/contracts/acme-globex-orders/schema
+  curl -H "Authorization: Bearer $TOKEN" {url}/v1/contracts/acme-globex-orders/asyncapi
 
 As the webshop team, owner of 'orders' (a token of the demo identity provider, {identity.url}):
   TEAM_TOKEN=$(cat {team_token})
@@ -168,7 +179,7 @@ As the webshop team, owner of 'orders' (a token of the demo identity provider, {
        {url}/v1/products/orders/records --data '[{{"value": {{"order_id": 7}}}}]'
   .venv/bin/gateway product show contracts/products/orders.yaml
 
-As legal: open {url}/legal (user legal, password {secret}); the ledger:
+As legal: open {url}/legal (user legal, password {legal_password}); the ledger:
   .venv/bin/gateway ledger report --contract acme-globex-orders --bootstrap-servers {kafka_at}
   .venv/bin/gateway ledger verify --bootstrap-servers {kafka_at}
 """,

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import ssl
 import stat
 import subprocess
@@ -179,8 +180,25 @@ def test_demo_runs_and_its_printed_commands_work(tmp_path: Path) -> None:
                 params={"wait": "5", "limit": "3"},
             ).json()
         assert body["records"], body
-        assert set(body["records"][0]["value"]) == {"order_id", "amount", "currency", "customer"}
-        assert set(body["records"][0]["value"]["customer"]) == {"country"}
+        value = body["records"][0]["value"]
+        assert set(value) == {"order_id", "amount", "currency", "customer", "payment"}
+        assert set(value["customer"]) == {"country", "email", "name"}
+        assert value["customer"]["country"] in ("NL", "DE", "BE"), "the row filter"
+        assert value["customer"]["email"].count(".") == 4, "a compact JWE"
+        assert value["payment"]["card"].startswith("************")
+        consumed = subprocess.run(
+            [*GATEWAY, "consume", "--contract", "acme-globex-orders", "--key", str(key),
+             "--gateway", f"http://127.0.0.1:{port}", "--max-records", "2",
+             "--checkpoint", str(tmp_path / "globex.cursor")],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        decrypted = json.loads(consumed.stdout.splitlines()[0])["value"]["customer"]["email"]
+        assert decrypted.endswith("@example.com"), "consume decrypts with the partner's key"
+        with httpx.Client(timeout=20) as http:
+            home = http.get(f"http://127.0.0.1:{port}/")
+        assert home.status_code == 200
+        assert "/v1/catalog" in home.text
+        assert "default-src 'none'" in home.headers["content-security-policy"]
 
         # The webshop team, with the token the demo's identity provider gave it.
         team = {"Authorization": f"Bearer {(tmp_path / 'demo' / 'webshop.token').read_text()}"}
@@ -199,8 +217,26 @@ def test_demo_runs_and_its_printed_commands_work(tmp_path: Path) -> None:
     assert "gateway token --key" in text
     assert "Last-Event-ID" in text
     assert "TEAM_TOKEN=$(cat" in text
+    password = text.split("(user legal, password ")[1].split(")")[0]
+    assert password not in text.split("As legal")[0], "the legal password is not a client secret"
     assert "Traceback" not in text
     assert demo.returncode in (0, -signal.SIGINT, 130)
+
+
+def test_demo_on_a_port_in_use_says_so_before_anything_else(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*GATEWAY, "demo", "--port", str(port), "--workdir", str(tmp_path / "demo")],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"Error: port {port} is in use: choose another with --port N (make demo PORT=N)"
+    )
+    assert result.stdout == ""
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:

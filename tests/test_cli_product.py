@@ -40,7 +40,7 @@ def test_the_repository_product_is_valid_and_classifies_every_field() -> None:
     show = CliRunner().invoke(main, ["product", "show", str(REPO_PRODUCT)])
     assert show.exit_code == 0
     fields = [line for line in show.output.splitlines() if line.startswith("  field ")]
-    assert len(fields) == 7
+    assert len(fields) == 8
     assert not [line for line in fields if line.endswith("unclassified")]
 
 

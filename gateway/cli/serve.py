@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,16 @@ def serve(bootstrap_servers: str | None, workers: int, **options: Any) -> None:
     run_server(settings)
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``host:port`` can be listened on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 @click.command()
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option(
@@ -77,6 +88,9 @@ def serve(bootstrap_servers: str | None, workers: int, **options: Any) -> None:
 def demo(port: int, workdir: Path) -> None:
     """Embedded broker, demo keys and signed contracts, an order producer, and the gateway."""
     from gateway.demo import run_demo
+
+    if not port_free(port):
+        raise InputError(f"port {port} is in use: choose another with --port N (make demo PORT=N)")
 
     configure_logging()
     run_demo(port=port, workdir=workdir)

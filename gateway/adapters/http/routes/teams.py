@@ -1,5 +1,6 @@
-"""Pages for the teams that publish data products: server-rendered, no JavaScript, the look
-of the legal pages (``templates/legal/base.html``) and their security headers.
+"""Pages for the teams that publish data products, and the gateway's home page: server-rendered,
+no JavaScript, the look of the legal pages (``templates/legal/base.html``) and their security
+headers.
 
 They authenticate as the internal API does: the identity provider's access token in
 ``Authorization: Bearer``. A browser gets it from the OIDC-aware proxy in front of the gateway
@@ -17,9 +18,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from gateway import __version__
 from gateway.adapters.http.deps import CurrentTeamMember, GatewayDep
 from gateway.adapters.http.routes.products import consumers_public
 from gateway.adapters.http.schemas import ConsumerPublic
+from gateway.adapters.http.security import LEGAL_HEADERS
 from gateway.services.products import managed_product, products_managed_by
 
 router = APIRouter(tags=["teams"], include_in_schema=False)
@@ -99,3 +102,12 @@ async def consumers_page(
         "now": datetime.now(UTC),
     }
     return templates.TemplateResponse(request, "teams/consumers.html", context)
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, gateway: GatewayDep) -> HTMLResponse:
+    """A small page for whoever opens the gateway's URL in a browser: where each user goes."""
+    context = {"version": __version__, "base": gateway.settings.issuer(), "now": datetime.now(UTC)}
+    response = templates.TemplateResponse(request, "home.html", context)
+    response.headers.update({name.decode(): value.decode() for name, value in LEGAL_HEADERS})
+    return response
