@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.core.contracts import Contract, FieldAction, Product
+from gateway.core.contracts import Contract, FieldAction, Product, schema_at
 from gateway.core.filters import parse_filter, paths_of
 
 ALL_TYPES = frozenset({"null", "boolean", "object", "array", "number", "integer", "string"})
@@ -41,20 +41,6 @@ def relied_on(contract: Contract) -> set[str]:
     if contract.filter:
         paths |= paths_of(parse_filter(contract.filter))
     return paths
-
-
-def node_at(schema: Any, path: str) -> Any:
-    """The schema of ``path`` (``a.b``, ``items[].sku``), or ``None`` where it is not described."""
-    node = schema
-    for part in path.split("."):
-        name = part.removesuffix("[]")
-        properties = node.get("properties") if isinstance(node, dict) else None
-        if not isinstance(properties, dict) or name not in properties:
-            return None
-        node = properties[name]
-        if part.endswith("[]"):
-            node = node.get("items") if isinstance(node, dict) else None
-    return node
 
 
 def types_of(node: Any) -> frozenset[str]:
@@ -87,10 +73,10 @@ def _json_type(value: Any) -> str:
 
 def change_of(old: Any, new: Any, path: str) -> str | None:
     """How ``path`` changed between two schemas, if in a way that breaks a reader of it."""
-    before = node_at(old, path)
+    before = schema_at(old, path)
     if before is None:
         return None
-    after = node_at(new, path)
+    after = schema_at(new, path)
     if after is None:
         return "removed"
     if types_of(after) - types_of(before):

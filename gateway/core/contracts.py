@@ -249,6 +249,21 @@ class Product(BaseModel):
         return found
 
 
+def schema_at(schema: Any, path: str) -> Any:
+    """The JSON Schema of ``path`` (``a.b``, ``items[].sku``) within ``schema``, or ``None``
+    where ``schema`` does not describe it."""
+    node = schema
+    for part in path.split("."):
+        properties = _properties(node)
+        name = part.removesuffix("[]")
+        if properties is None or name not in properties:
+            return None
+        node = properties[name]
+        if part.endswith("[]"):
+            node = node.get("items") if isinstance(node, dict) else None
+    return node
+
+
 def _properties(schema: Any) -> dict[str, Any] | None:
     """The ``properties`` of a JSON Schema object level, or ``None`` where it lists none."""
     properties = schema.get("properties") if isinstance(schema, dict) else None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from gateway.core.contracts import Contract, FieldAction, FieldRule, Product
+from gateway.core.contracts import Contract, FieldAction, FieldRule, Product, schema_at
 
 JSON_SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -42,19 +42,6 @@ def _protected(rule: FieldRule, path: str) -> dict[str, Any]:
     return {"type": ["string", "null"], "description": f"Masked: {rule}"}
 
 
-def _product_node(schema: Any, parts: list[str]) -> dict[str, Any]:
-    node = schema
-    for part in parts:
-        name = part.removesuffix("[]")
-        properties = node.get("properties") if isinstance(node, dict) else None
-        if not isinstance(properties, dict) or name not in properties:
-            return {}
-        node = properties[name]
-        if part.endswith("[]"):
-            node = node.get("items") if isinstance(node, dict) else None
-    return copy.deepcopy(node) if isinstance(node, dict) else {}
-
-
 def value_schema(product: Product, contract: Contract) -> dict[str, Any]:
     """The JSON Schema of ``value`` in the records this contract delivers."""
     root: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
@@ -70,11 +57,11 @@ def value_schema(product: Product, contract: Contract) -> dict[str, Any]:
         if rule.action is FieldAction.DROP:
             properties.pop(name, None)
             continue
-        leaf = (
-            _product_node(product.json_schema, parts)
-            if rule.action is FieldAction.CLEAR
-            else _protected(rule, path)
-        )
+        if rule.action is FieldAction.CLEAR:
+            described = schema_at(product.json_schema, path)
+            leaf = copy.deepcopy(described) if isinstance(described, dict) else {}
+        else:
+            leaf = _protected(rule, path)
         if last.endswith("[]"):
             leaf = {"type": "array", "items": leaf}
         properties[name] = leaf
