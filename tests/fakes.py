@@ -179,7 +179,7 @@ class FakeRecordSink:
                 continue
             if self.fail_after is not None:
                 self.fail_after -= 1
-            log.append((key, value, list(headers)))
+            log.append((key, value, list(headers.items())))
             outcomes.append((0, len(log) - 1))
         self.fail_after = None
         return outcomes

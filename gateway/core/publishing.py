@@ -36,11 +36,13 @@ DLQ_CALLER = "gateway.dlq.caller"
 DLQ_REQUEST = "gateway.dlq.request"
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingRecord:
-    key: str | None
+class IncomingRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One record of a request, as msgspec decodes and checks it (in C, straight from the
+    body: no second object per record)."""
+
     value: Any
-    headers: tuple[tuple[str, str], ...] = ()
+    key: str | None = None
+    headers: dict[str, str] = {}
 
     def value_bytes(self) -> bytes:
         return orjson.dumps(self.value)
@@ -62,17 +64,9 @@ class RecordRefusal:
         ]
 
 
-class _RecordIn(msgspec.Struct, forbid_unknown_fields=True):
-    """One record of a request, as msgspec decodes and checks it (in C)."""
-
-    value: Any
-    key: str | None = None
-    headers: dict[str, str] = {}
-
-
 NOT_AN_ARRAY = "the body must be a JSON array of records (or NDJSON)"
-_ARRAY = msgspec.json.Decoder(list[_RecordIn])
-_LINE = msgspec.json.Decoder(_RecordIn)
+_ARRAY = msgspec.json.Decoder(list[IncomingRecord])
+_LINE = msgspec.json.Decoder(IncomingRecord)
 _AT = re.compile(r" - at `\$(?:\[(\d+)\])?\.?([^`]*)`$")
 
 
@@ -82,7 +76,7 @@ def parse_records(body: bytes, *, ndjson: bool, max_records: int) -> list[Incomi
         lines = [line for line in body.split(b"\n") if line.strip()]
         if len(lines) > max_records:
             raise InvalidRequest(f"{len(lines)} records in one request; at most {max_records}")
-        decoded = []
+        decoded: list[IncomingRecord] = []
         for number, line in enumerate(lines, start=1):
             try:
                 decoded.append(_LINE.decode(line))
@@ -105,14 +99,12 @@ def parse_records(body: bytes, *, ndjson: bool, max_records: int) -> list[Incomi
             raise InvalidRequest(f"{len(decoded)} records in one request; at most {max_records}")
     if not decoded:
         raise InvalidRequest("the request holds no records")
-    records = []
-    for index, item in enumerate(decoded):
-        if item.headers and any(name.startswith("gateway.") for name in item.headers):
+    for index, record in enumerate(decoded):
+        if record.headers and any(name.startswith("gateway.") for name in record.headers):
             raise InvalidRequest(
                 f"record {index}: header names starting with 'gateway.' are reserved"
             )
-        records.append(IncomingRecord(item.key, item.value, tuple(item.headers.items())))
-    return records
+    return decoded
 
 
 def _explained(exc: msgspec.ValidationError, line_index: int | None) -> str:
@@ -154,17 +146,17 @@ def dead_letter_headers(
     schema_version: str,
     caller: str,
     request_id: str,
-) -> list[tuple[str, str]]:
+) -> dict[str, str]:
     """The record's own headers and the reason it was refused (never a field's value)."""
-    return [
-        *record.headers,
-        (DLQ_REASON, refusal.reason),
-        (DLQ_ERRORS, orjson.dumps(refusal.as_json()).decode()),
-        (DLQ_PRODUCT, product),
-        (DLQ_SCHEMA_VERSION, schema_version),
-        (DLQ_CALLER, caller),
-        (DLQ_REQUEST, request_id),
-    ]
+    return {
+        **record.headers,
+        DLQ_REASON: refusal.reason,
+        DLQ_ERRORS: orjson.dumps(refusal.as_json()).decode(),
+        DLQ_PRODUCT: product,
+        DLQ_SCHEMA_VERSION: schema_version,
+        DLQ_CALLER: caller,
+        DLQ_REQUEST: request_id,
+    }
 
 
 def fingerprint(records: Sequence[IncomingRecord]) -> str:
@@ -172,9 +164,7 @@ def fingerprint(records: Sequence[IncomingRecord]) -> str:
     digest = hashlib.sha256()
     for record in records:
         digest.update(
-            orjson.dumps(
-                [record.key, record.value, list(record.headers)], option=orjson.OPT_SORT_KEYS
-            )
+            orjson.dumps([record.key, record.value, record.headers], option=orjson.OPT_SORT_KEYS)
         )
         digest.update(b"\n")
     return "sha256:" + digest.hexdigest()

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Per record: ``(partition, offset)``, or the name of the Kafka error that refused it.
 Outcome = tuple[int, int] | str
-OutgoingRecord = tuple[str | None, bytes, Sequence[tuple[str, str]]]
+#: Key, value and headers of a record to write.
+OutgoingRecord = tuple[str | None, bytes, dict[str, str]]
 
 
 #: A product's values in its record format (``adapters/kafka/schema_registry.py`` for Avro):

@@ -56,7 +56,7 @@ def service(sink: FakeRecordSink) -> PublishService:
 
 
 def rec(n: int, amount: object = 1.5) -> IncomingRecord:
-    return IncomingRecord(f"k{n}", {"id": f"o{n}", "amount": amount}, (("trace", f"t{n}"),))
+    return IncomingRecord({"id": f"o{n}", "amount": amount}, f"k{n}", {"trace": f"t{n}"})
 
 
 def test_valid_records_are_written_in_order_with_their_positions(

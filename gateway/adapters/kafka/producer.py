@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient
@@ -94,7 +94,7 @@ class GuardedProducer:
     def produce_batch(
         self,
         topic: str,
-        records: Sequence[tuple[str | None, bytes, Headers]],
+        records: Sequence[tuple[str | None, bytes, dict[str, str]]],
         on_delivery: Callable[[int], DeliveryCallback],
     ) -> None:
         """Queue ``records`` in order (``on_delivery(i)`` reports record ``i``), waiting while
@@ -110,7 +110,7 @@ class GuardedProducer:
                             topic,
                             value,
                             key,
-                            headers=list(headers) if headers else None,
+                            headers=cast(Any, headers) or None,  # a dict[str, str]
                             on_delivery=report,
                         )
                         break
