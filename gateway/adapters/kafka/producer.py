@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import AdminClient
@@ -81,15 +81,21 @@ class GuardedProducer:
         if on_delivery is not None:
             kwargs["on_delivery"] = _report(on_delivery)
         with map_kafka_errors("produce a record"):
-            while True:
-                try:
-                    self._producer.produce(topic, **kwargs)
-                    break
-                except BufferError:
-                    if give_up is not None and give_up():
-                        raise
-                    self._producer.poll(QUEUE_FULL_POLL_SECONDS)
+            self._queue(topic, kwargs, give_up)
             self._producer.poll(0)
+
+    def _queue(
+        self, topic: str, kwargs: dict[str, Any], give_up: Callable[[], bool] | None = None
+    ) -> None:
+        """Queue one record, serving delivery reports while the local queue is full."""
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                return
+            except BufferError:
+                if give_up is not None and give_up():
+                    raise
+                self._producer.poll(QUEUE_FULL_POLL_SECONDS)
 
     def produce_batch(
         self,
@@ -100,22 +106,13 @@ class GuardedProducer:
         """Queue ``records`` in order (``on_delivery(i)`` reports record ``i``), waiting while
         the local queue is full; delivery reports are left to a thread that polls. One error
         translation for the batch: per record, this path is the C call and little else."""
-        produce = self._producer.produce
         with map_kafka_errors("produce a record"):
             for index, (key, value, headers) in enumerate(records):
-                report = _report(on_delivery(index))
-                while True:
-                    try:
-                        produce(
-                            topic,
-                            value,
-                            key,
-                            headers=cast(Any, headers) or None,  # a dict[str, str]
-                            on_delivery=report,
-                        )
-                        break
-                    except BufferError:
-                        self._producer.poll(QUEUE_FULL_POLL_SECONDS)
+                kwargs: dict[str, Any] = {"key": key, "value": value}
+                kwargs["on_delivery"] = _report(on_delivery(index))
+                if headers:
+                    kwargs["headers"] = headers
+                self._queue(topic, kwargs)
 
     def unreachable(self, topic: str, timeout: float) -> str | None:
         """Why ``topic`` cannot be written to now (no broker answers, the topic is gone), or

@@ -32,6 +32,8 @@ class _Batch:
         self.outcomes: list[Outcome | None] = [None] * size
         self.left = size
         self.done = threading.Event()
+        if size == 0:  # nothing to wait for
+            self.done.set()
         self._lock = threading.Lock()
 
     def report(self, index: int) -> Any:
