@@ -80,11 +80,7 @@ class ConsumerPublic(BaseModel):
 
     @classmethod
     def of(cls, view: ConsumerView) -> ConsumerPublic:
-        fields = {name: getattr(view, name) for name in cls.model_fields if name != "hours"}
-        hours = [
-            HourPublic(hour=h.hour, records=h.records, bytes=h.bytes, lag=h.lag) for h in view.hours
-        ]
-        return cls(**fields, hours=hours)
+        return cls.model_validate(view, from_attributes=True)
 
 
 class ConsumersPublic(BaseModel):
