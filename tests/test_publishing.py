@@ -266,3 +266,28 @@ def test_a_broker_cut_while_publishing_answers_503_and_the_retry_writes_each_rec
     assert again.headers["idempotent-replayed"] == "true"
     keys = [k for k, _, _ in read_topic(config, gw.world.topic, 6)]
     assert sorted(keys) == [f"o-{n}" for n in range(6)], "each record once"
+
+
+def test_with_redis_gone_a_keyed_request_is_refused_rather_than_risk_a_duplicate(
+    start: Callable[..., RunningGateway],
+    identity_provider: DevIdentityProvider,
+    http: httpx.Client,
+    kafka_config: dict[str, str],
+    redis_server: RedisServer,
+) -> None:
+    gw = start(redis=RedisSettings(url=SecretStr(redis_server.url), timeout_seconds=0.5))
+    token = identity_provider.token(groups=("orders-team",))
+    redis_server.stop()  # killed: the idempotency keys cannot be checked
+    keyed = publish(http, gw, token, [{"key": "o-1", "value": order(1)}], key="k-1")
+    assert keyed.status_code == 503, keyed.text
+    assert keyed.json()["code"] == "store_unavailable"
+    assert keyed.headers["retry-after"]
+    # Without a key nothing needs Redis: the record is written (the rate is enforced locally).
+    plain = publish(http, gw, token, [{"key": "o-2", "value": order(2)}])
+    assert plain.status_code == 200, plain.text
+    assert [k for k, _, _ in read_topic(kafka_config, gw.world.topic, 1)] == ["o-2"]
+    # The consumption figures live there too: the team is told, not shown zeros.
+    figures = http.get(
+        f"{gw.url}/v1/products/orders/consumers", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert (figures.status_code, figures.json()["code"]) == (503, "store_unavailable")
