@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerReader
+from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerFollower, KafkaLedgerReader
 from gateway.adapters.kafka.publisher import KafkaPublisher
 from gateway.adapters.kafka.schema_registry import ProductFormats
 from gateway.adapters.kafka.shared import SharedReaders
@@ -18,8 +19,10 @@ from gateway.adapters.stores.keys import FileDataKeyStore, key_source
 from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, ResilientQuotaStore
 from gateway.adapters.stores.replays import MemoryReplayCache, SharedReplayCache
 from gateway.adapters.stores.state_dir import load_or_create
+from gateway.core.archive import ContractArchive
 from gateway.core.cursor import CursorCodec
 from gateway.core.ledger import timestamp
+from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import (
     AccessTokenVerifier,
@@ -31,12 +34,15 @@ from gateway.services.consumption import ConsumptionStore, ConsumptionTracker, E
 from gateway.services.container import Gateway
 from gateway.services.datakeys import DataKeyService
 from gateway.services.observer import ContractObserver
+from gateway.services.offers import Countersigning
 from gateway.services.publishing import IdempotencyStore, PublishService
 from gateway.services.quotas import QuotaService, QuotaStore
 from gateway.services.streams import SourceFactory, StreamLimits, StreamService
 from gateway.settings import Settings
 
 __all__ = ["Gateway", "build_gateway"]
+
+log = logging.getLogger(__name__)
 
 
 def quota_store(settings: Settings, metrics: GatewayMetrics) -> QuotaStore:
@@ -65,6 +71,19 @@ def _no_ends(topic: str) -> dict[int, tuple[int, int]]:
     return {}
 
 
+def _learn_from_ledger(
+    archive: ContractArchive, follower: KafkaLedgerFollower, wait: float
+) -> None:
+    """What the ledger holds about contracts, before the first load: a replica started now
+    knows the versions and countersignatures the others verified. If Kafka does not answer,
+    contracts that need the ledger stay refused until it does (the watcher learns it then)."""
+    try:
+        for entry in follower.catch_up(max(wait, 1.0)):
+            archive.learn(entry)
+    except GatewayError as exc:
+        log.warning("cannot read the ledger at start: %s; contracts will follow", exc.detail)
+
+
 def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> Gateway:
     """The gateway; streams read through the process's shared readers unless ``sources`` says
     otherwise (a consumer per stream, in the benchmark that compares the two)."""
@@ -78,8 +97,11 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         details = {"client": client.client_id, "org": client.org, "method": client.auth_method}
         ledger.record(timestamp(datetime.now(UTC)), "token_issued", details)
 
+    archive = ContractArchive()
+    follower = KafkaLedgerFollower(settings.kafka.librdkafka_config(), settings.ledger_topic)
+    _learn_from_ledger(archive, follower, settings.startup_wait_seconds)
     contracts = ContractsDirectory(settings.contracts_dir, settings.keys_dir)
-    registry = contracts.load(gateway_org=settings.org, now=datetime.now(UTC))
+    registry = contracts.load(gateway_org=settings.org, now=datetime.now(UTC), archive=archive)
     issuer = settings.issuer()
     metrics = GatewayMetrics()
     quotas = QuotaService(
@@ -181,7 +203,16 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         ),
         ledger=ledger,
         ledger_reader=KafkaLedgerReader(settings.kafka.librdkafka_config(), settings.ledger_topic),
-        observer=ContractObserver(ledger),
+        observer=ContractObserver(ledger, archive),
+        archive=archive,
+        follower=follower,
+        offers=Countersigning(
+            registry=lambda: gateway.registry,
+            archive=archive,
+            ledger=ledger,
+            reload=lambda: gateway.reload(),
+            clock=lambda: gateway.clock(),
+        ),
         quotas=quotas,
         metrics=metrics,
         closers=closers,

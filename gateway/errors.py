@@ -57,12 +57,14 @@ __all__ = [
     "LedgerUnavailable",
     "LegalAuthenticationFailed",
     "NoEncryptionKey",
+    "OrganisationNotFound",
     "Overloaded",
     "PayloadTooLarge",
     "ProductNotFound",
     "QuotaExceeded",
     "RecordsInvalid",
     "SignatureInvalid",
+    "SignatureRefused",
     "StoreUnavailable",
     "UnsupportedMediaType",
 ]
@@ -92,11 +94,17 @@ CODES: Final = MappingProxyType(
         "legal_login_required": "the legal pages need a legal user's HTTP Basic login",
         # 403
         "contract_not_active": "the contract exists but may not be used now (see reason)",
+        # 422: a countersignature posted over the API that is refused
+        "signature_refused": "a countersignature is refused (see code)",
+        "wrong_organisation": "the signature names another organisation than the caller",
+        "not_offered": "that version is not an offer awaiting the caller's signature",
+        "offer_expired": "the offer's validity has ended: it can no longer be signed",
         # 409
         "cursor_out_of_range": "the cursor points past the end of a partition (recreated topic)",
         # 404 and other HTTP-level answers
         "contract_not_found": "no such contract, or another organisation's",
         "product_not_found": "no such product, or one the caller's teams do not own",
+        "organisation_not_found": "no such organisation, or one whose keys the caller may not see",
         "not_found": "no such path",
         "method_not_allowed": "the path does not take that method",
         "not_acceptable": "a stream format other than SSE or NDJSON was asked for",
@@ -212,6 +220,19 @@ class LegalAuthenticationFailed(AuthenticationFailed):
 class ContractNotFound(GatewayError):
     code = "contract_not_found"
     title = "Contract not found"
+
+
+class OrganisationNotFound(GatewayError):
+    code = "organisation_not_found"
+    title = "Organisation not found"
+
+
+class SignatureRefused(GatewayError):
+    """A countersignature posted over the API is refused: ``signature_invalid``,
+    ``wrong_organisation``, ``not_offered``, ``offer_expired``."""
+
+    code = "signature_refused"
+    title = "Signature refused"
 
 
 class ProductNotFound(GatewayError):

@@ -1,4 +1,5 @@
-"""``gateway contract``: sign, verify, new, show, diff, history, suspend, resume, revoke."""
+"""``gateway contract``: sign, verify, new, amend, show, diff, history, suspend, resume,
+revoke, export."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from gateway.adapters.stores.contracts_dir import (
 )
 from gateway.adapters.stores.signing import sign_file, write_statement
 from gateway.cli.common import DocumentPath, InputError, KeyFile, read_product, read_text, reported
+from gateway.core.archive import ContractArchive, signers
 from gateway.core.contracts import ContractDocument, ContractState, parse_contract
-from gateway.core.documents import load_yaml
+from gateway.core.documents import amended, load_yaml, with_signatures
 from gateway.core.jose import describe_signature as core_describe_signature
 from gateway.core.times import rfc3339
 from gateway.errors import DocumentInvalid
@@ -145,6 +147,30 @@ def contract_new(
     click.echo(f"draft written to {out}")
 
 
+@contract.command("amend")
+@click.argument("file", type=DocumentPath())
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the new version here (default: FILE itself, as git would keep it).",
+)
+def contract_amend(file: Path, out: Path | None) -> None:
+    """Write the next version of the contract in FILE: `version` + 1 and `supersedes` set to
+    the hash of FILE, signatures cleared, ready to edit and sign.
+
+    Editing in place is safe: every gateway that loaded the old version keeps it (in its
+    ledger), so the amendment still chains once the old file is gone."""
+    doc = _read_contract(file)
+    text = amended(read_text(file), version=doc.contract.version + 1, supersedes=doc.hash)
+    target = out or file
+    target.write_text(text)
+    click.echo(
+        f"{target}: version {doc.contract.version + 1} of {doc.contract.contract}, superseding "
+        f"{doc.hash}; edit it, then both parties sign (`gateway contract sign`)"
+    )
+
+
 @contract.command("show")
 @click.argument("file", type=DocumentPath())
 def contract_show(file: Path) -> None:
@@ -224,6 +250,47 @@ def contract_history(contract_id: str, contracts_dir: Path, keys_dir: Path) -> N
         verdict = "accepted" if said.accepted else f"refused ({said.reason})"
         said_when = f"{s.issued_at.isoformat()} {s.statement.value} by {s.issued_by}"
         click.echo(f"   {said_when}: {s.reason} [{verdict}]")
+
+
+@contract.command("export")
+@click.argument("contract_id")
+@click.option("--contracts-dir", type=click.Path(path_type=Path), default=Path("contracts"))
+@click.option("--keys-dir", type=click.Path(path_type=Path), default=Path("keys"))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: stdout.")
+@click.option("--bootstrap-servers", default=None)
+@click.option("--topic", default=None, help="The ledger topic (default: GATEWAY_LEDGER_TOPIC).")
+@click.option("--file", "ledger_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Read an exported ledger (NDJSON) instead of the topic.")  # fmt: skip
+def contract_export(
+    contract_id: str,
+    contracts_dir: Path,
+    keys_dir: Path,
+    out: Path | None,
+    bootstrap_servers: str | None,
+    topic: str | None,
+    ledger_file: Path | None,
+) -> None:
+    """The newest version of CONTRACT_ID's file with every signature the gateway holds,
+    countersignatures posted over the API included (they are in the ledger): the signed file
+    to commit where contracts are distributed from a read-only git directory."""
+    from gateway.cli.ledger import ledger_entries
+
+    archive = ContractArchive()
+    for entry in ledger_entries(bootstrap_servers, topic, ledger_file):
+        archive.learn(entry)
+    now = datetime.now(UTC)
+    registry = load_registry(contracts_dir, keys_dir, gateway_org=None, now=now, archive=archive)
+    history = registry.histories.get(contract_id)
+    if history is None:
+        raise InputError(f"no contract {contract_id!r} in {contracts_dir}")
+    doc = history.latest
+    text = with_signatures(read_text(Path(doc.source)), list(doc.contract.signatures))
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    out.write_text(text)
+    signed = ", ".join(sorted(signers(doc))) or "nobody"
+    click.echo(f"{out}: version {doc.contract.version} of {contract_id}, signed by {signed}")
 
 
 def _statement_command(kind: str) -> None:

@@ -21,7 +21,7 @@ def ledger() -> None:
     """The ledger of contracts, tokens and deliveries (a Kafka topic)."""
 
 
-def _ledger_source(
+def ledger_entries(
     bootstrap_servers: str | None, topic: str | None, file: Path | None
 ) -> list[dict[str, Any]]:
     """Entries from an exported NDJSON file, or from the ledger topic."""
@@ -70,7 +70,7 @@ def ledger_verify(bootstrap_servers: str | None, topic: str | None, file: Path |
     """Check every chain: edited, removed or reordered entries are reported; exit 1 if any."""
     from gateway.core.ledger import verify
 
-    entries = _ledger_source(bootstrap_servers, topic, file)
+    entries = ledger_entries(bootstrap_servers, topic, file)
     problems = verify(entries)
     chains = {e.get("chain") for e in entries}
     for p in problems:
@@ -86,7 +86,7 @@ def ledger_verify(bootstrap_servers: str | None, topic: str | None, file: Path |
 @ledger_options
 def ledger_export(bootstrap_servers: str | None, topic: str | None, file: Path | None) -> None:
     """Print the ledger as NDJSON (for archiving, or `verify --file`)."""
-    for entry in _ledger_source(bootstrap_servers, topic, file):
+    for entry in ledger_entries(bootstrap_servers, topic, file):
         click.echo(json.dumps(entry, separators=(",", ":")))
 
 
@@ -121,6 +121,6 @@ def ledger_report(
             )
         return moment
 
-    entries = _ledger_source(bootstrap_servers, topic, file)
+    entries = ledger_entries(bootstrap_servers, topic, file)
     report = build_report(entries, contract_id, since=moment(since), until=moment(until))
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else render_table(report))

@@ -141,6 +141,21 @@ def with_signatures(text: str, signatures: list[str]) -> str:
     return "\n".join([*kept, *block]) + "\n"
 
 
+def amended(text: str, *, version: int, supersedes: str) -> str:
+    """The next version of a contract document's ``text``: ``version`` and ``supersedes`` set,
+    signatures cleared, every other line (and comment) kept for the parties to edit."""
+    lines = with_signatures(text, []).splitlines()
+    out: list[str] = []
+    for line in lines:
+        if line.startswith("supersedes:"):
+            continue
+        if line.startswith("version:"):
+            out += [f"version: {version}", f"supersedes: {supersedes}"]
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
     """The line of every key (and list item) in a YAML document, by path: for error messages."""
     try:

@@ -27,7 +27,16 @@ import rfc8785
 from gateway.core.times import rfc3339
 
 KINDS = frozenset(
-    {"chain_started", "contract", "statement", "token_issued", "stream", "pull", "progress"}
+    {
+        "chain_started",
+        "contract",
+        "statement",
+        "signature",
+        "token_issued",
+        "stream",
+        "pull",
+        "progress",
+    }
 )
 #: The members the chain writes itself; details that use one keep it as ``details_<name>``.
 RESERVED = ("chain", "seq", "time", "kind", "prev", "hash")

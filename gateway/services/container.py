@@ -7,17 +7,20 @@ adapters those are.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gateway.core.archive import ContractArchive
 from gateway.core.identity import TeamMember
+from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import AccessTokenVerifier, PartnerAuthorizationServer
 from gateway.services.consumption import ConsumptionTracker, EndsReader
 from gateway.services.ledger import Ledger
 from gateway.services.observer import ContractObserver
+from gateway.services.offers import Countersigning
 from gateway.services.products import keep_compatible_products
 from gateway.services.publishing import PublishService
 from gateway.services.quotas import QuotaService
@@ -37,6 +40,7 @@ class ContractSource(Protocol):
         gateway_org: str | None,
         now: datetime,
         settle_products: Callable[[Registry], None] | None = None,
+        archive: ContractArchive | None = None,
     ) -> Registry: ...
     def fingerprint(self) -> Hashable: ...
 
@@ -50,6 +54,18 @@ class TeamTokenVerifier(Protocol):
 
 class LedgerWriter(Ledger, Protocol):
     def wait_ready(self, timeout: float) -> bool: ...
+    def close(self) -> None: ...
+
+
+class LedgerFollower(Protocol):
+    """Reads the ledger as it grows (``adapters/kafka/ledger.py``): what other replicas record."""
+
+    def read(self, timeout: float) -> Sequence[Mapping[str, Any]]:
+        """Entries written since the last read. Blocking; ``GatewayError`` when it cannot."""
+
+    def catch_up(self, timeout: float) -> Sequence[Mapping[str, Any]]:
+        """Every entry up to the end as it is now. Blocking."""
+
     def close(self) -> None: ...
 
 
@@ -74,6 +90,10 @@ class Gateway:
     ledger: LedgerWriter
     ledger_reader: LedgerReader
     observer: ContractObserver
+    #: Versions and countersignatures the gateway verified, beyond the files (from the ledger).
+    archive: ContractArchive
+    follower: LedgerFollower
+    offers: Countersigning
     quotas: QuotaService
     metrics: GatewayMetrics
     #: Called at shutdown, after the ledger is closed (Redis clients and the like).
@@ -81,7 +101,23 @@ class Gateway:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def load(self) -> Registry:
-        return self.contracts.load(gateway_org=self.settings.org, now=self.clock())
+        return self.contracts.load(
+            gateway_org=self.settings.org, now=self.clock(), archive=self.archive
+        )
+
+    def follow(self) -> int:
+        """Learn what the ledger says about contracts since the last call (other replicas'
+        countersignatures, versions they verified); the archive's revision. Blocking."""
+        try:
+            for entry in self.follower.read(0):
+                self.archive.learn(entry)
+        except GatewayError as exc:  # Kafka is away: what was learned stays, try again later
+            log.warning("cannot follow the ledger now: %s", exc.detail)
+        return self.archive.revision
+
+    def fingerprint(self) -> Hashable:
+        """Changes when the contracts, products or keys change, or the archive learns."""
+        return (self.contracts.fingerprint(), self.follow())
 
     def reload(self) -> None:
         """Read contracts and keys again and swap them in for every service at once. A
@@ -91,6 +127,7 @@ class Gateway:
             gateway_org=self.settings.org,
             now=now,
             settle_products=lambda loaded: keep_compatible_products(previous, loaded, now),
+            archive=self.archive,
         )
         log.info("contracts reloaded: %d contracts", len(self.registry.histories))
         self.observe()
@@ -100,6 +137,7 @@ class Gateway:
 
     def close(self) -> None:
         self.ledger.close()
+        self.follower.close()
         for close in self.closers:
             close()
 

@@ -1,9 +1,9 @@
 """Recording what happens to contracts in the ledger: each change once, as it is observed.
 
-Loaded, refused and draft versions, accepted and refused statements, files that cannot be read,
-and every change of a contract's status (activated, expired, suspended, revoked, superseded by
-a new version). Called after each reload and on every watch tick, so changes that come with
-time alone (a contract expiring) are recorded too.
+Loaded, refused and draft versions (each with its signed document), accepted and refused
+statements, files that cannot be read, and every change of a contract's status (activated,
+expired, suspended, revoked, superseded by a new version). Called after each reload and on
+every watch tick, so changes that come with time alone (a contract expiring) are recorded too.
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from gateway.core.archive import ContractArchive, signed_document
 from gateway.core.ledger import timestamp
 from gateway.services.ledger import Ledger
 from gateway.services.registry import Registry
 
 
 class ContractObserver:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, archive: ContractArchive | None = None) -> None:
         self._ledger = ledger
+        #: Keeps each chained version (``core/archive.py``), as the ledger entry does.
+        self._archive = archive if archive is not None else ContractArchive()
         self._seen: dict[tuple[str, str], Any] = {}
 
     def _once(
@@ -47,6 +50,9 @@ class ContractObserver:
             for entry in history.versions:
                 doc, check = entry.doc, entry.check
                 state = "chained" if entry.chained else check.state.value
+                document = signed_document(doc)
+                if entry.chained:
+                    self._archive.keep_document(doc.hash, document)
                 self._once(
                     ("version", doc.hash),
                     (state, check.reason),
@@ -61,6 +67,9 @@ class ContractObserver:
                         "reason": check.reason,
                         "detail": check.detail,
                         "source": doc.source,
+                        # The signed document: a replica rebuilds the chain from it when the
+                        # file has been replaced by the next version.
+                        "document": document,
                     },
                 )
             for said in history.statements:

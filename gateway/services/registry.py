@@ -18,6 +18,7 @@ from typing import Any
 
 from joserfc.jwk import KeySet
 
+from gateway.core.archive import ContractArchive
 from gateway.core.contracts import (
     ContractDocument,
     ContractState,
@@ -161,10 +162,13 @@ def add_documents(
     *,
     gateway_org: str | None,
     now: datetime,
+    archive: ContractArchive | None = None,
 ) -> None:
     """Contract versions and statements (``(source, text)`` pairs), then each contract's
-    history. Keys and products must be in the registry already."""
-    versions: dict[str, dict[int, tuple[ContractDocument, Verdict]]] = {}
+    history. Keys and products must be in the registry already. ``archive`` adds the
+    countersignatures posted over the API, and the versions before a contract's oldest file
+    that the gateway verified before (``core/archive.py``)."""
+    versions: dict[str, dict[int, ContractDocument]] = {}
     statements: dict[str, list[tuple[StatementDocument, Verdict | None]]] = {}
     for source, text in documents:
         data: dict[str, Any] = {}
@@ -183,15 +187,19 @@ def add_documents(
         c = doc.contract
         known = versions.setdefault(c.contract, {})
         if c.version in known:
-            other = known[c.version][0].source
+            other = known[c.version].source
             registry.refuse(source, "duplicate_version", f"version {c.version} is also {other}")
             continue
-        check = assess(
-            doc, products=registry.products, keys=registry.keys, gateway_org=gateway_org, now=now
-        )
-        known[c.version] = (doc, check)
+        known[c.version] = archive.signed(doc) if archive is not None else doc
     for cid, by_version in sorted(versions.items()):
-        history = build_history(cid, list(by_version.values()), statements.pop(cid, []))
+        if archive is not None:
+            _archived_predecessors(by_version, archive)
+        checked = [
+            (doc, assess(doc, products=registry.products, keys=registry.keys,
+                         gateway_org=gateway_org, now=now))
+            for doc in by_version.values()
+        ]  # fmt: skip
+        history = build_history(cid, checked, statements.pop(cid, []))
         for entry in history.versions:
             if entry.check.state is ContractState.REFUSED:
                 registry.refuse(entry.doc.source, entry.check.reason, entry.check.detail)
@@ -202,6 +210,20 @@ def add_documents(
     for cid, orphans in statements.items():
         for said, _ in orphans:
             registry.refuse(said.source, "unknown_contract", f"no contract {cid!r}")
+
+
+def _archived_predecessors(
+    by_version: dict[int, ContractDocument], archive: ContractArchive
+) -> None:
+    """Fill in, from the archive, the versions before the oldest file, each the one the next
+    supersedes (an amendment edited in place replaced their files)."""
+    oldest = min(by_version)
+    while oldest > 1:
+        before = archive.predecessor(by_version[oldest])
+        if before is None:
+            return
+        oldest -= 1
+        by_version[oldest] = before
 
 
 def _statement_check(said: StatementDocument, registry: Registry) -> Verdict | None:

@@ -13,7 +13,16 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import __version__
 from gateway.adapters.http import openapi, problems
-from gateway.adapters.http.routes import catalog, contracts, legal, oauth, products, teams, usage
+from gateway.adapters.http.routes import (
+    catalog,
+    contracts,
+    legal,
+    oauth,
+    organisations,
+    products,
+    teams,
+    usage,
+)
 from gateway.adapters.http.security import LegalPageHeaders
 from gateway.adapters.http.streaming import SendWatch
 from gateway.services.container import Gateway
@@ -39,7 +48,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             interval = gateway.settings.watch_seconds
             if interval > 0:
                 tasks.start_soon(
-                    watch, gateway.contracts.fingerprint, interval, gateway.reload, gateway.observe
+                    watch, gateway.fingerprint, interval, gateway.reload, gateway.observe
                 )
             tasks.start_soon(gateway.streams.watch_changes)
             tasks.start_soon(gateway.quotas.keep_leases)
@@ -76,6 +85,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(contracts.router)
     app.include_router(usage.router)
     app.include_router(catalog.router)
+    app.include_router(organisations.router)
     app.include_router(products.router)
     app.include_router(teams.router)
     app.include_router(legal.router)

@@ -149,6 +149,8 @@ class ContractPublic(BaseModel):
     filter: str | None = None
     state: str
     hash: str
+    #: In the catalog: where the newest version awaiting the caller's signature is offered.
+    offer: str | None = None
 
     @classmethod
     def of(cls, doc: ContractDocument, verdict: Verdict) -> ContractPublic:

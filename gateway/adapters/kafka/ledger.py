@@ -116,6 +116,19 @@ class KafkaLedger:
             self._overflowing = True
             log.error("ledger unavailable: the queue is full, an entry was not recorded")
 
+    def record_acknowledged(
+        self, time: str, kind: str, details: Mapping[str, Any], timeout: float
+    ) -> bool:
+        """Record an entry and wait until Kafka has acknowledged it (``acks=all``); whether it
+        did within ``timeout`` seconds. An entry not yet acknowledged may still be written
+        later (it stays queued), exactly once."""
+        written = threading.Event()
+        try:
+            self._queue.put((time, kind, dict(details), written), timeout=timeout)
+        except queue.Full:
+            return False
+        return written.wait(timeout)
+
     def close(self, timeout: float = 10.0) -> None:
         self._stopping = True
         if self._thread.is_alive():
@@ -234,7 +247,8 @@ class KafkaLedger:
     def _write(
         self, producer: GuardedProducer, chain: Chain, item: Any, unacknowledged: dict[int, Any]
     ) -> None:
-        at, kind, details = item
+        at, kind, details = item[:3]
+        written: threading.Event | None = item[3] if len(item) > 3 else None
         try:
             entry = chain.append(at, kind, details)
             value = orjson.dumps(entry)
@@ -251,6 +265,8 @@ class KafkaLedger:
                 self._rebuild = error
                 return
             unacknowledged.pop(seq, None)
+            if written is not None:
+                written.set()
             if self._problem is not None:
                 log.info("ledger writes succeed")
                 self._problem = None
@@ -260,6 +276,85 @@ class KafkaLedger:
     @staticmethod
     def _now() -> str:
         return timestamp(datetime.now(UTC))
+
+
+class KafkaLedgerFollower:
+    """Follows the ledger topic from its beginning (``services.container.LedgerFollower``):
+    what every replica recorded about contracts reaches every other one.
+
+    One consumer, assigned every partition of the topic (no consumer group), kept open; a topic
+    that does not exist yet is looked for again at the next read.
+    """
+
+    def __init__(self, config: Mapping[str, Any], topic: str) -> None:
+        self._config = {
+            **config,
+            "group.id": "exchange-gateway-ledger-follower",
+            "enable.auto.commit": False,
+        }
+        self.topic = topic
+        self._consumer: Consumer | None = None
+        self._positions: dict[int, int] = {}
+
+    def _assigned(self) -> Consumer | None:
+        if self._consumer is None:
+            consumer = Consumer(self._config)
+            described = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
+            if described is None or described.error is not None or not described.partitions:
+                consumer.close()
+                return None
+            partitions = sorted(described.partitions)
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+            self._positions = dict.fromkeys(partitions, 0)
+            self._consumer = consumer
+        return self._consumer
+
+    def read(self, timeout: float) -> list[dict[str, Any]]:
+        """The entries written since the last read (waiting up to ``timeout`` for the first)."""
+        with map_kafka_errors("follow the ledger"):
+            consumer = self._assigned()
+            if consumer is None:
+                return []
+            entries: list[dict[str, Any]] = []
+            wait = timeout
+            while True:
+                messages = consumer.consume(num_messages=1000, timeout=wait)
+                for message in messages:
+                    if message.error() is not None:
+                        continue
+                    partition, offset = message.partition() or 0, message.offset() or 0
+                    self._positions[partition] = offset + 1
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        entry = orjson.loads(message.value() or b"null")
+                        if isinstance(entry, dict):
+                            entries.append(entry)
+                if len(messages) < 1000:
+                    return entries
+                wait = 0
+
+    def catch_up(self, timeout: float) -> list[dict[str, Any]]:
+        """Everything up to the end of the topic as it is now (within ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        entries: list[dict[str, Any]] = []
+        with map_kafka_errors("follow the ledger"):
+            consumer = self._assigned()
+            if consumer is None:
+                return []
+            ends = {
+                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5)[1]
+                for p in self._positions
+            }
+        while time.monotonic() < deadline:
+            batch = self.read(0.2)
+            entries += batch
+            if not batch and all(self._positions[p] >= end for p, end in ends.items()):
+                break
+        return entries
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
 
 class KafkaLedgerReader:

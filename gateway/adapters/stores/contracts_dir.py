@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.core.archive import ContractArchive
 from gateway.core.contracts import SchemaFile
 from gateway.core.documents import MAX_DOCUMENT_BYTES, load_yaml
 from gateway.errors import DocumentInvalid
@@ -88,10 +89,16 @@ def read_products(products_dir: Path, registry: Registry) -> None:
 
 
 def read_documents(
-    paths: Iterable[Path], registry: Registry, *, gateway_org: str | None, now: datetime
+    paths: Iterable[Path],
+    registry: Registry,
+    *,
+    gateway_org: str | None,
+    now: datetime,
+    archive: ContractArchive | None = None,
 ) -> None:
     """Contract versions and statements from ``paths``, then each contract's history."""
-    add_documents(registry, _texts(paths, registry), gateway_org=gateway_org, now=now)
+    texts = _texts(paths, registry)
+    add_documents(registry, texts, gateway_org=gateway_org, now=now, archive=archive)
 
 
 @dataclass(frozen=True)
@@ -105,15 +112,22 @@ class ContractsDirectory:
         gateway_org: str | None,
         now: datetime,
         settle_products: Callable[[Registry], None] | None = None,
+        archive: ContractArchive | None = None,
     ) -> Registry:
         """Keys, then products (``contracts/products``; ``settle_products`` may still replace
-        some), then the documents beside them."""
+        some), then the documents beside them (with what ``archive`` adds)."""
         registry = Registry()
         read_keys(self.keys_dir, registry)
         read_products(self.contracts_dir / "products", registry)
         if settle_products is not None:
             settle_products(registry)
-        read_documents(yaml_files(self.contracts_dir), registry, gateway_org=gateway_org, now=now)
+        read_documents(
+            yaml_files(self.contracts_dir),
+            registry,
+            gateway_org=gateway_org,
+            now=now,
+            archive=archive,
+        )
         return registry
 
     def watched(self) -> list[Path]:
@@ -136,6 +150,12 @@ class ContractsDirectory:
 
 
 def load_registry(
-    contracts_dir: Path, keys_dir: Path, *, gateway_org: str | None, now: datetime
+    contracts_dir: Path,
+    keys_dir: Path,
+    *,
+    gateway_org: str | None,
+    now: datetime,
+    archive: ContractArchive | None = None,
 ) -> Registry:
-    return ContractsDirectory(contracts_dir, keys_dir).load(gateway_org=gateway_org, now=now)
+    directory = ContractsDirectory(contracts_dir, keys_dir)
+    return directory.load(gateway_org=gateway_org, now=now, archive=archive)

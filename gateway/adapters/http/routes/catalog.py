@@ -10,7 +10,8 @@ from pydantic import BaseModel
 from gateway.adapters.http.deps import CurrentPartner, GatewayDep
 from gateway.adapters.http.openapi import errors
 from gateway.adapters.http.schemas import ContractPublic
-from gateway.core.contracts import Product, Support
+from gateway.core.contracts import ContractState, Product, Support
+from gateway.services.offers import awaits
 
 router = APIRouter(tags=["catalog"])
 
@@ -65,7 +66,8 @@ class CatalogPublic(BaseModel):
 @router.get("/v1/catalog", responses=errors(401, 503))
 def catalog(partner: CurrentPartner, gateway: GatewayDep) -> CatalogPublic:
     """The products the provider offers the caller (those its contracts name) and every
-    contract naming the caller, with its state."""
+    contract naming the caller, with its state; ``offer`` links a version awaiting the
+    caller's signature (drafts the provider has not signed are not shown)."""
     registry = gateway.streams.registry()
     now = gateway.streams.clock()
     contracts: list[ContractPublic] = []
@@ -76,7 +78,12 @@ def catalog(partner: CurrentPartner, gateway: GatewayDep) -> CatalogPublic:
             continue
         status = history.status_at(now)
         doc = status.governing or history.latest
-        contracts.append(ContractPublic.of(doc, status.verdict))
+        public = ContractPublic.of(doc, status.verdict)
+        if awaits(registry, partner.org, history.latest):
+            public.offer = f"/v1/contracts/{cid}/signatures"
+        elif status.governing is None and status.verdict.state is ContractState.DRAFT:
+            continue  # a draft its provider has not signed: not offered to anyone yet
+        contracts.append(public)
         by_product.setdefault(doc.contract.product, []).append(cid)
     products = [
         OfferedProductPublic.of(registry.products[name], cids)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from gateway.adapters.http.deps import CurrentPartner, GatewayDep
 from gateway.adapters.http.openapi import PARTNER_ERRORS, errors
@@ -16,11 +18,13 @@ from gateway.adapters.http.schemas import ContractPublic, ContractsPublic
 from gateway.adapters.http.streaming import StreamResponse
 from gateway.core.contracts import Contract, Product
 from gateway.core.delivered import asyncapi_document, record_schema
+from gateway.core.jose import b64url
 from gateway.core.records import StreamFormat
 from gateway.errors import ContractNotFound, InvalidRequest
 from gateway.services.authorization import Partner
 from gateway.services.container import Gateway
 from gateway.services.datakeys import encryption_key
+from gateway.services.offers import verified_signers, version_of
 from gateway.services.streams import Start, Stream
 
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
@@ -113,6 +117,113 @@ def get_contract(contract_id: str, partner: CurrentPartner, gateway: GatewayDep)
         orjson.dumps(document),
         media_type="application/json",
         headers={"ETag": f'"{doc.hash}"', "Cache-Control": "no-store"},
+    )
+
+
+class SignaturesPublic(BaseModel):
+    """A contract version's terms, the exact bytes its parties sign, and their signatures.
+
+    ``payload`` is the base64url of the exact bytes to sign (the RFC 8785 canonical JSON of
+    ``terms``; its SHA-256 is ``version``). A signature in ``signatures`` is a compact JWS with
+    the payload left out (``header..signature``): put ``payload`` between the dots and any JOSE
+    library verifies it against the signer's published JWKS."""
+
+    contract: str
+    version: str
+    number: int
+    provider: str
+    consumer: str
+    valid_from: datetime
+    valid_until: datetime
+    #: The parties whose signature verifies, and those whose signature is awaited.
+    signed_by: list[str]
+    awaiting: list[str]
+    terms: dict[str, Any]
+    payload: str
+    signatures: list[str]
+    #: Where the detached JWS goes.
+    sign_at: str
+
+
+class SignaturePosted(BaseModel):
+    """``version`` is the hash of the version signed (``SignaturesPublic.version``), so that a
+    signature can never land on other terms than those read."""
+
+    version: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    signature: str = Field(min_length=1, max_length=4096)
+
+
+class SignatureAccepted(BaseModel):
+    contract: str
+    version: str
+    number: int
+    #: The contract's state now: ``active``, or ``not_yet_valid`` until ``valid_from``.
+    state: str
+    detail: str
+    signed_by: list[str]
+    #: ``False`` when this signature was already in (posting it again changes nothing).
+    recorded: bool
+
+
+@router.get("/{contract_id}/signatures", responses=errors(401, 403, 404))
+def get_signatures(
+    contract_id: str,
+    partner: CurrentPartner,
+    gateway: GatewayDep,
+    version: Annotated[str | None, Query(max_length=80, description="a version's hash")] = None,
+) -> SignaturesPublic:
+    """The newest version of the contract (or ``version``): its terms, the exact bytes both
+    parties sign, and the signatures so far. An offer is a version ``awaiting`` your
+    signature; docs/onboarding.md has the recipe."""
+    registry = gateway.streams.registry()
+    doc = version_of(registry.history_for(partner.org, contract_id), version)
+    if doc is None:
+        raise ContractNotFound(f"contract {contract_id!r} has no version {version}")
+    c = doc.contract
+    signed = verified_signers(doc, registry.keys)
+    return SignaturesPublic(
+        contract=c.contract,
+        version=doc.hash,
+        number=c.version,
+        provider=c.provider,
+        consumer=c.consumer,
+        valid_from=c.valid_from,
+        valid_until=c.valid_until,
+        signed_by=signed,
+        awaiting=[org for org in (c.provider, c.consumer) if org not in signed],
+        terms=orjson.loads(doc.canonical),
+        payload=b64url(doc.canonical),
+        signatures=list(c.signatures),
+        sign_at=f"/v1/contracts/{c.contract}/signatures",
+    )
+
+
+@router.post("/{contract_id}/signatures", responses=errors(400, 401, 404, 422, 503))
+async def post_signature(
+    contract_id: str, body: SignaturePosted, partner: CurrentPartner, gateway: GatewayDep
+) -> SignatureAccepted:
+    """Countersign an offer: a detached compact JWS (EdDSA, with ``kid`` and your ``org`` in
+    its protected header) over the offer's ``payload`` bytes, by a key in your published JWKS.
+    Accepted once it is recorded in the ledger; the contract is then in force (or will be at
+    ``valid_from``)."""
+    outcome = await anyio.to_thread.run_sync(
+        lambda: gateway.offers.countersign(
+            org=partner.org,
+            client=partner.client_id,
+            contract_id=contract_id,
+            version=body.version,
+            signature=body.signature,
+        )
+    )
+    doc = outcome.version
+    return SignatureAccepted(
+        contract=doc.contract.contract,
+        version=doc.hash,
+        number=doc.contract.version,
+        state=outcome.verdict.reason,
+        detail=outcome.verdict.detail,
+        signed_by=outcome.signed_by,
+        recorded=outcome.recorded,
     )
 
 

@@ -1,0 +1,208 @@
+"""Offers and countersignatures over the API: no contract file travels by hand.
+
+An **offer** is a contract version its provider has signed and its consumer has not. The
+consumer reads it (``GET /v1/contracts/{id}/signatures``: the terms, the exact canonical bytes,
+the provider's signature), signs those bytes with its own key in any JOSE library, and posts the
+detached JWS (``POST /v1/contracts/{id}/signatures``). The signature is checked here, recorded
+in the ledger (and only once Kafka has acknowledged it is it accepted), kept in the archive
+(``core/archive.py``) and merged into its version at every load: the contract is active at once,
+or when its ``valid_from`` comes. Every replica learns it from the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from joserfc.jwk import KeySet
+
+from gateway.core.archive import SIGNATURE_KIND, ContractArchive
+from gateway.core.contracts import ContractDocument, ContractState, Verdict
+from gateway.core.jose import describe_signature, verify_detached
+from gateway.core.ledger import timestamp
+from gateway.core.lifecycle import ContractHistory
+from gateway.errors import LedgerUnavailable, SignatureInvalid, SignatureRefused
+from gateway.services.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: How long a countersignature waits for Kafka to acknowledge its ledger entry.
+RECORD_TIMEOUT_SECONDS = 10.0
+
+
+class AcknowledgedLedger(Protocol):
+    def record_acknowledged(
+        self, time: str, kind: str, details: Mapping[str, Any], timeout: float
+    ) -> bool:
+        """Record an entry; whether Kafka acknowledged it within ``timeout`` seconds."""
+
+
+def verified_signers(doc: ContractDocument, keys: Mapping[str, KeySet]) -> list[str]:
+    """The parties whose signature on ``doc`` verifies against their published keys."""
+    parties = (doc.contract.provider, doc.contract.consumer)
+    signed = []
+    for signature in doc.contract.signatures:
+        info = describe_signature(signature)
+        if info is None or info.org not in parties or info.org not in keys:
+            continue
+        try:
+            verify_detached(signature, doc.canonical, keys[info.org])
+        except SignatureInvalid:
+            continue
+        signed.append(info.org)
+    return sorted(set(signed))
+
+
+def version_of(history: ContractHistory, version: str | None) -> ContractDocument | None:
+    """The version with hash ``version`` (the newest when ``None``)."""
+    if version is None:
+        return history.latest
+    return next((e.doc for e in history.versions if e.doc.hash == version), None)
+
+
+def awaits(registry: Registry, org: str, doc: ContractDocument) -> bool:
+    """Whether ``doc`` is offered to ``org``: its provider's signature verifies, ``org``'s is
+    not there yet."""
+    signed = verified_signers(doc, registry.keys)
+    return doc.contract.provider in signed and org not in signed
+
+
+def check_countersignature(
+    registry: Registry,
+    *,
+    org: str,
+    contract_id: str,
+    version: str,
+    signature: str,
+    now: datetime,
+) -> ContractDocument | None:
+    """The offer ``signature`` countersigns, once checked; ``None`` when ``org`` has signed
+    that version already. ``ContractNotFound`` unless ``org`` is the consumer;
+    ``SignatureRefused`` saying why otherwise."""
+    history = registry.history_for(org, contract_id)
+    doc = version_of(history, version)
+    if doc is None:
+        raise SignatureRefused(
+            f"contract {contract_id!r} has no version {version}; its newest is "
+            f"{history.latest.hash} (version {history.latest.contract.version})",
+            code="not_offered",
+        )
+    info = describe_signature(signature)
+    if info is None:
+        raise SignatureRefused(
+            "the signature is not a compact JWS with a detached payload (header..signature)",
+            code="signature_invalid",
+        )
+    if info.org != org:
+        raise SignatureRefused(
+            f"the signature's 'org' header is {info.org!r}; you sign as {org!r}",
+            code="wrong_organisation",
+        )
+    signed = verified_signers(doc, registry.keys)
+    if org in signed:
+        return None
+    c = doc.contract
+    if c.provider not in signed:
+        raise SignatureRefused(
+            f"{c.provider} has not signed version {c.version}: it is not offered to you yet",
+            code="not_offered",
+        )
+    entry = next(e for e in history.versions if e.doc.hash == doc.hash)
+    if entry.check.state is ContractState.REFUSED and entry.check.reason != "signature_missing":
+        raise SignatureRefused(
+            f"version {c.version} cannot come into force ({entry.check.reason}: "
+            f"{entry.check.detail}); its provider has been told why",
+            code="not_offered",
+        )
+    if now >= c.valid_until:
+        raise SignatureRefused(
+            f"the offer of version {c.version} ended with its validity at "
+            f"{c.valid_until.isoformat()}; ask {c.provider} for a new one",
+            code="offer_expired",
+        )
+    keys = registry.keys.get(org)
+    if keys is None:
+        raise SignatureRefused(
+            f"the gateway has no published keys of {org!r}", code="signature_invalid"
+        )
+    try:
+        verify_detached(signature, doc.canonical, keys)
+    except SignatureInvalid as exc:
+        raise SignatureRefused(
+            f"{exc.detail} over the canonical bytes of version {doc.hash}",
+            code="signature_invalid",
+        ) from None
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Countersigned:
+    version: ContractDocument
+    #: The contract's state once the signature is in.
+    verdict: Verdict
+    signed_by: list[str]
+    #: ``False`` when the caller had signed this version already.
+    recorded: bool
+
+
+class Countersigning:
+    def __init__(
+        self,
+        *,
+        registry: Callable[[], Registry],
+        archive: ContractArchive,
+        ledger: AcknowledgedLedger,
+        reload: Callable[[], None],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._registry = registry
+        self._archive = archive
+        self._ledger = ledger
+        self._reload = reload
+        self._clock = clock
+
+    def countersign(
+        self, *, org: str, client: str, contract_id: str, version: str, signature: str
+    ) -> Countersigned:
+        """Check, record and apply ``org``'s countersignature. Blocking (it waits for Kafka)."""
+        now = self._clock()
+        doc = check_countersignature(
+            self._registry(),
+            org=org,
+            contract_id=contract_id,
+            version=version,
+            signature=signature,
+            now=now,
+        )
+        recorded = doc is not None
+        if doc is not None:
+            details = {
+                "contract": contract_id,
+                "version": doc.hash,
+                "number": doc.contract.version,
+                "org": org,
+                "client": client,
+                "signature": signature,
+            }
+            if not self._ledger.record_acknowledged(
+                timestamp(now), SIGNATURE_KIND, details, RECORD_TIMEOUT_SECONDS
+            ):
+                raise LedgerUnavailable(
+                    "the signature could not be recorded in the ledger; it is not accepted "
+                    "yet: post it again"
+                )
+            self._archive.keep_signature(doc.hash, org, signature)
+            log.info("contract %s version %s countersigned by %s", contract_id, doc.hash, org)
+            self._reload()
+        registry = self._registry()
+        history = registry.history_for(org, contract_id)
+        current = version_of(history, version) or history.latest
+        return Countersigned(
+            current,
+            registry.verdict(contract_id, self._clock()),
+            verified_signers(current, registry.keys),
+            recorded,
+        )
