@@ -11,8 +11,8 @@ from gateway.core.archive import ContractArchive, signed_document, signers
 from gateway.core.documents import amended, canonical_hash, load_yaml
 from gateway.core.jose import sign_detached, signing_key
 from gateway.core.lifecycle import build_history
-from tests.core.test_contracts import TEXT
-from tests.core.test_lifecycle import KEYS, contract
+from tests.core.test_contracts import KEYS, TEXT
+from tests.core.test_lifecycle import contract
 
 
 def entry(version: Any, document: Any, state: str = "chained") -> dict[str, Any]:
