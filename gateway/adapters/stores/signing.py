@@ -100,6 +100,40 @@ def generate_keys(org: str, keys_dir: Path, private_dir: Path, *, force: bool = 
     return private_path
 
 
+def rotate_keys(org: str, keys_dir: Path, private_dir: Path) -> tuple[str, str]:
+    """A new Ed25519 signing key for ``org``, first in its private JWKS (so it signs from
+    now on); every older key stays, in the private and the public JWKS, so that signatures
+    made with them keep verifying. ``(new kid, previous signing kid)``."""
+    private_path = private_dir / f"{org}{PRIVATE_SUFFIX}"
+    keys = read_private_keys(private_path)
+    previous = private_signing_key(keys, source=private_path)
+    new = OKPKey.generate_key("Ed25519", parameters={"use": "sig"}, auto_kid=True)
+    rotated = KeySet([new, *keys])
+    write_private(private_path, json.dumps(private_jwks(rotated), indent=2).encode())
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    (keys_dir / f"{org}{KEYS_SUFFIX}").write_text(json.dumps(public_jwks(rotated), indent=2) + "\n")
+    return new.kid or "", previous.kid or ""
+
+
+def fingerprints(path: Path) -> list[str]:
+    """One line per key of a JWKS file: its use, curve and RFC 7638 thumbprint (computed from
+    the key, never taken from its ``kid``), and whether its ``kid`` is that thumbprint."""
+    try:
+        data = json.loads(path.read_text())
+        keys = parse_private_jwks(data, source=str(path))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DocumentInvalid(f"{path}: not a JWKS ({exc})") from None
+    org = path.name.split(".", 1)[0]
+    lines = []
+    for key in keys:
+        thumbprint = key.thumbprint()
+        kid = key.kid
+        said = "kid matches" if kid == thumbprint else f"kid {kid!r} is NOT its thumbprint"
+        curve = key.get("crv") or key.key_type
+        lines.append(f"{org}: {key.get('use') or '-'} {curve} SHA256:{thumbprint} ({said})")
+    return lines
+
+
 def _read_document(path: Path) -> str:
     try:
         text = path.read_text()
