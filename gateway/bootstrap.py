@@ -78,7 +78,7 @@ def _learn_from_ledger(
     knows the versions and countersignatures the others verified. If Kafka does not answer,
     contracts that need the ledger stay refused until it does (the watcher learns it then)."""
     try:
-        for entry in follower.catch_up(max(wait, 1.0)):
+        for entry in follower.read(max(wait, 1.0)):
             archive.learn(entry)
     except GatewayError as exc:
         log.warning("cannot read the ledger at start: %s; contracts will follow", exc.detail)

@@ -190,6 +190,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     #: How often the contracts and keys directories are checked for changes (0 disables).
     watch_seconds: float = Field(default=0.25, ge=0)
+    #: How often the ledger is read for what other replicas recorded about contracts
+    #: (countersignatures posted to them, versions they verified).
+    follow_seconds: float = Field(default=1.0, gt=0)
     #: At start, how long the gateway waits for the ledger to take writes before it listens
     #: (it then listens anyway, answering 503 with the reason until it does).
     startup_wait_seconds: float = Field(default=15.0, ge=0)

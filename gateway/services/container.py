@@ -30,6 +30,9 @@ from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: How long one read of the ledger by the follower may take.
+FOLLOW_TIMEOUT_SECONDS = 5.0
+
 
 class ContractSource(Protocol):
     """Where contracts, products and keys come from (``adapters/stores/contracts_dir.py``)."""
@@ -61,12 +64,8 @@ class LedgerFollower(Protocol):
     """Reads the ledger as it grows (``adapters/kafka/ledger.py``): what other replicas record."""
 
     def read(self, timeout: float) -> Sequence[Mapping[str, Any]]:
-        """Entries written since the last read. Blocking; ``GatewayError`` when it cannot."""
-
-    def catch_up(self, timeout: float) -> Sequence[Mapping[str, Any]]:
-        """Every entry up to the end as it is now. Blocking."""
-
-    def close(self) -> None: ...
+        """Entries written since the last read, up to the end as it is now. Blocking;
+        ``GatewayError`` when it cannot."""
 
 
 class LedgerReader(Protocol):
@@ -105,19 +104,18 @@ class Gateway:
             gateway_org=self.settings.org, now=self.clock(), archive=self.archive
         )
 
-    def follow(self) -> int:
+    def follow(self) -> None:
         """Learn what the ledger says about contracts since the last call (other replicas'
-        countersignatures, versions they verified); the archive's revision. Blocking."""
+        countersignatures, versions they verified). Blocking."""
         try:
-            for entry in self.follower.read(0):
+            for entry in self.follower.read(FOLLOW_TIMEOUT_SECONDS):
                 self.archive.learn(entry)
         except GatewayError as exc:  # Kafka is away: what was learned stays, try again later
             log.warning("cannot follow the ledger now: %s", exc.detail)
-        return self.archive.revision
 
     def fingerprint(self) -> Hashable:
         """Changes when the contracts, products or keys change, or the archive learns."""
-        return (self.contracts.fingerprint(), self.follow())
+        return (self.contracts.fingerprint(), self.archive.revision)
 
     def reload(self) -> None:
         """Read contracts and keys again and swap them in for every service at once. A
@@ -137,7 +135,6 @@ class Gateway:
 
     def close(self) -> None:
         self.ledger.close()
-        self.follower.close()
         for close in self.closers:
             close()
 

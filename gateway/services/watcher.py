@@ -35,3 +35,11 @@ async def watch(
             await anyio.to_thread.run_sync(reload)
         except Exception as exc:  # keep serving with what we had
             log.error("reload failed, keeping the previous contracts: %s", exc)
+
+
+async def follow(read: Callable[[], None], interval: float) -> None:
+    """Call ``read`` (in a worker thread) every ``interval`` seconds: the ledger's news
+    reaches the archive, and a change there reloads the contracts at the next watch."""
+    while True:
+        await anyio.sleep(interval)
+        await anyio.to_thread.run_sync(read)

@@ -26,7 +26,7 @@ from gateway.adapters.http.routes import (
 from gateway.adapters.http.security import LegalPageHeaders
 from gateway.adapters.http.streaming import SendWatch
 from gateway.services.container import Gateway
-from gateway.services.watcher import watch
+from gateway.services.watcher import follow, watch
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                 tasks.start_soon(
                     watch, gateway.fingerprint, interval, gateway.reload, gateway.observe
                 )
+                tasks.start_soon(follow, gateway.follow, gateway.settings.follow_seconds)
             tasks.start_soon(gateway.streams.watch_changes)
             tasks.start_soon(gateway.quotas.keep_leases)
             tasks.start_soon(gateway.consumption.run, lambda: gateway.registry, gateway.ends_of)

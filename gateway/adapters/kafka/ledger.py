@@ -282,8 +282,10 @@ class KafkaLedgerFollower:
     """Follows the ledger topic from its beginning (``services.container.LedgerFollower``):
     what every replica recorded about contracts reaches every other one.
 
-    One consumer, assigned every partition of the topic (no consumer group), kept open; a topic
-    that does not exist yet is looked for again at the next read.
+    Each read opens a consumer, assigns every partition at the positions reached so far (no
+    consumer group), reads to the end and closes it: following holds no connection between
+    reads, and a ledger topic deleted in between is simply not found (a consumer left assigned
+    to a deleted topic crashed inside librdkafka on the test broker's metadata answer).
     """
 
     def __init__(self, config: Mapping[str, Any], topic: str) -> None:
@@ -293,68 +295,45 @@ class KafkaLedgerFollower:
             "enable.auto.commit": False,
         }
         self.topic = topic
-        self._consumer: Consumer | None = None
         self._positions: dict[int, int] = {}
 
-    def _assigned(self) -> Consumer | None:
-        if self._consumer is None:
-            consumer = Consumer(self._config)
-            described = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
-            if described is None or described.error is not None or not described.partitions:
-                consumer.close()
-                return None
-            partitions = sorted(described.partitions)
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-            self._positions = dict.fromkeys(partitions, 0)
-            self._consumer = consumer
-        return self._consumer
-
     def read(self, timeout: float) -> list[dict[str, Any]]:
-        """The entries written since the last read (waiting up to ``timeout`` for the first)."""
-        with map_kafka_errors("follow the ledger"):
-            consumer = self._assigned()
-            if consumer is None:
-                return []
-            entries: list[dict[str, Any]] = []
-            wait = timeout
-            while True:
-                messages = consumer.consume(num_messages=1000, timeout=wait)
-                for message in messages:
-                    if message.error() is not None:
-                        continue
-                    partition, offset = message.partition() or 0, message.offset() or 0
-                    self._positions[partition] = offset + 1
-                    with contextlib.suppress(orjson.JSONDecodeError):
-                        entry = orjson.loads(message.value() or b"null")
-                        if isinstance(entry, dict):
-                            entries.append(entry)
-                if len(messages) < 1000:
-                    return entries
-                wait = 0
-
-    def catch_up(self, timeout: float) -> list[dict[str, Any]]:
-        """Everything up to the end of the topic as it is now (within ``timeout`` seconds)."""
+        """The entries written since the last read, up to the end of the topic as it is now
+        (within ``timeout`` seconds; what is not read by then comes with the next read)."""
         deadline = time.monotonic() + timeout
         entries: list[dict[str, Any]] = []
         with map_kafka_errors("follow the ledger"):
-            consumer = self._assigned()
-            if consumer is None:
-                return []
-            ends = {
-                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5)[1]
-                for p in self._positions
-            }
-        while time.monotonic() < deadline:
-            batch = self.read(0.2)
-            entries += batch
-            if not batch and all(self._positions[p] >= end for p, end in ends.items()):
-                break
+            consumer = Consumer(self._config)
+            try:
+                described = consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
+                if described is None or described.error is not None:
+                    return []
+                ends = {}
+                for p in sorted(described.partitions):
+                    ends[p] = consumer.get_watermark_offsets(
+                        TopicPartition(self.topic, p), timeout=timeout
+                    )[1]
+                    self._positions.setdefault(p, 0)
+                behind = [p for p, end in ends.items() if self._positions[p] < end]
+                if not behind:
+                    return []
+                consumer.assign([TopicPartition(self.topic, p, self._positions[p]) for p in behind])
+                while time.monotonic() < deadline:
+                    messages = consumer.consume(num_messages=1000, timeout=0.2)
+                    for message in messages:
+                        if message.error() is not None:
+                            continue
+                        partition, offset = message.partition() or 0, message.offset() or 0
+                        self._positions[partition] = offset + 1
+                        with contextlib.suppress(orjson.JSONDecodeError):
+                            entry = orjson.loads(message.value() or b"null")
+                            if isinstance(entry, dict):
+                                entries.append(entry)
+                    if all(self._positions[p] >= ends[p] for p in behind):
+                        break
+            finally:
+                consumer.close()
         return entries
-
-    def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
 
 
 class KafkaLedgerReader:
