@@ -6,10 +6,7 @@ Schema of the ``@asyncapi/specs`` npm package)."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,13 +14,12 @@ import jsonschema_rs
 import pytest
 
 from tests.conftest import RunningGateway, World
+from tests.npm import npm_package
 from tests.test_protection import PROTECTED, protected
 
 pytestmark = pytest.mark.kafka
 __all__ = ["protected"]  # the fixture: a contract with every field action, and its records
 
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "npm"
-SPECS = CACHE / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0-without-$id.json"
 
 SCHEMA = """\
 schema:
@@ -50,15 +46,8 @@ schema:
 @pytest.fixture(scope="session")
 def asyncapi_schema() -> jsonschema_rs.Validator:
     """The AsyncAPI 3.0.0 JSON Schema, from the npm registry (cached in .cache/npm)."""
-    if not SPECS.exists():
-        npm = shutil.which("npm")
-        assert npm, "Node and npm are on every machine"
-        subprocess.run(
-            [npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "--silent",
-             "@asyncapi/specs@6.11.1"],
-            check=True, timeout=300, capture_output=True,
-        )  # fmt: skip
-    return jsonschema_rs.validator_for(json.loads(SPECS.read_text()), offline=True)
+    specs = npm_package("@asyncapi/specs@6.11.1") / "schemas" / "3.0.0-without-$id.json"
+    return jsonschema_rs.validator_for(json.loads(specs.read_text()), offline=True)
 
 
 @pytest.fixture

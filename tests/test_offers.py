@@ -24,10 +24,10 @@ from joserfc.jwk import KeySet
 from gateway.cli import main
 from gateway.core.jose import b64url_decode, eddsa_allowed, sign_detached
 from tests.conftest import RunningGateway, World
+from tests.npm import npm_package
 
 pytestmark = pytest.mark.kafka
 
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "npm"
 NODE_SCRIPT = Path(__file__).resolve().parent / "node" / "countersign.mjs"
 OFFER = "acme-globex-offer"
 
@@ -36,15 +36,7 @@ OFFER = "acme-globex-offer"
 def node_jose() -> Path:
     """Node 20 with only the ``jose`` package (from the npm registry, cached in .cache/npm);
     the script sits beside node_modules so that its ``import "jose"`` resolves there."""
-    if not (CACHE / "node_modules" / "jose" / "package.json").exists():
-        npm = shutil.which("npm")
-        assert npm, "Node and npm are on every machine"
-        subprocess.run(
-            [npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "--silent",
-             "jose@5.9.6"],
-            check=True, timeout=300, capture_output=True,
-        )  # fmt: skip
-    script = CACHE / NODE_SCRIPT.name
+    script = npm_package("jose@5.9.6").parent.parent / NODE_SCRIPT.name
     shutil.copyfile(NODE_SCRIPT, script)
     return script
 

@@ -24,7 +24,7 @@ SURFACES = {
         "LegalAuthenticationFailed", "NoEncryptionKey", "Overloaded", "QuotaExceeded",
         "SignatureInvalid", "IdempotencyInProgress", "IdempotencyKeyReused",
         "IdentityProviderUnavailable", "PayloadTooLarge", "ProductNotFound", "RecordsInvalid",
-        "StoreUnavailable", "UnsupportedMediaType",
+        "StoreUnavailable", "UnsupportedMediaType", "OrganisationNotFound", "SignatureRefused",
     },
     # The composition root and the command line.
     "gateway.bootstrap": {"Gateway", "build_gateway"},

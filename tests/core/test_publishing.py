@@ -44,13 +44,33 @@ def test_a_json_array_and_ndjson_carry_the_same_records(items: list[dict[str, An
     assert fingerprint(array) == fingerprint(lines)
 
 
+def typed(value: Any) -> Any:
+    """``value`` with every scalar's JSON type beside it, and objects without key order:
+    equal exactly when the JSON is the same (Python's ``0 == False`` is not JSON's)."""
+    if isinstance(value, dict):
+        return sorted((k, typed(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
 @given(records, records)
 def test_the_fingerprint_tells_batches_apart(
     a: list[dict[str, Any]], b: list[dict[str, Any]]
 ) -> None:
     pa = parse_records(orjson.dumps(a), ndjson=False, max_records=10)
     pb = parse_records(orjson.dumps(b), ndjson=False, max_records=10)
-    assert (fingerprint(pa) == fingerprint(pb)) == (pa == pb)
+    same = [typed([r.key, r.value, r.headers]) for r in pa] == [
+        typed([r.key, r.value, r.headers]) for r in pb
+    ]
+    assert (fingerprint(pa) == fingerprint(pb)) == same
+
+
+def test_false_and_zero_are_other_records() -> None:
+    """Python finds them equal; a partner's JSON does not, nor does the fingerprint."""
+    zero = parse_records(b'[{"value": {"a": 0}}]', ndjson=False, max_records=10)
+    false = parse_records(b'[{"value": {"a": false}}]', ndjson=False, max_records=10)
+    assert fingerprint(zero) != fingerprint(false)
 
 
 @pytest.mark.parametrize(
