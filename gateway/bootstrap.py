@@ -21,6 +21,7 @@ from gateway.adapters.stores.replays import MemoryReplayCache, SharedReplayCache
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.archive import ContractArchive
 from gateway.core.cursor import CursorCodec
+from gateway.core.jose import sign_compact
 from gateway.core.ledger import timestamp
 from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
@@ -89,7 +90,11 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     otherwise (a consumer per stream, in the benchmark that compares the two)."""
     secrets = load_or_create(settings.state_dir)
     ledger = KafkaLedger(
-        settings.kafka.librdkafka_config(), settings.ledger_topic, settings.replica
+        settings.kafka.librdkafka_config(),
+        settings.ledger_topic,
+        settings.replica,
+        sign=lambda claims: sign_compact(claims, secrets.ledger_key),
+        checkpoint_seconds=settings.ledger_checkpoint_seconds,
     )
     ledger.start()
 
@@ -216,6 +221,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         quotas=quotas,
         metrics=metrics,
         closers=closers,
+        ledger_public_jwk=dict(secrets.ledger_key.as_dict(private=False)),
     )
     gateway.observe()
     return gateway

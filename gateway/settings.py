@@ -190,6 +190,8 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     #: How often the contracts and keys directories are checked for changes (0 disables).
     watch_seconds: float = Field(default=0.25, ge=0)
+    #: How often each replica signs its ledger chain's head into it (and once at shutdown).
+    ledger_checkpoint_seconds: float = Field(default=10.0, gt=0)
     #: How often the ledger is read for what other replicas recorded about contracts
     #: (countersignatures posted to them, versions they verified).
     follow_seconds: float = Field(default=1.0, gt=0)

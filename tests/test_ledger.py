@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -167,3 +168,56 @@ def test_the_first_request_to_a_starting_gateway_is_served_not_refused(
     with gateway_serve(world, kafka_bootstrap, "--org", "acme") as (port, _):
         response = http.get(f"http://127.0.0.1:{port}/readyz")
         assert response.status_code == 200, response.text
+
+
+def test_signed_checkpoints_prove_a_closed_chain_and_expose_a_cut_or_a_rewrite(
+    serve: Callable[..., RunningGateway], http: httpx.Client, kafka_config: dict[str, str],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    gw = serve(ledger_checkpoint_seconds=0.2)
+    jwks = tmp_path / "gateway.jwks.json"
+    jwks.write_text(http.get(f"{gw.url}/.well-known/jwks.json").text)
+    gw.token("globex")
+    deadline = time.monotonic() + 10
+    while not [e for e in gw.gateway.ledger_entries() if e["kind"] == "checkpoint"]:
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+    gw.stop()
+    topic = gw.gateway.settings.ledger_topic
+    entries = list(read_entries(kafka_config, topic))
+    assert entries[-1]["kind"] == "checkpoint"
+    assert entries[-1]["final"] is True
+    exported = tmp_path / "ledger.ndjson"
+
+    def verify(lines: list[dict[str, Any]], *extra: str) -> tuple[int, str]:
+        exported.write_text("".join(json.dumps(e) + "\n" for e in lines))
+        result = CliRunner().invoke(
+            main, ["ledger", "verify", "--file", str(exported), "--keys", str(jwks), *extra]
+        )
+        return result.exit_code, result.output
+
+    code, out = verify(entries)
+    assert code == 0, out
+    assert "1 closed" in out
+    assert out.splitlines()[-1].endswith("intact")
+    # The tail cut: the links still hold, the chain is not closed.
+    code, out = verify(entries[:-2], "--live-seconds", "0")
+    assert code == 1
+    assert out.startswith("OPEN chain")
+    # An entry rewritten, every hash after it recomputed: the signed heads no longer match.
+    from gateway.core.ledger import entry_hash
+
+    rewritten = [dict(e) for e in entries]
+    rewritten[1]["rewritten"] = True
+    for before, entry in itertools.pairwise(rewritten):
+        entry["prev"] = before["hash"]
+        entry["hash"] = entry_hash(entry)
+    code, out = verify(rewritten)
+    assert code == 1
+    assert "REWRITTEN" in out
+    # Keys that cannot be read: one line, exit 2.
+    result = CliRunner().invoke(
+        main, ["ledger", "verify", "--file", str(exported), "--keys", str(tmp_path / "none")]
+    )
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1

@@ -65,21 +65,69 @@ def ledger_options(command: F) -> F:
 
 
 @ledger.command("verify")
+@click.option(
+    "--keys",
+    "keys_source",
+    default=None,
+    help="The gateway's JWKS (a file, or its URL: https://…/.well-known/jwks.json) to verify "
+    "the signed checkpoints with.",
+)
+@click.option(
+    "--live-seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="A chain whose last checkpoint is this recent may still be written (its replica runs).",
+)
 @ledger_options
-def ledger_verify(bootstrap_servers: str | None, topic: str | None, file: Path | None) -> None:
-    """Check every chain: edited, removed or reordered entries are reported; exit 1 if any."""
-    from gateway.core.ledger import verify
+def ledger_verify(
+    keys_source: str | None,
+    live_seconds: float,
+    bootstrap_servers: str | None,
+    topic: str | None,
+    file: Path | None,
+) -> None:
+    """Check every chain: edited, removed or reordered entries, and what the signed
+    checkpoints prove (a rewritten chain, a cut tail); exit 1 on any problem."""
+    from datetime import UTC
 
+    from gateway.core.jose import compact_payload, verify_compact
+    from gateway.core.ledger import prove, verify
+
+    keys = _jwks(keys_source) if keys_source else None
     entries = ledger_entries(bootstrap_servers, topic, file)
+    read = (lambda token: verify_compact(token, keys)) if keys is not None else compact_payload
     problems = verify(entries)
-    chains = {e.get("chain") for e in entries}
+    proved, proofs = prove(entries, read, now=datetime.now(UTC), live_seconds=live_seconds)
+    problems += proved
     for p in problems:
-        click.echo(f"{p.kind.upper()} chain {p.chain} seq {p.seq} (entry {p.position}): {p.detail}")
+        where = f" seq {p.seq}" + (f" (entry {p.position})" if p.position >= 0 else "")
+        click.echo(f"{p.kind.upper()} chain {p.chain}{where}: {p.detail}")
+    closed = sum(1 for proof in proofs if proof.closed)
     click.echo(
-        f"{len(entries)} entries in {len(chains)} chains: "
+        f"{len(entries)} entries in {len(proofs)} chains ({closed} closed, "
+        f"{len(proofs) - closed} not closed): "
         + ("intact" if not problems else f"{len(problems)} problems")
     )
+    if keys is None:
+        click.echo("checkpoint signatures not verified: pass --keys with the gateway's JWKS")
     sys.exit(1 if problems else 0)
+
+
+def _jwks(source: str) -> Any:
+    """A JWKS from a file or a URL; one clear line when it cannot be had."""
+    from joserfc.jwk import KeySet
+
+    try:
+        if source.startswith(("https://", "http://")):
+            import httpx
+
+            text = httpx.get(source, timeout=10).raise_for_status().text
+        else:
+            text = Path(source).read_text()
+        return KeySet.import_key_set(json.loads(text))
+    except Exception as exc:  # any failure to get keys is the same message: exit 2
+        raise InputError(f"{source}: not a JWKS that can be read ({exc})") from None
 
 
 @ledger.command("export")

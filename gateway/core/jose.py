@@ -202,3 +202,34 @@ def verify_detached(signature: str, payload: bytes, keys: KeySet) -> dict[str, A
     except (JoseError, ValueError):
         raise SignatureInvalid(f"signature with kid {kid!r} does not verify") from None
     return header
+
+
+def sign_compact(payload: bytes, key: OKPKey) -> str:
+    """A compact JWS over ``payload`` (attached), ``alg`` ``EdDSA`` with the key's ``kid``."""
+    with eddsa_allowed():
+        return jws.serialize_compact(
+            {"alg": "EdDSA", "kid": key.kid}, payload, key, algorithms=["EdDSA"]
+        )
+
+
+def verify_compact(token: str, keys: KeySet) -> bytes | None:
+    """The payload of a compact JWS that verifies against ``keys`` (by ``kid``), else ``None``."""
+    try:
+        with eddsa_allowed():
+            header = jws.extract_compact(token.encode("ascii")).headers()
+            candidates = [k for k in keys if k.kid == header.get("kid")]
+            if not candidates or header.get("alg") not in SIGNING_ALGORITHMS:
+                return None
+            obj = jws.deserialize_compact(token, candidates[0], algorithms=list(SIGNING_ALGORITHMS))
+    except (JoseError, ValueError, UnicodeEncodeError):
+        return None
+    return bytes(obj.payload)
+
+
+def compact_payload(token: str) -> bytes | None:
+    """The payload of a compact JWS, unverified; ``None`` when it is not one."""
+    try:
+        with eddsa_allowed():
+            return bytes(jws.extract_compact(token.encode("ascii")).payload)
+    except (JoseError, ValueError, UnicodeEncodeError):
+        return None

@@ -16,8 +16,9 @@ whole chain, needs an anchor outside the ledger: see docs/ledger.md.)
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,7 @@ KINDS = frozenset(
         "stream",
         "pull",
         "progress",
+        "checkpoint",
     }
 )
 #: The members the chain writes itself; details that use one keep it as ``details_<name>``.
@@ -82,6 +84,23 @@ def timestamp(moment: datetime) -> str:
 def entry_hash(entry: Mapping[str, Any]) -> str:
     body = {k: v for k, v in entry.items() if k != "hash"}
     return "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+
+
+#: The kind of a signed chain head (see ``checkpoint_claims``).
+CHECKPOINT = "checkpoint"
+
+
+def checkpoint_claims(chain: str, seq: int, head: str, time: str, *, final: bool) -> bytes:
+    """What a checkpoint signs: the chain, the seq and hash of its last entry, the time, and
+    whether the chain ends there. RFC 8785 JSON, the payload of a compact JWS."""
+    claims: dict[str, Any] = {
+        "chain": chain,
+        "seq": seq,
+        "head": head,
+        "time": time,
+        "final": final,
+    }
+    return bytes(rfc8785.dumps(claims))
 
 
 class Chain:
@@ -151,6 +170,124 @@ def verify(entries: Iterable[Mapping[str, Any]]) -> list[Problem]:
         if before is None or seq > int(before["seq"]):
             last[chain] = entry
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProof:
+    """How far a chain is proven by signed checkpoints."""
+
+    chain: str
+    entries: int
+    #: The last seq a valid checkpoint covers (``-1``: none), and that checkpoint's time.
+    proven: int
+    proven_at: str | None
+    #: Ended by a valid final checkpoint, or by a successor chain naming its last entry.
+    closed: bool
+
+
+#: Reads a checkpoint's compact JWS: its verified payload, or ``None`` when it does not verify.
+CheckpointReader = Callable[[str], bytes | None]
+
+
+def prove(
+    entries: Sequence[Mapping[str, Any]],
+    read_checkpoint: CheckpointReader,
+    *,
+    now: datetime,
+    live_seconds: float,
+) -> tuple[list[Problem], list[ChainProof]]:
+    """What the signed checkpoints prove, beyond ``verify``'s links.
+
+    A checkpoint's signed head must be the hash of the entry it names: a chain rewritten with
+    fresh hashes no longer matches what was signed (``rewritten``); a checkpoint that does not
+    verify is ``unsigned``. A chain must end with a final checkpoint, or be followed by a chain
+    whose start names its last acknowledged entry (a replica that rebuilt its producer), or be
+    live (its last entry within ``live_seconds`` of ``now``: its replica may be writing, and
+    checkpoints it every few seconds); otherwise its tail may have been cut, or its replica
+    died: ``open`` says from which seq nothing is proven.
+    """
+    problems: list[Problem] = []
+    hashes: dict[str, dict[int, str]] = {}
+    latest: dict[str, str] = {}
+    for entry in entries:
+        chain, seq = entry.get("chain"), entry.get("seq")
+        if isinstance(chain, str) and isinstance(seq, int) and isinstance(entry.get("hash"), str):
+            hashes.setdefault(chain, {})[seq] = entry["hash"]
+            latest[chain] = max(latest.get(chain, ""), str(entry.get("time")))
+    proven: dict[str, tuple[int, str]] = {}
+    closed: set[str] = set()
+    for position, entry in enumerate(entries):
+        chain, seq = str(entry.get("chain")), entry.get("seq")
+        if entry.get("kind") == "chain_started" and isinstance(entry.get("follows_seq"), int):
+            follows = str(entry.get("follows"))
+            if hashes.get(follows, {}).get(entry["follows_seq"]) == entry.get("follows_head"):
+                closed.add(follows)
+        if entry.get("kind") != CHECKPOINT:
+            continue
+        payload = read_checkpoint(str(entry.get("signature")))
+        claims = _claims(payload)
+        if claims is None or claims.get("chain") != chain:
+            problems.append(
+                Problem(
+                    chain, position, seq, "unsigned", "the checkpoint's signature does not verify"
+                )
+            )
+            continue
+        covered = claims.get("seq")
+        if not isinstance(covered, int) or hashes[chain].get(covered) != claims.get("head"):
+            problems.append(
+                Problem(
+                    chain,
+                    position,
+                    seq,
+                    "rewritten",
+                    f"entry {covered} is not the one this checkpoint signed",
+                )
+            )
+            continue
+        if covered > proven.get(chain, (-1, ""))[0]:
+            proven[chain] = (covered, str(claims.get("time")))
+        if claims.get("final") is True and covered == max(hashes[chain]) - 1:
+            closed.add(chain)
+    proofs = []
+    for chain, seqs in hashes.items():
+        last, at = proven.get(chain, (-1, None))
+        proof = ChainProof(chain, len(seqs), last, at, chain in closed)
+        proofs.append(proof)
+        if proof.closed or _recent(latest.get(chain), now, live_seconds):
+            continue
+        since = f"since {at}" if at else "at all"
+        problems.append(
+            Problem(
+                chain,
+                -1,
+                last + 1,
+                "open",
+                f"no closing checkpoint: entries from seq {last + 1} on are not proven {since} "
+                "(its tail was cut, or its replica stopped without closing it)",
+            )
+        )
+    return problems, proofs
+
+
+def _claims(payload: bytes | None) -> dict[str, Any] | None:
+    if payload is None:
+        return None
+    try:
+        claims = json.loads(payload)
+    except ValueError:
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _recent(at: str | None, now: datetime, seconds: float) -> bool:
+    if at is None:
+        return False
+    try:
+        moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (now - moment).total_seconds() <= seconds
 
 
 DELIVERY_KINDS = ("stream", "pull")

@@ -98,6 +98,8 @@ class Gateway:
     #: Called at shutdown, after the ledger is closed (Redis clients and the like).
     closers: list[Callable[[], None]] = field(default_factory=list)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    #: The public key of the ledger's checkpoints, published beside the token keys.
+    ledger_public_jwk: dict[str, Any] = field(default_factory=dict)
 
     def load(self) -> Registry:
         return self.contracts.load(

@@ -7,8 +7,18 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from joserfc.jwk import KeySet, OKPKey
 
-from gateway.core.ledger import Chain, DeliveryEntry, verify
+from gateway.core.jose import sign_compact, verify_compact
+from gateway.core.ledger import (
+    CHECKPOINT,
+    Chain,
+    DeliveryEntry,
+    checkpoint_claims,
+    entry_hash,
+    prove,
+    verify,
+)
 
 
 def chain(n: int, name: str = "r1/a") -> list[dict[str, Any]]:
@@ -163,3 +173,78 @@ def test_a_delivery_with_progress_but_no_end_is_reported_unfinished_and_each_onc
         (25, "disconnected"),
         (9, "unfinished"),
     ]
+
+
+# Signed checkpoints (chain heads): what they prove beyond the links.
+
+LEDGER_KEY = OKPKey.generate_key("Ed25519", parameters={"use": "sig"}, auto_kid=True)
+LEDGER_KEYS = KeySet([LEDGER_KEY])
+T = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def checkpointed(chain: Chain, entries: list[dict[str, Any]], *, final: bool, at: str) -> None:
+    claims = checkpoint_claims(chain.chain, chain.seq - 1, str(chain.prev), at, final=final)
+    details = {
+        "covers": chain.seq - 1,
+        "final": final,
+        "signature": sign_compact(claims, LEDGER_KEY),
+    }
+    entries.append(chain.append(at, CHECKPOINT, details))
+
+
+def closed_chain(n: int = 5) -> list[dict[str, Any]]:
+    chain = Chain("r1/abc")
+    entries = [chain.append("2026-11-23T11:00:00.000Z", "token_issued", {"n": i}) for i in range(n)]
+    checkpointed(chain, entries, final=False, at="2026-11-23T11:00:01.000Z")
+    entries.append(chain.append("2026-11-23T11:00:02.000Z", "token_issued", {"n": n}))
+    checkpointed(chain, entries, final=True, at="2026-11-23T11:00:03.000Z")
+    return entries
+
+
+def proof(entries: list[dict[str, Any]], now: datetime = T) -> list[tuple[str, Any]]:
+    problems, _ = prove(
+        entries, lambda token: verify_compact(token, LEDGER_KEYS), now=now, live_seconds=60
+    )
+    return [(p.kind, p.seq) for p in problems]
+
+
+def test_a_closed_chain_is_proven_and_a_cut_tail_is_not() -> None:
+    entries = closed_chain()
+    assert proof(entries) == []
+    assert verify(entries) == []
+    # Cutting the tail (the closing checkpoint with it) leaves links that still verify.
+    for cut in (1, 2, 3):
+        assert verify(entries[:-cut]) == []
+        assert proof(entries[:-cut]) == [("open", 5 if cut < 3 else 0)]
+    # A live chain (its last entry recent) is not yet expected to be closed.
+    assert proof(entries[:-1], now=datetime(2026, 11, 23, 11, 0, 30, tzinfo=UTC)) == []
+
+
+def test_a_chain_rewritten_with_fresh_hashes_no_longer_matches_its_signatures() -> None:
+    entries = closed_chain()
+    entries[2]["n"] = 99  # rewrite an entry, then every hash and link after it
+    prev = entries[1]["hash"]
+    for entry in entries[2:]:
+        entry["prev"] = prev
+        entry["hash"] = entry_hash(entry)
+        prev = entry["hash"]
+    assert verify(entries) == [], "the links alone cannot tell"
+    assert [kind for kind, _ in proof(entries)] == ["rewritten", "rewritten", "open"]
+
+
+def test_a_checkpoint_signed_by_another_key_proves_nothing() -> None:
+    entries = closed_chain()
+    other = OKPKey.generate_key("Ed25519", parameters={"use": "sig"}, auto_kid=True)
+    entries[-1]["signature"] = sign_compact(b'{"chain":"r1/abc"}', other)
+    assert ("unsigned", 7) in proof(entries)
+
+
+def test_a_chain_its_successor_names_is_closed() -> None:
+    chain = Chain("r1/abc")
+    old = [chain.append("2026-11-23T11:00:00.000Z", "token_issued", {"n": i}) for i in range(3)]
+    successor = Chain("r1/def")
+    started = {"follows": "r1/abc", "follows_seq": 2, "follows_head": old[2]["hash"]}
+    new = [successor.append("2026-11-23T11:00:05.000Z", "chain_started", started)]
+    checkpointed(successor, new, final=True, at="2026-11-23T11:00:06.000Z")
+    assert proof([*old, *new]) == []
+    assert proof([*old[:2], *new]) == [("open", 0)], "a cut old chain is not what was named"

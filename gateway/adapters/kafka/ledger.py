@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.errors import map_kafka_errors
 from gateway.adapters.kafka.producer import GuardedProducer
-from gateway.core.ledger import Chain, timestamp
+from gateway.core.ledger import CHECKPOINT, Chain, checkpoint_claims, timestamp
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,17 @@ class KafkaLedger:
         topic: str,
         replica: str,
         producer: Callable[[], GuardedProducer] | None = None,
+        *,
+        sign: Callable[[bytes], str] | None = None,
+        checkpoint_seconds: float = 10.0,
     ) -> None:
         self._config = dict(config)
+        #: Signs checkpoints (chain heads): every ``checkpoint_seconds`` while entries come, and
+        #: a final one at close.
+        self._sign = sign
+        self._checkpoint_seconds = checkpoint_seconds
+        #: The last entry of the current chain Kafka acknowledged: ``(seq, hash)``.
+        self._acknowledged: tuple[int, str] | None = None
         self.topic = topic
         self._replica = replica
         self.chain = self._new_chain_id()
@@ -152,6 +161,7 @@ class KafkaLedger:
         chain = Chain(self.chain)
         producer: GuardedProducer | None = None
         probed = 0.0
+        checkpointed, pending = time.monotonic(), 0
         while True:
             try:
                 if producer is None:
@@ -163,7 +173,14 @@ class KafkaLedger:
                     work.extendleft(reversed(self._again(unacknowledged, attempts)))
                     follows, self.chain = self.chain, self._new_chain_id()
                     chain = Chain(self.chain)
-                    started = {"topic": self.topic, "follows": follows, "because": why}
+                    started: dict[str, Any] = {
+                        "topic": self.topic,
+                        "follows": follows,
+                        "because": why,
+                    }
+                    if self._acknowledged is not None:  # where the old chain is proven to end
+                        started["follows_seq"], started["follows_head"] = self._acknowledged
+                    self._acknowledged = None
                     work.appendleft((self._now(), "chain_started", started))
                     log.warning("ledger: a new producer and chain %s (%s)", self.chain, why)
                     self._rebuild = None
@@ -171,12 +188,17 @@ class KafkaLedger:
                 while work:
                     item = work.popleft()
                     if item is _STOP:
+                        self._checkpoint(producer, chain, unacknowledged, final=True)
                         producer.flush(10)
                         return
                     self._write(producer, chain, item, unacknowledged)
+                    pending += 1
                     if len(unacknowledged) % 1000 == 0:
                         producer.poll(0)
                 producer.poll(0)
+                if pending and time.monotonic() - checkpointed >= self._checkpoint_seconds:
+                    self._checkpoint(producer, chain, unacknowledged, final=False)
+                    checkpointed, pending = time.monotonic(), 0
                 if time.monotonic() - probed >= PROBE_SECONDS:
                     probed = time.monotonic()
                     self._probe(producer)
@@ -200,7 +222,7 @@ class KafkaLedger:
         again = []
         for seq in sorted(unacknowledged):
             item = unacknowledged.pop(seq)
-            if item[1] == "chain_started":
+            if item[1] in ("chain_started", CHECKPOINT):  # of the failed chain: never moved
                 continue
             tries = attempts[id(item)] = attempts.get(id(item), 0) + 1
             if tries >= MAX_CHAINS_PER_ENTRY:
@@ -244,6 +266,23 @@ class KafkaLedger:
                 )
         return self._replaced
 
+    def _checkpoint(
+        self,
+        producer: GuardedProducer,
+        chain: Chain,
+        unacknowledged: dict[int, Any],
+        *,
+        final: bool,
+    ) -> None:
+        """Sign the chain's head into it: cutting the chain after this, or rewriting what is
+        before, no longer matches a signature (``core.ledger.prove``)."""
+        if self._sign is None or chain.prev is None:
+            return
+        at = self._now()
+        claims = checkpoint_claims(chain.chain, chain.seq - 1, chain.prev, at, final=final)
+        details = {"covers": chain.seq - 1, "final": final, "signature": self._sign(claims)}
+        self._write(producer, chain, (at, CHECKPOINT, details), unacknowledged)
+
     def _write(
         self, producer: GuardedProducer, chain: Chain, item: Any, unacknowledged: dict[int, Any]
     ) -> None:
@@ -255,7 +294,7 @@ class KafkaLedger:
         except (ValueError, TypeError) as exc:
             log.error("ledger: a %s entry cannot be recorded (a defect): %s", kind, exc)
             return
-        seq, chain_id = entry["seq"], chain.chain
+        seq, chain_id, entry_hash = entry["seq"], chain.chain, entry["hash"]
         unacknowledged[seq] = item
 
         def delivered(error: str | None, _partition: int | None, _offset: int | None) -> None:
@@ -265,6 +304,7 @@ class KafkaLedger:
                 self._rebuild = error
                 return
             unacknowledged.pop(seq, None)
+            self._acknowledged = (seq, entry_hash)
             if written is not None:
                 written.set()
             if self._problem is not None:

@@ -1,6 +1,8 @@
 """The gateway's own secrets, created on first start in the state directory.
 
 - ``gateway-signing.jwks.json``: the P-256 key signing access tokens (private, 0600);
+- ``ledger-signing.jwks.json``: the Ed25519 key signing the ledger's checkpoints (private,
+  0600; its public half is in ``/.well-known/jwks.json``);
 - ``cursor.key``: the secret protecting cursors;
 - ``pseudonym.key``: the master secret of keyed pseudonyms (never leaves the gateway);
 - ``kek.key`` and ``data-keys/``: see ``keys.py``.
@@ -17,9 +19,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeySet, OKPKey
+
+from gateway.errors import DocumentInvalid
 
 SIGNING_KEY_FILE = "gateway-signing.jwks.json"
+LEDGER_KEY_FILE = "ledger-signing.jwks.json"
 CURSOR_KEY_FILE = "cursor.key"
 PSEUDONYM_KEY_FILE = "pseudonym.key"
 
@@ -30,6 +35,8 @@ class GatewaySecrets:
     cursor_secret: bytes
     #: The master secret from which each contract version's pseudonym key is derived.
     pseudonym_secret: bytes
+    #: Signs the ledger's checkpoints (chain heads).
+    ledger_key: OKPKey
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -46,10 +53,18 @@ def load_or_create(state_dir: Path) -> GatewaySecrets:
         key = ECKey.generate_key("P-256", parameters={"use": "sig", "alg": "ES256"}, auto_kid=True)
         write_private(key_path, json.dumps(KeySet([key]).as_dict(private=True)).encode())
     signing_keys = KeySet.import_key_set(json.loads(key_path.read_text()))
+    ledger_path = state_dir / LEDGER_KEY_FILE
+    if not ledger_path.exists():
+        okp = OKPKey.generate_key("Ed25519", parameters={"use": "sig"}, auto_kid=True)
+        write_private(ledger_path, json.dumps(KeySet([okp]).as_dict(private=True)).encode())
+    ledger_key = KeySet.import_key_set(json.loads(ledger_path.read_text())).keys[0]
+    if not isinstance(ledger_key, OKPKey):
+        raise DocumentInvalid(f"{ledger_path}: not an Ed25519 key")
     return GatewaySecrets(
         signing_keys,
         _secret(state_dir / CURSOR_KEY_FILE),
         _secret(state_dir / PSEUDONYM_KEY_FILE),
+        ledger_key,
     )
 
 

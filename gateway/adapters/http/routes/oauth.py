@@ -123,7 +123,10 @@ async def token(request: Request, gateway: GatewayDep) -> Response:
 
 @router.get("/.well-known/jwks.json")
 def jwks(gateway: GatewayDep) -> dict[str, Any]:
-    return gateway.authorization.public_jwks()
+    """The keys of access tokens (ES256) and of the ledger's signed checkpoints (EdDSA)."""
+    published = gateway.authorization.public_jwks()
+    ledger = [gateway.ledger_public_jwk] if gateway.ledger_public_jwk else []
+    return {**published, "keys": [*published["keys"], *ledger]}
 
 
 @router.get("/.well-known/oauth-authorization-server")
