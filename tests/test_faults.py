@@ -265,3 +265,34 @@ def test_a_cursor_past_the_end_of_a_recreated_topic_is_refused_clearly(
         assert "partition 0" in problem["detail"]
         assert "offset 10" in problem["detail"]
         assert "ends at 3" in problem["detail"]
+
+
+def test_a_countersignature_is_accepted_only_once_recorded(
+    broker_behind_proxy: tuple[EmbeddedKafka, TcpProxy],  # first: it outlives the gateway
+    serve: Callable[..., RunningGateway],
+    world: World,
+    http: httpx.Client,
+) -> None:
+    """With Kafka away, a countersignature is refused at once (503), changes nothing, and is
+    accepted when posted again once the ledger takes writes."""
+    from tests.test_offers import OFFER, countersign, headers, offer, signatures_of
+
+    broker, proxy = broker_behind_proxy
+    create_topic({"bootstrap.servers": broker.bootstrap_servers}, world.topic, 2)
+    offer(world)
+    gw = serve(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
+    headers(gw)  # the token, before the outage
+    proxy.cut()
+    until(lambda: http.get(f"{gw.url}/readyz").status_code == 503, timeout=5)
+    refused = countersign(http, gw)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "ledger_unavailable"
+    assert "not accepted" in refused.json()["detail"]
+    assert signatures_of(http, gw)["awaiting"] == ["globex"]
+    listed = http.get(f"{gw.url}/v1/contracts", headers=headers(gw)).json()["contracts"]
+    assert OFFER not in [c["contract"] for c in listed]
+
+    proxy.restore()
+    until(lambda: http.get(f"{gw.url}/readyz").status_code == 200, timeout=30)
+    accepted = countersign(http, gw)
+    assert (accepted.status_code, accepted.json()["state"]) == (200, "active"), accepted.text

@@ -22,6 +22,7 @@ from joserfc import jws
 from joserfc.jwk import KeySet
 
 from gateway.cli import main
+from gateway.core.documents import canonical_hash, load_yaml
 from gateway.core.jose import b64url_decode, eddsa_allowed, sign_detached
 from tests.conftest import RunningGateway, World
 from tests.npm import npm_package
@@ -152,6 +153,11 @@ def test_refused_countersignatures_say_why(
     offer(world)
     offer(world, "acme-globex-lapsed", valid_until="2026-06-01T00:00:00Z")
     world.add_contract("acme-globex-unsigned", "globex", signers=())
+    moved = offer(world, "acme-globex-moved")
+    older = canonical_hash(load_yaml(moved.read_text(), source="v1"))
+    world.add_contract(
+        "acme-globex-moved", "globex", version=2, supersedes=older, signers=("acme",)
+    )
     gw = serve()
 
     def refused(response: httpx.Response, status: int, code: str) -> str:
@@ -182,6 +188,9 @@ def test_refused_countersignatures_say_why(
     )
     assert "ended with its validity" in refused(
         countersign(http, gw, contract="acme-globex-lapsed"), 422, "offer_expired"
+    )
+    assert "is not the offer" in refused(
+        countersign(http, gw, contract="acme-globex-moved", version=older), 422, "not_offered"
     )
     assert "acme has not signed" in refused(
         countersign(http, gw, contract="acme-globex-unsigned"), 422, "not_offered"

@@ -77,7 +77,7 @@ def ledger_options(command: F) -> F:
     type=float,
     default=60.0,
     show_default=True,
-    help="A chain whose last checkpoint is this recent may still be written (its replica runs).",
+    help="A chain whose latest signed checkpoint is this recent is live (its replica runs).",
 )
 @ledger_options
 def ledger_verify(
@@ -104,13 +104,17 @@ def ledger_verify(
         where = f" seq {p.seq}" + (f" (entry {p.position})" if p.position >= 0 else "")
         click.echo(f"{p.kind.upper()} chain {p.chain}{where}: {p.detail}")
     closed = sum(1 for proof in proofs if proof.closed)
+    verdict = "intact" if keys is not None else "intact as far as the links go"
     click.echo(
         f"{len(entries)} entries in {len(proofs)} chains ({closed} closed, "
         f"{len(proofs) - closed} not closed): "
-        + ("intact" if not problems else f"{len(problems)} problems")
+        + (verdict if not problems else f"{len(problems)} problems")
     )
     if keys is None:
-        click.echo("checkpoint signatures not verified: pass --keys with the gateway's JWKS")
+        click.echo(
+            "checkpoint signatures NOT verified (anyone able to write the topic could have "
+            "made them): pass --keys with the gateway's JWKS"
+        )
     sys.exit(1 if problems else 0)
 
 

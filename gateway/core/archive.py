@@ -19,13 +19,16 @@ reverting a file to an older version still takes effect.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from joserfc.jwk import KeySet
+
 from gateway.core.contracts import ContractDocument, parse_contract
-from gateway.core.jose import describe_signature
-from gateway.errors import DocumentInvalid
+from gateway.core.jose import describe_signature, verify_detached
+from gateway.errors import DocumentInvalid, SignatureInvalid
 
 #: The ledger entry kind of a countersignature accepted over the API.
 SIGNATURE_KIND = "signature"
@@ -50,6 +53,7 @@ class ContractArchive:
     signatures: dict[str, dict[str, str]] = field(default_factory=dict)
     #: Counts what was learned: a change means the contracts must be loaded again.
     revision: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def learn(self, entry: Mapping[str, Any]) -> bool:
         """Take what a ledger entry says, if it says anything here; whether it was new."""
@@ -66,37 +70,50 @@ class ContractArchive:
     def keep_document(self, version: Any, document: Any) -> bool:
         if not isinstance(version, str) or not isinstance(document, dict):
             return False
-        if version in self.documents:
-            return False
-        # Replaced whole, never changed in place: a load in another thread reads either.
-        self.documents = {**self.documents, version: document}
-        self.revision += 1
+        with self._lock:
+            if version in self.documents:
+                return False
+            # Replaced whole, never changed in place: a load in another thread reads either.
+            self.documents = {**self.documents, version: document}
+            self.revision += 1
         return True
 
     def keep_signature(self, version: Any, org: Any, signature: Any) -> bool:
         if not all(isinstance(v, str) for v in (version, org, signature)):
             return False
-        posted = self.signatures.get(version, {})
-        if posted.get(org) == signature:
-            return False
-        self.signatures = {**self.signatures, version: {**posted, org: signature}}
-        self.revision += 1
+        with self._lock:
+            posted = self.signatures.get(version, {})
+            if posted.get(org) == signature:
+                return False
+            self.signatures = {**self.signatures, version: {**posted, org: signature}}
+            self.revision += 1
         return True
 
-    def signed(self, doc: ContractDocument) -> ContractDocument:
-        """``doc`` with the countersignatures posted for it that its file does not carry."""
+    def signed(self, doc: ContractDocument, keys: Mapping[str, KeySet]) -> ContractDocument:
+        """``doc`` with the countersignatures posted for it that its file does not carry.
+
+        Only a signature by a party, naming that party, that verifies over ``doc``'s bytes
+        with its published keys is added: an entry written into the ledger by someone else
+        adds nothing (and cannot spoil a version by adding a signature that fails)."""
         posted = self.signatures.get(doc.hash)
         if not posted:
             return doc
         present = signers(doc)
-        extra = [jws for org, jws in sorted(posted.items()) if org not in present]
+        parties = (doc.contract.provider, doc.contract.consumer)
+        extra = [
+            jws
+            for org, jws in sorted(posted.items())
+            if org in parties and org not in present and _verifies(jws, org, doc, keys)
+        ]
         if not extra:
             return doc
         signatures = [*doc.contract.signatures, *extra]
         contract = doc.contract.model_copy(update={"signatures": signatures})
         return ContractDocument(contract, doc.canonical, doc.hash, doc.source)
 
-    def predecessor(self, doc: ContractDocument) -> ContractDocument | None:
+    def predecessor(
+        self, doc: ContractDocument, keys: Mapping[str, KeySet]
+    ) -> ContractDocument | None:
         """The version ``doc`` supersedes, as archived; ``None`` when it is not known."""
         wanted = doc.contract.supersedes
         data = self.documents.get(wanted) if wanted else None
@@ -113,4 +130,15 @@ class ContractArchive:
             or c.version != doc.contract.version - 1
         ):
             return None
-        return self.signed(before)
+        return self.signed(before, keys)
+
+
+def _verifies(signature: str, org: str, doc: ContractDocument, keys: Mapping[str, KeySet]) -> bool:
+    info = describe_signature(signature)
+    if info is None or info.org != org or org not in keys:
+        return False
+    try:
+        verify_detached(signature, doc.canonical, keys[org])
+    except SignatureInvalid:
+        return False
+    return True

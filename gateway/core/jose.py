@@ -177,11 +177,12 @@ def describe_signature(signature: str) -> SignatureInfo | None:
     except DocumentInvalid:
         return None
     when = header.get("iat")
+    try:
+        signed_at = datetime.fromtimestamp(when, UTC) if isinstance(when, int) else None
+    except (OverflowError, ValueError, OSError):  # a time no calendar has: unknown
+        signed_at = None
     return SignatureInfo(
-        str(header.get("org")),
-        str(header.get("kid")),
-        str(header.get("alg")),
-        datetime.fromtimestamp(when, UTC) if isinstance(when, int) else None,
+        str(header.get("org")), str(header.get("kid")), str(header.get("alg")), signed_at
     )
 
 

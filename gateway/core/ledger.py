@@ -42,6 +42,8 @@ KINDS = frozenset(
 )
 #: The members the chain writes itself; details that use one keep it as ``details_<name>``.
 RESERVED = ("chain", "seq", "time", "kind", "prev", "hash")
+#: Members kept exactly as given (``recordable`` would cut a long text in them).
+VERBATIM = frozenset({"document"})
 #: Free text (a statement's reason, a refusal's detail) is kept to this many characters, so
 #: that no entry grows past what the topic takes.
 MAX_TEXT = 4096
@@ -86,6 +88,8 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
 
 
+#: How far a signed time may run ahead of the verifier's clock.
+SKEW_SECONDS = 5.0
 #: The kind of a signed chain head (see ``checkpoint_claims``).
 CHECKPOINT = "checkpoint"
 
@@ -114,7 +118,9 @@ class Chain:
     def append(self, time: str, kind: str, details: Mapping[str, Any]) -> dict[str, Any]:
         if kind not in KINDS:
             raise ValueError(f"unknown ledger entry kind {kind!r}")
-        own = recordable(details)
+        # A signed document is kept byte for byte (a version is known by the hash of exactly
+        # its content); it was canonicalised before, so it can be.
+        own = {_text(str(k)): v if k in VERBATIM else recordable(v) for k, v in details.items()}
         entry: dict[str, Any] = {
             **{f"details_{k}" if k in RESERVED else k: v for k, v in own.items()},
             "chain": self.chain,
@@ -201,27 +207,28 @@ def prove(
     A checkpoint's signed head must be the hash of the entry it names: a chain rewritten with
     fresh hashes no longer matches what was signed (``rewritten``); a checkpoint that does not
     verify is ``unsigned``. A chain must end with a final checkpoint, or be followed by a chain
-    whose start names its last acknowledged entry (a replica that rebuilt its producer), or be
-    live (its last entry within ``live_seconds`` of ``now``: its replica may be writing, and
-    checkpoints it every few seconds); otherwise its tail may have been cut, or its replica
-    died: ``open`` says from which seq nothing is proven.
+    whose start names its last acknowledged entry (a replica that rebuilt its producer; only
+    as far as that chain's own signed checkpoints cover its start), or be live (its latest
+    signed checkpoint within ``live_seconds`` before ``now``: a running replica signs its head
+    every few seconds, idle or not); otherwise its tail may have been cut, or its replica
+    died: ``open`` says from which seq nothing is proven. Times are only trusted as signed.
     """
     problems: list[Problem] = []
     hashes: dict[str, dict[int, str]] = {}
-    latest: dict[str, str] = {}
     for entry in entries:
         chain, seq = entry.get("chain"), entry.get("seq")
         if isinstance(chain, str) and isinstance(seq, int) and isinstance(entry.get("hash"), str):
             hashes.setdefault(chain, {})[seq] = entry["hash"]
-            latest[chain] = max(latest.get(chain, ""), str(entry.get("time")))
     proven: dict[str, tuple[int, str]] = {}
     closed: set[str] = set()
+    #: A chain given up, named by its successor: (old chain, successor, seq of the naming entry).
+    named: list[tuple[str, str, int]] = []
     for position, entry in enumerate(entries):
         chain, seq = str(entry.get("chain")), entry.get("seq")
         if entry.get("kind") == "chain_started" and isinstance(entry.get("follows_seq"), int):
             follows = str(entry.get("follows"))
             if hashes.get(follows, {}).get(entry["follows_seq"]) == entry.get("follows_head"):
-                closed.add(follows)
+                named.append((follows, chain, int(seq) if isinstance(seq, int) else -1))
         if entry.get("kind") != CHECKPOINT:
             continue
         payload = read_checkpoint(str(entry.get("signature")))
@@ -249,12 +256,14 @@ def prove(
             proven[chain] = (covered, str(claims.get("time")))
         if claims.get("final") is True and covered == max(hashes[chain]) - 1:
             closed.add(chain)
+    # A successor's word counts only where its own signed checkpoints cover it.
+    closed.update(old for old, new, at in named if proven.get(new, (-1, ""))[0] >= at >= 0)
     proofs = []
     for chain, seqs in hashes.items():
         last, at = proven.get(chain, (-1, None))
         proof = ChainProof(chain, len(seqs), last, at, chain in closed)
         proofs.append(proof)
-        if proof.closed or _recent(latest.get(chain), now, live_seconds):
+        if proof.closed or _recent(at, now, live_seconds):
             continue
         since = f"since {at}" if at else "at all"
         problems.append(
@@ -287,7 +296,8 @@ def _recent(at: str | None, now: datetime, seconds: float) -> bool:
         moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
     except ValueError:
         return False
-    return (now - moment).total_seconds() <= seconds
+    # Never from the future (beyond a little clock skew): that time was not written now.
+    return -SKEW_SECONDS <= (now - moment).total_seconds() <= seconds
 
 
 DELIVERY_KINDS = ("stream", "pull")

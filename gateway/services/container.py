@@ -7,6 +7,7 @@ adapters those are.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +101,7 @@ class Gateway:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     #: The public key of the ledger's checkpoints, published beside the token keys.
     ledger_public_jwk: dict[str, Any] = field(default_factory=dict)
+    _changing: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def load(self) -> Registry:
         return self.contracts.load(
@@ -121,7 +123,13 @@ class Gateway:
 
     def reload(self) -> None:
         """Read contracts and keys again and swap them in for every service at once. A
-        product whose new schema would break a contract keeps the version in force."""
+        product whose new schema would break a contract keeps the version in force. One
+        reload at a time (the watcher, a countersignature): a slower one never replaces a
+        newer registry with an older one."""
+        with self._changing:
+            self._reload()
+
+    def _reload(self) -> None:
         previous, now = self.registry, self.clock()
         self.registry = self.contracts.load(
             gateway_org=self.settings.org,
@@ -133,7 +141,8 @@ class Gateway:
         self.observe()
 
     def observe(self) -> None:
-        self.observer.observe(self.registry, self.clock())
+        with self._changing:
+            self.observer.observe(self.registry, self.clock())
 
     def close(self) -> None:
         self.ledger.close()

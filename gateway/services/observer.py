@@ -16,6 +16,10 @@ from gateway.core.ledger import timestamp
 from gateway.services.ledger import Ledger
 from gateway.services.registry import Registry
 
+#: A signed document larger than this is not copied into the ledger (a Kafka message is 1 MB
+#: at most by default); such a version cannot be rebuilt from the ledger once its file is gone.
+MAX_ARCHIVED_BYTES = 256 * 1024
+
 
 class ContractObserver:
     def __init__(self, ledger: Ledger, archive: ContractArchive | None = None) -> None:
@@ -53,6 +57,7 @@ class ContractObserver:
                 document = signed_document(doc)
                 if entry.chained:
                     self._archive.keep_document(doc.hash, document)
+                kept = len(doc.canonical) <= MAX_ARCHIVED_BYTES
                 self._once(
                     ("version", doc.hash),
                     (state, check.reason),
@@ -69,7 +74,11 @@ class ContractObserver:
                         "source": doc.source,
                         # The signed document: a replica rebuilds the chain from it when the
                         # file has been replaced by the next version.
-                        "document": document,
+                        **(
+                            {"document": document}
+                            if kept
+                            else {"document_omitted": f"larger than {MAX_ARCHIVED_BYTES} bytes"}
+                        ),
                     },
                 )
             for said in history.statements:

@@ -34,6 +34,9 @@ RECORD_TIMEOUT_SECONDS = 10.0
 
 
 class AcknowledgedLedger(Protocol):
+    def problem(self) -> str | None:
+        """Why entries cannot be written now; ``None`` when they can."""
+
     def record_acknowledged(
         self, time: str, kind: str, details: Mapping[str, Any], timeout: float
     ) -> bool:
@@ -88,6 +91,13 @@ def check_countersignature(
         raise SignatureRefused(
             f"contract {contract_id!r} has no version {version}; its newest is "
             f"{history.latest.hash} (version {history.latest.contract.version})",
+            code="not_offered",
+        )
+    newest = history.latest
+    if doc.hash != newest.hash:
+        raise SignatureRefused(
+            f"version {doc.contract.version} is not the offer: version "
+            f"{newest.contract.version} ({newest.hash}) is the newest",
             code="not_offered",
         )
     info = describe_signature(signature)
@@ -179,6 +189,12 @@ class Countersigning:
         )
         recorded = doc is not None
         if doc is not None:
+            problem = self._ledger.problem()
+            if problem is not None:  # it would not be acknowledged: say so now
+                raise LedgerUnavailable(
+                    f"the signature cannot be recorded now ({problem}); it is not accepted: "
+                    "post it again"
+                )
             details = {
                 "contract": contract_id,
                 "version": doc.hash,

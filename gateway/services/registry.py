@@ -190,10 +190,10 @@ def add_documents(
             other = known[c.version].source
             registry.refuse(source, "duplicate_version", f"version {c.version} is also {other}")
             continue
-        known[c.version] = archive.signed(doc) if archive is not None else doc
+        known[c.version] = archive.signed(doc, registry.keys) if archive is not None else doc
     for cid, by_version in sorted(versions.items()):
         if archive is not None:
-            _archived_predecessors(by_version, archive)
+            _archived_predecessors(by_version, archive, registry.keys)
         checked = [
             (doc, assess(doc, products=registry.products, keys=registry.keys,
                          gateway_org=gateway_org, now=now))
@@ -213,13 +213,15 @@ def add_documents(
 
 
 def _archived_predecessors(
-    by_version: dict[int, ContractDocument], archive: ContractArchive
+    by_version: dict[int, ContractDocument],
+    archive: ContractArchive,
+    keys: Mapping[str, KeySet],
 ) -> None:
     """Fill in, from the archive, the versions before the oldest file, each the one the next
     supersedes (an amendment edited in place replaced their files)."""
     oldest = min(by_version)
     while oldest > 1:
-        before = archive.predecessor(by_version[oldest])
+        before = archive.predecessor(by_version[oldest], keys)
         if before is None:
             return
         oldest -= 1

@@ -42,4 +42,7 @@ async def follow(read: Callable[[], None], interval: float) -> None:
     reaches the archive, and a change there reloads the contracts at the next watch."""
     while True:
         await anyio.sleep(interval)
-        await anyio.to_thread.run_sync(read)
+        try:
+            await anyio.to_thread.run_sync(read)
+        except Exception:  # a defect: say so, keep following
+            log.exception("following the ledger failed; trying again")

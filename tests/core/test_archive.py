@@ -11,7 +11,7 @@ from gateway.core.archive import ContractArchive, signed_document, signers
 from gateway.core.documents import amended, canonical_hash, load_yaml
 from gateway.core.jose import sign_detached, signing_key
 from gateway.core.lifecycle import build_history
-from tests.core.test_contracts import KEYS, TEXT
+from tests.core.test_contracts import KEYS, PUBLIC, TEXT
 from tests.core.test_lifecycle import contract
 
 
@@ -38,23 +38,30 @@ def test_it_learns_chained_versions_and_signatures_once() -> None:
 def test_posted_countersignatures_complete_a_draft() -> None:
     draft, _ = contract(1, signers=("acme",))
     archive = ContractArchive()
-    assert archive.signed(draft) is draft
+    assert archive.signed(draft, PUBLIC) is draft
     jws = sign_detached(draft.canonical, signing_key(KEYS["globex"]), org="globex")
     archive.keep_signature(draft.hash, "globex", jws)
-    complete = archive.signed(draft)
+    complete = archive.signed(draft, PUBLIC)
     assert signers(complete) == {"acme", "globex"}
     assert (complete.hash, complete.canonical) == (draft.hash, draft.canonical)
+    # Only a party's signature that verifies is added: entries written into the ledger by
+    # anyone else add nothing (and cannot spoil the version).
+    stranger = sign_detached(draft.canonical, signing_key(KEYS["initech"]), org="initech")
+    forged = sign_detached(b"other bytes", signing_key(KEYS["globex"]), org="globex")
+    for org, bogus in (("initech", stranger), ("globex", forged), ("acme", jws)):
+        poisoned = ContractArchive(signatures={draft.hash: {org: bogus}})
+        assert poisoned.signed(draft, PUBLIC) is draft
     # A signature the file already carries is not added twice.
-    assert archive.signed(complete).contract.signatures == complete.contract.signatures
+    assert archive.signed(complete, PUBLIC).contract.signatures == complete.contract.signatures
 
 
 def test_a_predecessor_comes_back_only_if_it_is_exactly_the_one_superseded() -> None:
     v1, check1 = contract(1)
     v2, check2 = contract(2, supersedes=v1.hash)
     archive = ContractArchive()
-    assert archive.predecessor(v2) is None
+    assert archive.predecessor(v2, PUBLIC) is None
     archive.keep_document(v1.hash, signed_document(v1))
-    before = archive.predecessor(v2)
+    before = archive.predecessor(v2, PUBLIC)
     assert before is not None
     assert (before.hash, before.source) == (v1.hash, f"ledger ({v1.hash})")
     history = build_history("c", [(before, check1), (v2, check2)])
@@ -62,10 +69,10 @@ def test_a_predecessor_comes_back_only_if_it_is_exactly_the_one_superseded() -> 
     # A document filed under a hash it does not have is never used.
     tampered = {**signed_document(v1), "purpose": "Something else"}
     archive = ContractArchive(documents={v1.hash: tampered})
-    assert archive.predecessor(v2) is None
-    assert ContractArchive(documents={v1.hash: {"contract": 1}}).predecessor(v2) is None
+    assert archive.predecessor(v2, PUBLIC) is None
+    assert ContractArchive(documents={v1.hash: {"contract": 1}}).predecessor(v2, PUBLIC) is None
     v3, _ = contract(3, supersedes=v1.hash)  # names v1 but is not its successor
-    assert ContractArchive(documents={v1.hash: signed_document(v1)}).predecessor(v3) is None
+    assert ContractArchive(documents={v1.hash: signed_document(v1)}).predecessor(v3, PUBLIC) is None
 
 
 @given(st.integers(min_value=1, max_value=10_000))

@@ -248,3 +248,13 @@ def test_a_chain_its_successor_names_is_closed() -> None:
     checkpointed(successor, new, final=True, at="2026-11-23T11:00:06.000Z")
     assert proof([*old, *new]) == []
     assert proof([*old[:2], *new]) == [("open", 0)], "a cut old chain is not what was named"
+
+
+def test_a_signed_document_is_kept_byte_for_byte_however_long() -> None:
+    document = {"purpose": "x" * 10_000, "signatures": ["a..b"]}
+    entry = Chain("r1/abc").append("2026-11-23T11:00:00.000Z", "contract", {
+        "document": document, "detail": "y" * 10_000,
+    })  # fmt: skip
+    assert entry["document"] == document
+    assert len(entry["detail"]) < 5_000, "other text is still kept short"
+    assert verify([entry]) == []

@@ -69,7 +69,6 @@ _STATUS: list[tuple[type[GatewayError], int]] = [
 _UNAVAILABLE = (
     BrokerUnavailable,
     LedgerUnavailable,
-    OrganisationNotFound,
     Overloaded,
     IdentityProviderUnavailable,
     StoreUnavailable,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -161,7 +162,7 @@ class KafkaLedger:
         chain = Chain(self.chain)
         producer: GuardedProducer | None = None
         probed = 0.0
-        checkpointed, pending = time.monotonic(), 0
+        checkpointed = -math.inf  # the first checkpoint follows the chain's start at once
         while True:
             try:
                 if producer is None:
@@ -181,6 +182,7 @@ class KafkaLedger:
                     if self._acknowledged is not None:  # where the old chain is proven to end
                         started["follows_seq"], started["follows_head"] = self._acknowledged
                     self._acknowledged = None
+                    checkpointed = -math.inf
                     work.appendleft((self._now(), "chain_started", started))
                     log.warning("ledger: a new producer and chain %s (%s)", self.chain, why)
                     self._rebuild = None
@@ -192,13 +194,13 @@ class KafkaLedger:
                         producer.flush(10)
                         return
                     self._write(producer, chain, item, unacknowledged)
-                    pending += 1
                     if len(unacknowledged) % 1000 == 0:
                         producer.poll(0)
                 producer.poll(0)
-                if pending and time.monotonic() - checkpointed >= self._checkpoint_seconds:
+                # Idle or not: a chain whose latest signed head is recent is a live one.
+                if time.monotonic() - checkpointed >= self._checkpoint_seconds:
                     self._checkpoint(producer, chain, unacknowledged, final=False)
-                    checkpointed, pending = time.monotonic(), 0
+                    checkpointed = time.monotonic()
                 if time.monotonic() - probed >= PROBE_SECONDS:
                     probed = time.monotonic()
                     self._probe(producer)
@@ -376,6 +378,10 @@ class KafkaLedgerFollower:
         return entries
 
 
+#: Reads of the ledger that bring nothing before a reader gives up on an end it cannot reach.
+QUIET_READS = 5
+
+
 class KafkaLedgerReader:
     """Reads the whole ledger topic back (``services.container.LedgerReader``)."""
 
@@ -392,8 +398,8 @@ def read_entries(
 ) -> Iterator[dict[str, Any]]:
     """Every entry in the ledger topic, partition by partition, in the order written.
 
-    Reads until every partition has reached its end offset and nothing more arrives within
-    ``idle`` seconds (entries may still be appended while reading).
+    Reads until every partition has reached the end offset it had when reading began (or
+    nothing arrives for ``QUIET_READS`` reads of ``idle`` seconds).
     """
     with map_kafka_errors("read the ledger"):
         yield from _read_entries(config, topic, idle)
@@ -416,6 +422,7 @@ def _read_entries(config: Mapping[str, Any], topic: str, idle: float) -> Iterato
             for p in partitions
         }
         positions = dict.fromkeys(partitions, 0)
+        quiet = 0
         while True:
             messages = consumer.consume(num_messages=1000, timeout=idle)
             for message in messages:
@@ -431,7 +438,12 @@ def _read_entries(config: Mapping[str, Any], topic: str, idle: float) -> Iterato
                     entry if isinstance(entry, dict) else {"malformed": True}
                 )
                 positions[partition] = offset + 1
-            if not messages and all(positions[p] >= ends[p] for p in partitions):
+            # Up to the end as it was when reading began: a ledger written all the time (a
+            # checkpoint every few seconds, progress every second) would never fall quiet.
+            if all(positions[p] >= ends[p] for p in partitions):
+                break
+            quiet = 0 if messages else quiet + 1
+            if quiet >= QUIET_READS:  # an end that cannot be reached: what arrived is all
                 break
         for p in partitions:
             yield from by_partition[p]

@@ -109,7 +109,10 @@ def rotate_keys(org: str, keys_dir: Path, private_dir: Path) -> tuple[str, str]:
     previous = private_signing_key(keys, source=private_path)
     new = OKPKey.generate_key("Ed25519", parameters={"use": "sig"}, auto_kid=True)
     rotated = KeySet([new, *keys])
-    write_private(private_path, json.dumps(private_jwks(rotated), indent=2).encode())
+    # Written beside and renamed over: a crash half-way never leaves the keys half-written.
+    staged = private_path.with_name(private_path.name + ".new")
+    write_private(staged, json.dumps(private_jwks(rotated), indent=2).encode())
+    staged.replace(private_path)
     keys_dir.mkdir(parents=True, exist_ok=True)
     (keys_dir / f"{org}{KEYS_SUFFIX}").write_text(json.dumps(public_jwks(rotated), indent=2) + "\n")
     return new.kid or "", previous.kid or ""
