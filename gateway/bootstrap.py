@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from gateway.adapters.anchors import HttpAnchor
 from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerFollower, KafkaLedgerReader
 from gateway.adapters.kafka.publisher import KafkaPublisher
 from gateway.adapters.kafka.schema_registry import ProductFormats
@@ -222,6 +223,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         metrics=metrics,
         closers=closers,
         ledger_public_jwk=dict(secrets.ledger_key.as_dict(private=False)),
+        anchors=[HttpAnchor(url) for url in settings.anchors],
     )
     gateway.observe()
     return gateway

@@ -192,6 +192,11 @@ class Settings(BaseSettings):
     watch_seconds: float = Field(default=0.25, ge=0)
     #: How often each replica signs its ledger chain's head into it (and once at shutdown).
     ledger_checkpoint_seconds: float = Field(default=10.0, gt=0)
+    #: Where signed checkpoints are handed over, outside the ledger (``services/anchoring.py``):
+    #: URLs that take a JSON POST ``{"checkpoint": "<JWS>"}``.
+    anchors: list[str] = Field(default_factory=list)
+    #: How often the newest checkpoint is handed to the anchors.
+    anchor_seconds: float = Field(default=300.0, gt=0)
     #: How often the ledger is read for what other replicas recorded about contracts
     #: (countersignatures posted to them, versions they verified).
     follow_seconds: float = Field(default=1.0, gt=0)

@@ -79,10 +79,18 @@ def ledger_options(command: F) -> F:
     show_default=True,
     help="A chain whose latest signed checkpoint is this recent is live (its replica runs).",
 )
+@click.option(
+    "--anchored",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoints kept outside the ledger (one a line: the JWS, or the JSON an HTTP anchor "
+    "received); each must still be in the ledger as signed.",
+)
 @ledger_options
 def ledger_verify(
     keys_source: str | None,
     live_seconds: float,
+    anchored: Path | None,
     bootstrap_servers: str | None,
     topic: str | None,
     file: Path | None,
@@ -98,7 +106,10 @@ def ledger_verify(
     entries = ledger_entries(bootstrap_servers, topic, file)
     read = (lambda token: verify_compact(token, keys)) if keys is not None else compact_payload
     problems = verify(entries)
-    proved, proofs = prove(entries, read, now=datetime.now(UTC), live_seconds=live_seconds)
+    tokens = _anchored(anchored) if anchored is not None else []
+    proved, proofs = prove(
+        entries, read, now=datetime.now(UTC), live_seconds=live_seconds, anchored=tokens
+    )
     problems += proved
     for p in problems:
         where = f" seq {p.seq}" + (f" (entry {p.position})" if p.position >= 0 else "")
@@ -116,6 +127,15 @@ def ledger_verify(
             "made them): pass --keys with the gateway's JWKS"
         )
     sys.exit(1 if problems else 0)
+
+
+def _anchored(path: Path) -> list[str]:
+    """The checkpoints in an anchor's file: a JWS a line, or ``{"checkpoint": "<JWS>"}``."""
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return [str(json.loads(x)["checkpoint"]) if x.startswith("{") else x for x in lines]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a file of anchored checkpoints ({exc})") from None
 
 
 def _jwks(source: str) -> Any:

@@ -38,6 +38,7 @@ KINDS = frozenset(
         "pull",
         "progress",
         "checkpoint",
+        "anchored",
     }
 )
 #: The members the chain writes itself; details that use one keep it as ``details_<name>``.
@@ -201,6 +202,7 @@ def prove(
     *,
     now: datetime,
     live_seconds: float,
+    anchored: Sequence[str] = (),
 ) -> tuple[list[Problem], list[ChainProof]]:
     """What the signed checkpoints prove, beyond ``verify``'s links.
 
@@ -212,6 +214,11 @@ def prove(
     signed checkpoint within ``live_seconds`` before ``now``: a running replica signs its head
     every few seconds, idle or not); otherwise its tail may have been cut, or its replica
     died: ``open`` says from which seq nothing is proven. Times are only trusted as signed.
+
+    ``anchored`` are checkpoints (their compact JWS) kept outside the ledger (by a partner, a
+    timestamping service: ``services/anchoring.py``). Each must still be in the ledger as
+    signed: a chain cut below one, or deleted whole, is ``cut`` — what no check inside the
+    ledger can see.
     """
     problems: list[Problem] = []
     hashes: dict[str, dict[int, str]] = {}
@@ -258,6 +265,27 @@ def prove(
             closed.add(chain)
     # A successor's word counts only where its own signed checkpoints cover it.
     closed.update(old for old, new, at in named if proven.get(new, (-1, ""))[0] >= at >= 0)
+    for token in anchored:
+        claims = _claims(read_checkpoint(token))
+        if claims is None:
+            problems.append(
+                Problem("?", -1, None, "unsigned", "an anchored checkpoint does not verify")
+            )
+            continue
+        chain, covered = str(claims.get("chain")), claims.get("seq")
+        found = hashes.get(chain, {}).get(covered) if isinstance(covered, int) else None
+        if chain not in hashes:
+            problems.append(
+                Problem(chain, -1, covered, "cut", "the whole chain is gone; an anchor holds it")
+            )
+        elif found is None:
+            problems.append(
+                Problem(chain, -1, covered, "cut", f"entry {covered}, anchored outside, is gone")
+            )
+        elif found != claims.get("head"):
+            problems.append(
+                Problem(chain, -1, covered, "rewritten", f"entry {covered} is not the one anchored")
+            )
     proofs = []
     for chain, seqs in hashes.items():
         last, at = proven.get(chain, (-1, None))

@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 from gateway.core.archive import ContractArchive
 from gateway.core.identity import TeamMember
+from gateway.core.ledger import timestamp
 from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
+from gateway.services.anchoring import CheckpointAnchor
 from gateway.services.authorization import AccessTokenVerifier, PartnerAuthorizationServer
 from gateway.services.consumption import ConsumptionTracker, EndsReader
 from gateway.services.ledger import Ledger
@@ -57,6 +59,9 @@ class TeamTokenVerifier(Protocol):
 
 
 class LedgerWriter(Ledger, Protocol):
+    #: The newest checkpoint Kafka acknowledged (its compact JWS).
+    latest_checkpoint: str | None
+
     def wait_ready(self, timeout: float) -> bool: ...
     def close(self) -> None: ...
 
@@ -101,6 +106,8 @@ class Gateway:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     #: The public key of the ledger's checkpoints, published beside the token keys.
     ledger_public_jwk: dict[str, Any] = field(default_factory=dict)
+    #: Where checkpoints are anchored outside the ledger (``services/anchoring.py``).
+    anchors: list[CheckpointAnchor] = field(default_factory=list)
     _changing: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def load(self) -> Registry:
@@ -143,6 +150,14 @@ class Gateway:
     def observe(self) -> None:
         with self._changing:
             self.observer.observe(self.registry, self.clock())
+
+    def latest_checkpoint(self) -> str | None:
+        return self.ledger.latest_checkpoint
+
+    def anchored(self, anchor: str, checkpoint: str) -> None:
+        """Record that ``anchor`` has ``checkpoint``."""
+        details = {"anchor": anchor, "checkpoint": checkpoint}
+        self.ledger.record(timestamp(self.clock()), "anchored", details)
 
     def close(self) -> None:
         self.ledger.close()

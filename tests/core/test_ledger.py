@@ -258,3 +258,21 @@ def test_a_signed_document_is_kept_byte_for_byte_however_long() -> None:
     assert entry["document"] == document
     assert len(entry["detail"]) < 5_000, "other text is still kept short"
     assert verify([entry]) == []
+
+
+def test_anchored_checkpoints_expose_a_chain_cut_or_deleted_whole() -> None:
+    entries = closed_chain()
+    anchored = [e["signature"] for e in entries if e["kind"] == CHECKPOINT]
+
+    def kinds(kept: list[dict[str, Any]], tokens: list[str] = anchored) -> list[str]:
+        problems, _ = prove(
+            kept, lambda token: verify_compact(token, LEDGER_KEYS), now=T, live_seconds=60,
+            anchored=tokens,
+        )  # fmt: skip
+        return [p.kind for p in problems]
+
+    assert kinds(entries) == []
+    assert kinds([]) == ["cut", "cut"], "the whole chain deleted: only an anchor can tell"
+    assert "cut" in kinds(entries[:5])
+    other = OKPKey.generate_key("Ed25519", parameters={"use": "sig"}, auto_kid=True)
+    assert kinds(entries, [sign_compact(b"{}", other)]) == ["unsigned"]

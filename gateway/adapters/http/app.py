@@ -25,6 +25,7 @@ from gateway.adapters.http.routes import (
 )
 from gateway.adapters.http.security import LegalPageHeaders
 from gateway.adapters.http.streaming import SendWatch
+from gateway.services.anchoring import anchor_checkpoints
 from gateway.services.container import Gateway
 from gateway.services.watcher import follow, watch
 
@@ -51,6 +52,14 @@ def create_app(gateway: Gateway) -> FastAPI:
                     watch, gateway.fingerprint, interval, gateway.reload, gateway.observe
                 )
                 tasks.start_soon(follow, gateway.follow, gateway.settings.follow_seconds)
+            if gateway.anchors:
+                tasks.start_soon(
+                    anchor_checkpoints,
+                    gateway.latest_checkpoint,
+                    gateway.anchors,
+                    gateway.settings.anchor_seconds,
+                    gateway.anchored,
+                )
             tasks.start_soon(gateway.streams.watch_changes)
             tasks.start_soon(gateway.quotas.keep_leases)
             tasks.start_soon(gateway.consumption.run, lambda: gateway.registry, gateway.ends_of)

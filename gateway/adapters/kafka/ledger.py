@@ -77,6 +77,8 @@ class KafkaLedger:
         self._checkpoint_seconds = checkpoint_seconds
         #: The last entry of the current chain Kafka acknowledged: ``(seq, hash)``.
         self._acknowledged: tuple[int, str] | None = None
+        #: The signature of the newest checkpoint Kafka acknowledged (what anchors are given).
+        self.latest_checkpoint: str | None = None
         self.topic = topic
         self._replica = replica
         self.chain = self._new_chain_id()
@@ -307,6 +309,8 @@ class KafkaLedger:
                 return
             unacknowledged.pop(seq, None)
             self._acknowledged = (seq, entry_hash)
+            if kind == CHECKPOINT:
+                self.latest_checkpoint = str(details["signature"])
             if written is not None:
                 written.set()
             if self._problem is not None:
