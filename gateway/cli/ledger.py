@@ -180,19 +180,116 @@ def ledger_report(
     """What the partner received under a contract, when, and under which versions."""
     from gateway.services.report import build_report, render_table
 
-    def moment(text: str | None) -> datetime | None:
-        if text is None:
-            return None
-        try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            moment = None
-        if moment is None or moment.tzinfo is None:
-            raise click.BadParameter(
-                f"{text!r} is not an RFC 3339 time with a UTC offset (e.g. 2026-11-21T00:00:00Z)"
-            )
-        return moment
-
     entries = ledger_entries(bootstrap_servers, topic, file)
-    report = build_report(entries, contract_id, since=moment(since), until=moment(until))
+    report = build_report(entries, contract_id, since=_moment(since), until=_moment(until))
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else render_table(report))
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise click.BadParameter(
+            f"{text!r} is not an RFC 3339 time with a UTC offset (e.g. 2026-11-21T00:00:00Z)"
+        )
+    return moment
+
+
+@ledger.command("evidence")
+@click.option("--contract", "contract_id", required=True)
+@click.option("--from", "since", required=True, help="RFC 3339 time")
+@click.option("--to", "until", required=True, help="RFC 3339 time")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--keys", "keys_source", required=True,
+    help="The gateway's JWKS (a file, or https://…/.well-known/jwks.json): it signed the "
+    "checkpoints.",
+)  # fmt: skip
+@click.option("--contracts-dir", type=click.Path(path_type=Path), default=Path("contracts"))
+@click.option("--keys-dir", type=click.Path(path_type=Path), default=Path("keys"))
+@ledger_options
+def ledger_evidence(
+    contract_id: str,
+    since: str,
+    until: str,
+    out: Path,
+    keys_source: str,
+    contracts_dir: Path,
+    keys_dir: Path,
+    bootstrap_servers: str | None,
+    topic: str | None,
+    file: Path | None,
+) -> None:
+    """A self-contained bundle answering: what did the partner receive under the contract
+    between FROM and TO, under which terms? Check it offline with `verify-evidence`."""
+    from datetime import UTC
+
+    from gateway.adapters.stores.contracts_dir import load_registry
+    from gateway.core.archive import ContractArchive, signed_document
+    from gateway.core.jose import public_jwks
+    from gateway.errors import DocumentInvalid
+    from gateway.services.evidence import build_bundle, verify_bundle
+
+    start, end = _moment(since), _moment(until)
+    if start is None or end is None:  # pragma: no cover - both options are required
+        raise InputError("--from and --to are required")
+    gateway_keys = _jwks(keys_source)
+    entries = ledger_entries(bootstrap_servers, topic, file)
+    archive = ContractArchive()
+    for entry in entries:
+        archive.learn(entry)
+    now = datetime.now(UTC)
+    registry = load_registry(contracts_dir, keys_dir, gateway_org=None, now=now, archive=archive)
+    documents = dict(archive.documents)
+    for history in registry.histories.values():
+        documents.update({v.doc.hash: signed_document(v.doc) for v in history.versions})
+    try:
+        bundle = build_bundle(
+            entries,
+            contract=contract_id,
+            since=start,
+            until=end,
+            documents=documents,
+            organisations={org: public_jwks(k) for org, k in registry.keys.items()},
+            gateway_keys=public_jwks(gateway_keys),
+            now=now,
+        )
+    except DocumentInvalid as exc:
+        raise InputError(exc.detail) from None
+    out.write_text(json.dumps(bundle, indent=1) + "\n")
+    for problem in verify_bundle(bundle, gateway_keys)[0]:  # e.g. no checkpoint yet
+        click.echo(f"warning: {problem} (a live chain is signed every few seconds: try again)")
+    report = bundle["report"]
+    click.echo(
+        f"{out}: {len(report['deliveries'])} deliveries under {len(bundle['versions'])} "
+        f"versions, {len(bundle['ledger'])} ledger entries"
+    )
+
+
+@ledger.command("verify-evidence")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--keys", "keys_source", default=None,
+    help="The gateway's JWKS as you know it (else the bundle's own, whose thumbprints are shown).",
+)  # fmt: skip
+def ledger_verify_evidence(bundle: Path, keys_source: str | None) -> None:
+    """Check an evidence bundle offline: the ledger slices, the signed contract versions and
+    the report. Exit 1 if anything does not hold."""
+    from gateway.services.evidence import verify_bundle
+
+    try:
+        data = json.loads(bundle.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{bundle}: not an evidence bundle ({exc})") from None
+    pinned = _jwks(keys_source) if keys_source else None
+    problems, findings = verify_bundle(data if isinstance(data, dict) else {}, pinned)
+    for finding in findings:
+        click.echo(f"  {finding}")
+    for problem in problems:
+        click.echo(f"PROBLEM {problem}")
+    click.echo("evidence REFUSED" if problems else "evidence verified")
+    sys.exit(1 if problems else 0)

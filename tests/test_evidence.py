@@ -1,0 +1,96 @@
+"""Evidence for one question, checked offline: what did globex receive, under which terms?"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import main
+from tests.conftest import RunningGateway, World
+
+pytestmark = pytest.mark.kafka
+
+CONTRACT = "acme-globex-orders"
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_an_evidence_bundle_is_verified_offline_and_a_tampered_one_refused(
+    serve: Callable[..., RunningGateway],
+    world: World,
+    http: httpx.Client,
+    produce_orders: Any,
+    kafka_config: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    produce_orders(world.topic, 5)
+    gw = serve(ledger_checkpoint_seconds=0.2)
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(http.get(f"{gw.url}/.well-known/jwks.json").text)
+    assert len(gw.pull_records(http, 5)) == 5
+    gw.stop()  # its chain closes with a final checkpoint
+    bundle = tmp_path / "bundle.json"
+    code, out = cli(
+        "ledger", "evidence", "--contract", CONTRACT,
+        "--from", "2026-01-01T00:00:00Z", "--to", "2099-01-01T00:00:00Z", "--out", str(bundle),
+        "--keys", str(jwks), "--contracts-dir", str(world.contracts_dir),
+        "--keys-dir", str(world.keys_dir), "--bootstrap-servers", kafka_config["bootstrap.servers"],
+        "--topic", gw.gateway.settings.ledger_topic,
+    )  # fmt: skip
+    assert code == 0, out
+    data = json.loads(bundle.read_text())
+    delivered = sum(d["records"] for d in data["report"]["deliveries"])
+    assert delivered == 5
+    assert sorted(data["organisations"]) == ["acme", "globex"]
+
+    code, out = cli("ledger", "verify-evidence", str(bundle), "--keys", str(jwks))
+    assert code == 0, out
+    assert out.splitlines()[-1] == "evidence verified"
+    assert "5 records" in out
+    assert "signed by acme and globex" in out
+
+    def refused(change: Callable[[dict[str, Any]], None], *extra: str) -> str:
+        tampered = json.loads(bundle.read_text())
+        change(tampered)
+        path = tmp_path / "tampered.json"
+        path.write_text(json.dumps(tampered))
+        code, out = cli("ledger", "verify-evidence", str(path), *extra)
+        assert code == 1, out
+        assert out.splitlines()[-1] == "evidence REFUSED"
+        return out
+
+    def fewer_records(b: dict[str, Any]) -> None:
+        b["report"]["deliveries"][0]["records"] = 1
+
+    def edited_entry(b: dict[str, Any]) -> None:
+        delivery = next(e for e in b["ledger"] if e["kind"] in ("pull", "stream", "progress"))
+        delivery["records"] = 1
+
+    def other_terms(b: dict[str, Any]) -> None:
+        document = next(iter(b["versions"].values()))
+        document["purpose"] = "Something else"
+
+    def cut_checkpoint(b: dict[str, Any]) -> None:
+        b["ledger"].pop()
+
+    assert "the report is not what the ledger slices say" in refused(fewer_records)
+    assert "does not match its hash" in refused(edited_entry)
+    assert "hashes to" in refused(other_terms)
+    assert "does not end in a checkpoint that verifies" in refused(cut_checkpoint)
+    other = tmp_path / "other.jwks.json"
+    code, _ = cli("keys", "generate", "mallory", "--keys-dir", str(tmp_path),
+                  "--private-dir", str(tmp_path / "p"))  # fmt: skip
+    other.write_text((tmp_path / "mallory.jwks.json").read_text())
+    assert "not the ones given with --keys" in refused(lambda b: None, "--keys", str(other))
+    code, out = cli("ledger", "verify-evidence", str(tmp_path / "missing.json"))
+    assert code == 2
+    assert len(out.strip().splitlines()) == 1
