@@ -48,9 +48,9 @@ def typed(value: Any) -> Any:
     """``value`` with every scalar's JSON type beside it, and objects without key order:
     equal exactly when the JSON is the same (Python's ``0 == False`` is not JSON's)."""
     if isinstance(value, dict):
-        return sorted((k, typed(v)) for k, v in value.items())
+        return ("object", sorted((k, typed(v)) for k, v in value.items()))
     if isinstance(value, list):
-        return [typed(v) for v in value]
+        return ("array", [typed(v) for v in value])
     return (type(value).__name__, value)
 
 

@@ -71,8 +71,8 @@ class KafkaLedger:
         checkpoint_seconds: float = 10.0,
     ) -> None:
         self._config = dict(config)
-        #: Signs checkpoints (chain heads): every ``checkpoint_seconds`` while entries come, and
-        #: a final one at close.
+        #: Signs checkpoints (chain heads): at the chain's start, every ``checkpoint_seconds``
+        #: (idle or not), and a final one at close.
         self._sign = sign
         self._checkpoint_seconds = checkpoint_seconds
         #: The last entry of the current chain Kafka acknowledged: ``(seq, hash)``.
