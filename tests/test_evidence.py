@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,11 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from gateway.cli import main
+from gateway.services.passwords import hash_secret
+from gateway.settings import LegalUser
 from tests.conftest import RunningGateway, World
 
 pytestmark = pytest.mark.kafka
@@ -33,10 +37,36 @@ def test_an_evidence_bundle_is_verified_offline_and_a_tampered_one_refused(
     tmp_path: Path,
 ) -> None:
     produce_orders(world.topic, 5)
-    gw = serve(ledger_checkpoint_seconds=0.2)
+    user = LegalUser(username="lena", password_hash=SecretStr(hash_secret("for-legal-only")))
+    gw = serve(ledger_checkpoint_seconds=0.2, legal_users=[user])
     jwks = tmp_path / "jwks.json"
     jwks.write_text(http.get(f"{gw.url}/.well-known/jwks.json").text)
     assert len(gw.pull_records(http, 5)) == 5
+    # Legal's page offers the same bundle while the gateway runs (once a checkpoint follows).
+    legal = ("lena", "for-legal-only")
+    page = http.get(f"{gw.url}/legal/contracts/{CONTRACT}/deliveries", auth=legal)
+    assert "Download the evidence bundle" in page.text
+    url = f"{gw.url}/legal/contracts/{CONTRACT}/evidence"
+    assert http.get(url).status_code == 401
+    deadline = time.monotonic() + 10
+    while True:  # until a checkpoint (every 0.2 s) follows the pulls: it closes the slice
+        kinds = [e["kind"] for e in gw.gateway.ledger_entries()]
+        if "checkpoint" in kinds[max(n for n, k in enumerate(kinds) if k == "pull") :]:
+            break
+        assert time.monotonic() < deadline, "no checkpoint followed the deliveries"
+        time.sleep(0.1)
+    download = http.get(
+        url,
+        params={"from": "2026-01-01T00:00:00Z", "to": "2099-01-01T00:00:00Z"},
+        auth=legal,
+    )
+    assert download.status_code == 200, download.text
+    assert "attachment" in download.headers["content-disposition"]
+    from_page = tmp_path / "from-page.json"
+    from_page.write_bytes(download.content)
+    code, out = cli("ledger", "verify-evidence", str(from_page), "--keys", str(jwks))
+    assert code == 0, out
+    assert "5 records" in out
     gw.stop()  # its chain closes with a final checkpoint
     bundle = tmp_path / "bundle.json"
     code, out = cli(

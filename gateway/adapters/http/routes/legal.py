@@ -12,16 +12,24 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.templating import Jinja2Templates
 
 from gateway.adapters.http.deps import GatewayDep
+from gateway.core.archive import signed_document
 from gateway.core.diff import diff_contracts
-from gateway.core.jose import SignatureInfo, describe_signature
+from gateway.core.jose import SignatureInfo, describe_signature, public_jwks
 from gateway.core.lifecycle import ContractHistory
-from gateway.errors import ContractNotFound, LegalAuthenticationFailed
+from gateway.errors import (
+    ContractNotFound,
+    DocumentInvalid,
+    InvalidRequest,
+    LegalAuthenticationFailed,
+)
+from gateway.services.evidence import build_bundle
 from gateway.services.passwords import check_login
 from gateway.services.report import build_report
 
@@ -169,4 +177,45 @@ async def deliveries(request: Request, contract_id: str, gateway: GatewayDep) ->
             "totals": report.totals_by_version(),
             "now": datetime.now(UTC),
         },
+    )
+
+
+@router.get("/contracts/{contract_id}/evidence")
+async def evidence(
+    contract_id: str,
+    gateway: GatewayDep,
+    since: Annotated[datetime | None, Query(alias="from")] = None,
+    until: Annotated[datetime | None, Query(alias="to")] = None,
+) -> Response:
+    """The evidence bundle for the period (docs/ledger.md), to keep and check offline with
+    ``gateway ledger verify-evidence``."""
+    _history(gateway, contract_id)
+    now = datetime.now(UTC)
+    start = since or datetime(1970, 1, 1, tzinfo=UTC)
+    end = until or now
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InvalidRequest("from and to are RFC 3339 times with a UTC offset")
+    entries = await anyio.to_thread.run_sync(gateway.ledger_entries)
+    registry = gateway.registry
+    documents = dict(gateway.archive.documents)
+    for history in registry.histories.values():
+        documents.update({v.doc.hash: signed_document(v.doc) for v in history.versions})
+    try:
+        bundle = build_bundle(
+            entries,
+            contract=contract_id,
+            since=start,
+            until=end,
+            documents=documents,
+            organisations={org: public_jwks(k) for org, k in registry.keys.items()},
+            gateway_keys={"keys": [gateway.ledger_public_jwk]},
+            now=now,
+        )
+    except DocumentInvalid as exc:
+        raise InvalidRequest(exc.detail) from None
+    name = f"evidence-{contract_id}-{start:%Y%m%d}-{end:%Y%m%d}.json"
+    return Response(
+        orjson.dumps(bundle, option=orjson.OPT_INDENT_2),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
