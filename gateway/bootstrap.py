@@ -24,7 +24,6 @@ from gateway.core.archive import ContractArchive
 from gateway.core.cursor import CursorCodec
 from gateway.core.jose import sign_compact
 from gateway.core.ledger import timestamp
-from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import (
     AccessTokenVerifier,
@@ -33,7 +32,7 @@ from gateway.services.authorization import (
     Replays,
 )
 from gateway.services.consumption import ConsumptionStore, ConsumptionTracker, EndsReader
-from gateway.services.container import Gateway
+from gateway.services.container import Gateway, learn_from_ledger
 from gateway.services.datakeys import DataKeyService
 from gateway.services.observer import ContractObserver
 from gateway.services.offers import Countersigning
@@ -73,19 +72,6 @@ def _no_ends(topic: str) -> dict[int, tuple[int, int]]:
     return {}
 
 
-def _learn_from_ledger(
-    archive: ContractArchive, follower: KafkaLedgerFollower, wait: float
-) -> None:
-    """What the ledger holds about contracts, before the first load: a replica started now
-    knows the versions and countersignatures the others verified. If Kafka does not answer,
-    contracts that need the ledger stay refused until it does (the watcher learns it then)."""
-    try:
-        for entry in follower.read(max(wait, 1.0)):
-            archive.learn(entry)
-    except GatewayError as exc:
-        log.warning("cannot read the ledger at start: %s; contracts will follow", exc.detail)
-
-
 def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> Gateway:
     """The gateway; streams read through the process's shared readers unless ``sources`` says
     otherwise (a consumer per stream, in the benchmark that compares the two)."""
@@ -105,7 +91,9 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
 
     archive = ContractArchive()
     follower = KafkaLedgerFollower(settings.kafka.librdkafka_config(), settings.ledger_topic)
-    _learn_from_ledger(archive, follower, settings.startup_wait_seconds)
+    # A replica started now knows the versions and countersignatures the others verified;
+    # if Kafka does not answer, contracts needing them stay refused until the watcher learns.
+    learn_from_ledger(archive, follower, max(settings.startup_wait_seconds, 1.0))
     contracts = ContractsDirectory(settings.contracts_dir, settings.keys_dir)
     registry = contracts.load(gateway_org=settings.org, now=datetime.now(UTC), archive=archive)
     issuer = settings.issuer()

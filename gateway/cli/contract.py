@@ -275,9 +275,7 @@ def contract_export(
     to commit where contracts are distributed from a read-only git directory."""
     from gateway.cli.ledger import ledger_entries
 
-    archive = ContractArchive()
-    for entry in ledger_entries(bootstrap_servers, topic, ledger_file):
-        archive.learn(entry)
+    archive = ContractArchive().learn_all(ledger_entries(bootstrap_servers, topic, ledger_file))
     now = datetime.now(UTC)
     registry = load_registry(contracts_dir, keys_dir, gateway_org=None, now=now, archive=archive)
     history = registry.histories.get(contract_id)

@@ -229,32 +229,27 @@ def ledger_evidence(
     from datetime import UTC
 
     from gateway.adapters.stores.contracts_dir import load_registry
-    from gateway.core.archive import ContractArchive, signed_document
+    from gateway.core.archive import ContractArchive
     from gateway.core.jose import public_jwks
     from gateway.errors import DocumentInvalid
-    from gateway.services.evidence import build_bundle, verify_bundle
+    from gateway.services.evidence import bundle_from, verify_bundle
 
     start, end = _moment(since), _moment(until)
     if start is None or end is None:  # pragma: no cover - both options are required
         raise InputError("--from and --to are required")
     gateway_keys = _jwks(keys_source)
     entries = ledger_entries(bootstrap_servers, topic, file)
-    archive = ContractArchive()
-    for entry in entries:
-        archive.learn(entry)
+    archive = ContractArchive().learn_all(entries)
     now = datetime.now(UTC)
     registry = load_registry(contracts_dir, keys_dir, gateway_org=None, now=now, archive=archive)
-    documents = dict(archive.documents)
-    for history in registry.histories.values():
-        documents.update({v.doc.hash: signed_document(v.doc) for v in history.versions})
     try:
-        bundle = build_bundle(
+        bundle = bundle_from(
             entries,
+            registry,
+            archive,
             contract=contract_id,
             since=start,
             until=end,
-            documents=documents,
-            organisations={org: public_jwks(k) for org, k in registry.keys.items()},
             gateway_keys=public_jwks(gateway_keys),
             now=now,
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,12 @@ class ContractArchive:
     #: Counts what was learned: a change means the contracts must be loaded again.
     revision: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def learn_all(self, entries: Iterable[Mapping[str, Any]]) -> ContractArchive:
+        """Take what each entry says (the archive itself, to chain)."""
+        for entry in entries:
+            self.learn(entry)
+        return self
 
     def learn(self, entry: Mapping[str, Any]) -> bool:
         """Take what a ledger entry says, if it says anything here; whether it was new."""
@@ -103,7 +109,7 @@ class ContractArchive:
         extra = [
             jws
             for org, jws in sorted(posted.items())
-            if org in parties and org not in present and _verifies(jws, org, doc, keys)
+            if org in parties and org not in present and signature_verifies(jws, org, doc, keys)
         ]
         if not extra:
             return doc
@@ -133,7 +139,10 @@ class ContractArchive:
         return self.signed(before, keys)
 
 
-def _verifies(signature: str, org: str, doc: ContractDocument, keys: Mapping[str, KeySet]) -> bool:
+def signature_verifies(
+    signature: str, org: str, doc: ContractDocument, keys: Mapping[str, KeySet]
+) -> bool:
+    """Whether ``signature`` names ``org`` and verifies over ``doc``'s bytes with its keys."""
     info = describe_signature(signature)
     if info is None or info.org != org or org not in keys:
         return False

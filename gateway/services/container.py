@@ -37,6 +37,15 @@ log = logging.getLogger(__name__)
 FOLLOW_TIMEOUT_SECONDS = 5.0
 
 
+def learn_from_ledger(archive: ContractArchive, follower: LedgerFollower, timeout: float) -> None:
+    """What the ledger says about contracts since the last read, into ``archive``. If Kafka
+    does not answer, what was learned stays and the next read tries again."""
+    try:
+        archive.learn_all(follower.read(timeout))
+    except GatewayError as exc:
+        log.warning("cannot follow the ledger now: %s", exc.detail)
+
+
 class ContractSource(Protocol):
     """Where contracts, products and keys come from (``adapters/stores/contracts_dir.py``)."""
 
@@ -118,11 +127,7 @@ class Gateway:
     def follow(self) -> None:
         """Learn what the ledger says about contracts since the last call (other replicas'
         countersignatures, versions they verified). Blocking."""
-        try:
-            for entry in self.follower.read(FOLLOW_TIMEOUT_SECONDS):
-                self.archive.learn(entry)
-        except GatewayError as exc:  # Kafka is away: what was learned stays, try again later
-            log.warning("cannot follow the ledger now: %s", exc.detail)
+        learn_from_ledger(self.archive, self.follower, FOLLOW_TIMEOUT_SECONDS)
 
     def fingerprint(self) -> Hashable:
         """Changes when the contracts, products or keys change, or the archive learns."""

@@ -25,8 +25,9 @@ from typing import Any
 
 from joserfc.jwk import KeySet
 
+from gateway.core.archive import ContractArchive, signed_document
 from gateway.core.contracts import parse_contract, verify_signatures
-from gateway.core.jose import parse_public_jwks, verify_compact
+from gateway.core.jose import parse_public_jwks, public_jwks, verify_compact
 from gateway.core.ledger import (
     CHECKPOINT,
     DELIVERY_KINDS,
@@ -36,6 +37,7 @@ from gateway.core.ledger import (
     timestamp,
 )
 from gateway.errors import DocumentInvalid
+from gateway.services.registry import Registry
 from gateway.services.report import build_report
 
 FORMAT = "exchange-gateway-evidence/1"
@@ -72,6 +74,34 @@ def ledger_slices(
         )  # fmt: skip
         sliced += chain_entries[relevant[0] : end + 1]
     return sliced
+
+
+def bundle_from(
+    entries: Sequence[Mapping[str, Any]],
+    registry: Registry,
+    archive: ContractArchive,
+    *,
+    contract: str,
+    since: datetime,
+    until: datetime,
+    gateway_keys: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """``build_bundle`` with the signed documents the gateway knows (the archive's and every
+    loaded version's) and the organisations' keys from ``registry``."""
+    documents = dict(archive.documents)
+    for history in registry.histories.values():
+        documents.update({v.doc.hash: signed_document(v.doc) for v in history.versions})
+    return build_bundle(
+        entries,
+        contract=contract,
+        since=since,
+        until=until,
+        documents=documents,
+        organisations={org: public_jwks(keys) for org, keys in registry.keys.items()},
+        gateway_keys=gateway_keys,
+        now=now,
+    )
 
 
 def build_bundle(

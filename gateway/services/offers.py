@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from joserfc.jwk import KeySet
 
-from gateway.core.archive import SIGNATURE_KIND, ContractArchive
+from gateway.core.archive import SIGNATURE_KIND, ContractArchive, signature_verifies
 from gateway.core.contracts import ContractDocument, ContractState, Verdict
 from gateway.core.jose import describe_signature, verify_detached
 from gateway.core.ledger import timestamp
@@ -46,17 +46,14 @@ class AcknowledgedLedger(Protocol):
 def verified_signers(doc: ContractDocument, keys: Mapping[str, KeySet]) -> list[str]:
     """The parties whose signature on ``doc`` verifies against their published keys."""
     parties = (doc.contract.provider, doc.contract.consumer)
-    signed = []
-    for signature in doc.contract.signatures:
-        info = describe_signature(signature)
-        if info is None or info.org not in parties or info.org not in keys:
-            continue
-        try:
-            verify_detached(signature, doc.canonical, keys[info.org])
-        except SignatureInvalid:
-            continue
-        signed.append(info.org)
-    return sorted(set(signed))
+    return sorted(
+        {
+            org
+            for signature in doc.contract.signatures
+            for org in parties
+            if signature_verifies(signature, org, doc, keys)
+        }
+    )
 
 
 def version_of(history: ContractHistory, version: str | None) -> ContractDocument | None:
@@ -121,7 +118,7 @@ def check_countersignature(
             code="not_offered",
         )
     entry = next(e for e in history.versions if e.doc.hash == doc.hash)
-    if entry.check.state is ContractState.REFUSED and entry.check.reason != "signature_missing":
+    if entry.check.state is ContractState.REFUSED:
         raise SignatureRefused(
             f"version {c.version} cannot come into force ({entry.check.reason}: "
             f"{entry.check.detail}); its provider has been told why",

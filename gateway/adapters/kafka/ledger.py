@@ -324,6 +324,15 @@ class KafkaLedger:
         return timestamp(datetime.now(UTC))
 
 
+def _entry(value: bytes | None) -> dict[str, Any] | None:
+    """A ledger entry from a message's value; ``None`` when it is not one."""
+    try:
+        entry = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
 class KafkaLedgerFollower:
     """Follows the ledger topic from its beginning (``services.container.LedgerFollower``):
     what every replica recorded about contracts reaches every other one.
@@ -371,10 +380,9 @@ class KafkaLedgerFollower:
                             continue
                         partition, offset = message.partition() or 0, message.offset() or 0
                         self._positions[partition] = offset + 1
-                        with contextlib.suppress(orjson.JSONDecodeError):
-                            entry = orjson.loads(message.value() or b"null")
-                            if isinstance(entry, dict):
-                                entries.append(entry)
+                        entry = _entry(message.value())
+                        if entry is not None:
+                            entries.append(entry)
                     if all(self._positions[p] >= ends[p] for p in behind):
                         break
             finally:
@@ -432,15 +440,8 @@ def _read_entries(config: Mapping[str, Any], topic: str, idle: float) -> Iterato
             for message in messages:
                 if message.error() is not None:
                     continue
-                value = message.value()
-                try:
-                    entry = orjson.loads(value) if value is not None else None
-                except orjson.JSONDecodeError:
-                    entry = None
                 partition, offset = message.partition() or 0, message.offset() or 0
-                by_partition[partition].append(
-                    entry if isinstance(entry, dict) else {"malformed": True}
-                )
+                by_partition[partition].append(_entry(message.value()) or {"malformed": True})
                 positions[partition] = offset + 1
             # Up to the end as it was when reading began: a ledger written all the time (a
             # checkpoint every few seconds, progress every second) would never fall quiet.

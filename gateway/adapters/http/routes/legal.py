@@ -19,9 +19,8 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.templating import Jinja2Templates
 
 from gateway.adapters.http.deps import GatewayDep
-from gateway.core.archive import signed_document
 from gateway.core.diff import diff_contracts
-from gateway.core.jose import SignatureInfo, describe_signature, public_jwks
+from gateway.core.jose import SignatureInfo, describe_signature
 from gateway.core.lifecycle import ContractHistory
 from gateway.errors import (
     ContractNotFound,
@@ -29,7 +28,7 @@ from gateway.errors import (
     InvalidRequest,
     LegalAuthenticationFailed,
 )
-from gateway.services.evidence import build_bundle
+from gateway.services.evidence import bundle_from
 from gateway.services.passwords import check_login
 from gateway.services.report import build_report
 
@@ -196,18 +195,14 @@ async def evidence(
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidRequest("from and to are RFC 3339 times with a UTC offset")
     entries = await anyio.to_thread.run_sync(gateway.ledger_entries)
-    registry = gateway.registry
-    documents = dict(gateway.archive.documents)
-    for history in registry.histories.values():
-        documents.update({v.doc.hash: signed_document(v.doc) for v in history.versions})
     try:
-        bundle = build_bundle(
+        bundle = bundle_from(
             entries,
+            gateway.registry,
+            gateway.archive,
             contract=contract_id,
             since=start,
             until=end,
-            documents=documents,
-            organisations={org: public_jwks(k) for org, k in registry.keys.items()},
             gateway_keys={"keys": [gateway.ledger_public_jwk]},
             now=now,
         )
