@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -189,6 +190,19 @@ def test_a_replica_killed_mid_stream_leaves_at_most_a_second_unrecorded_and_resu
     unrecorded = len(received) - delivery.records
     assert unrecorded <= 200, f"{unrecorded} records sent and not recorded (1 s is 200)"
     assert delivery.records <= len(received) + 20, "what is recorded was about to be sent"
+    # Killed, its chain was never closed: verify says so (signed up to its last checkpoint).
+    from joserfc.jwk import KeySet
+
+    from gateway.core.jose import verify_compact
+    from gateway.core.ledger import prove
+
+    key_file = world.root / "state" / "ledger-signing.jwks.json"
+    ledger_keys = KeySet.import_key_set(json.loads(key_file.read_text()))
+    problems, proofs = prove(
+        entries, lambda t: verify_compact(t, ledger_keys), now=datetime.now(UTC), live_seconds=0
+    )
+    assert [p.kind for p in problems] == ["open"]
+    assert proofs[0].proven >= 0, "its start was signed at once"
 
     url, _ = replica()
     with GatewayClient(url, org="globex", key=world.key("globex")) as client:

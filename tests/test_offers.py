@@ -261,3 +261,17 @@ def test_a_countersignature_reaches_every_replica_a_restart_and_the_repository(
                "--products-dir", str(world.contracts_dir / "products")],
     )  # fmt: skip
     assert verified.output.startswith("OK "), verified.output
+
+
+def test_an_offer_countersigned_before_its_start_comes_into_force_then(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client
+) -> None:
+    offer(world, valid_from="2098-01-01T00:00:00Z")
+    gw = serve()
+    accepted = countersign(http, gw)
+    assert accepted.status_code == 200, accepted.text
+    assert (accepted.json()["state"], accepted.json()["signed_by"]) == (
+        "not_yet_valid",
+        ["acme", "globex"],
+    )
+    assert "2098-01-01" in accepted.json()["detail"]
