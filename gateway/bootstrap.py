@@ -6,6 +6,8 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from joserfc.jwk import KeySet
+
 from gateway.adapters.anchors import HttpAnchor
 from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerFollower, KafkaLedgerReader
 from gateway.adapters.kafka.publisher import KafkaPublisher
@@ -24,6 +26,7 @@ from gateway.core.archive import ContractArchive
 from gateway.core.cursor import CursorCodec
 from gateway.core.jose import sign_compact
 from gateway.core.ledger import timestamp
+from gateway.core.receipts import RECEIPT_TYPE, ReceiptPolicy
 from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import (
     AccessTokenVerifier,
@@ -38,6 +41,7 @@ from gateway.services.observer import ContractObserver
 from gateway.services.offers import Countersigning
 from gateway.services.publishing import IdempotencyStore, PublishService
 from gateway.services.quotas import QuotaService, QuotaStore
+from gateway.services.receipts import Acknowledgements
 from gateway.services.streams import SourceFactory, StreamLimits, StreamService
 from gateway.settings import Settings
 
@@ -194,6 +198,8 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             source_stats=source_stats,
             wake=wake,
             on_delivery=consumption.note,
+            receipts=ReceiptPolicy(settings.receipt_records, settings.receipt_seconds),
+            sign_receipt=lambda claims: sign_compact(claims, secrets.ledger_key, typ=RECEIPT_TYPE),
         ),
         ledger=ledger,
         ledger_reader=KafkaLedgerReader(settings.kafka.librdkafka_config(), settings.ledger_topic),
@@ -205,6 +211,12 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             archive=archive,
             ledger=ledger,
             reload=lambda: gateway.reload(),
+            clock=lambda: gateway.clock(),
+        ),
+        acknowledgements=Acknowledgements(
+            registry=lambda: gateway.registry,
+            gateway_keys=KeySet([secrets.ledger_key]),
+            ledger=ledger,
             clock=lambda: gateway.clock(),
         ),
         quotas=quotas,

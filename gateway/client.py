@@ -8,12 +8,15 @@ Usable on its own by partners (it needs none of the server's configuration)::
 
 ``consume`` adds a checkpoint file: records are written and flushed first, the cursor is saved
 after (atomically, fsynced), so a crash can repeat records after the last checkpoint but never
-lose one (at-least-once).
+lose one (at-least-once). It also acknowledges the gateway's signed delivery receipts once the
+sink holds their records (``core/receipts.py`` says what a receipt signs).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -28,9 +31,10 @@ from typing import IO, Any, Protocol
 import httpx
 from httpx_sse import connect_sse
 from joserfc import jwt
-from joserfc.jwk import OKPKey
+from joserfc.jwk import KeySet, OKPKey
 
-from gateway.core.jose import eddsa_allowed
+from gateway.core.jose import eddsa_allowed, sign_detached, signature_header, verify_compact
+from gateway.errors import DocumentInvalid
 from gateway.fieldcrypto import FieldDecryptor, leaves, looks_encrypted
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "GatewayClientError",
     "Interruptions",
     "KafkaSink",
+    "Receipt",
     "Sink",
     "SinkError",
     "StreamEnded",
@@ -86,6 +91,37 @@ class StreamEnded(Exception):
         self.reason = reason
         #: Seconds until the gateway will serve again (``quota_exhausted``).
         self.retry_after = retry_after
+
+
+class Receipt:
+    """A delivery receipt the gateway signed, checked against what this client received."""
+
+    def __init__(self, contract: str, token: str, claims: dict[str, Any]) -> None:
+        self.contract = contract
+        #: The compact JWS, exactly as received: what an acknowledgement signs.
+        self.token = token
+        self.claims = claims
+
+
+#: What a receipt is told of (``GatewayClient.records``' ``receipts``).
+ReceiptHandler = Callable[[Receipt], None]
+
+
+class _ReceivedBytes:
+    """The record events of one connection since its last receipt (their digest, count)."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.records = 0
+
+    def add(self, event: str, cursor: str, data: str) -> None:
+        # The event exactly as the gateway writes it (core/receipts.py).
+        self.digest.update(f"event: {event}\nid: {cursor}\ndata: {data}\n\n".encode())
+        self.records += 1
+
+    def matches(self, claims: dict[str, Any]) -> bool:
+        sha256 = base64.urlsafe_b64encode(self.digest.digest()).rstrip(b"=").decode()
+        return claims.get("sha256") == sha256 and claims.get("records") == self.records
 
 
 def client_assertion(org: str, key: OKPKey, audience: str, lifetime: int = 60) -> str:
@@ -150,6 +186,7 @@ class GatewayClient:
         self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, read=60.0))
         self._token: str | None = None
         self._token_endpoint: str | None = None
+        self._gateway_keys: KeySet | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -185,11 +222,70 @@ class GatewayClient:
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token or self.fetch_token()}"}
 
+    def gateway_keys(self, refresh: bool = False) -> KeySet:
+        """The gateway's published keys (its ``jwks_uri``), which sign its receipts."""
+        if self._gateway_keys is None or refresh:
+            url = f"{self.base_url}/.well-known/oauth-authorization-server"
+            response = self._http.get(url)
+            _raise_for_problem(response)
+            jwks_uri = str(_member(response, "jwks_uri", url))
+            answer = self._http.get(jwks_uri)
+            _raise_for_problem(answer)
+            self._gateway_keys = KeySet.import_key_set(answer.json())
+        return self._gateway_keys
+
+    def check_receipt(self, contract: str, token: str, received: _ReceivedBytes) -> Receipt | None:
+        """The receipt, if it is the gateway's signature over exactly what was received since
+        the last one; otherwise ``None``, said in an error line (it is not acknowledged)."""
+        try:
+            kid = signature_header(token).get("kid")
+        except DocumentInvalid:
+            kid = None
+        keys = self.gateway_keys()
+        if kid is not None and not any(k.kid == kid for k in keys):
+            keys = self.gateway_keys(refresh=True)  # the gateway may have a newer key
+        payload = verify_compact(token, keys)
+        claims = json.loads(payload) if payload is not None else None
+        if not isinstance(claims, dict):
+            log.error("contract %s: a receipt does not verify with the gateway's keys", contract)
+            return None
+        if claims.get("partner") != self.org or not received.matches(claims):
+            log.error(
+                "contract %s: receipt %s of delivery %s does not match what was received "
+                "(%d records); it is not acknowledged",
+                contract,
+                claims.get("seq"),
+                claims.get("delivery"),
+                received.records,
+            )
+            return None
+        return Receipt(contract, token, claims)
+
+    def acknowledge(self, receipt: Receipt) -> dict[str, Any]:
+        """Sign the receipt with this organisation's key and post the acknowledgement."""
+        signature = sign_detached(
+            receipt.token.encode("ascii"), self._key, org=self.org, signed_at=int(time.time())
+        )
+        response = self._http.post(
+            f"{self.base_url}/v1/contracts/{receipt.contract}/acknowledgements",
+            json={"receipt": receipt.token, "signature": signature},
+            headers=self._auth(),
+        )
+        _raise_for_problem(response)
+        answer: dict[str, Any] = response.json()
+        return answer
+
     def events(
-        self, contract: str, *, cursor: str | None, start: str | None = None
+        self,
+        contract: str,
+        *,
+        cursor: str | None,
+        start: str | None = None,
+        receipts: ReceiptHandler | None = None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(cursor, record)`` pairs from one SSE connection; ``StreamEnded`` when it ends."""
-        return self._events(contract, cursor=cursor, start=start, opened=None)
+        """``(cursor, record)`` pairs from one SSE connection; ``StreamEnded`` when it ends.
+        ``receipts`` is given each receipt that matches what was received."""
+        return self._events(contract, cursor=cursor, start=start, opened=None, receipts=receipts)
 
     def _events(
         self,
@@ -198,6 +294,7 @@ class GatewayClient:
         cursor: str | None,
         start: str | None,
         opened: Callable[[], None] | None,
+        receipts: ReceiptHandler | None = None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         params = {"from": start} if start and not cursor else {}
         headers = self._auth()
@@ -208,11 +305,20 @@ class GatewayClient:
             _raise_for_problem(source.response)
             if opened is not None:
                 opened()
+            received = _ReceivedBytes()
             for event in source.iter_sse():
                 if event.event == "record":
+                    received.add(event.event, event.id, event.data)
                     yield event.id, self.verified(contract, json.loads(event.data))
                 elif event.event == "refused":
+                    received.add(event.event, event.id, event.data)
                     yield event.id, json.loads(event.data)
+                elif event.event == "receipt":
+                    token = str(json.loads(event.data).get("receipt"))
+                    checked = self.check_receipt(contract, token, received)
+                    received = _ReceivedBytes()
+                    if checked is not None and receipts is not None:
+                        receipts(checked)
                 elif event.event == "keys":
                     for announced in json.loads(event.data)["keys"]:
                         self._decryptor(contract).add(announced["kid"], announced["jwe"])
@@ -259,6 +365,7 @@ class GatewayClient:
         cursor: str | None,
         start: str | None = None,
         give_up_after: float | None = None,
+        receipts: ReceiptHandler | None = None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Like ``events`` but reconnects: a new token when needed, backoff on failures, and
         after a quota's ``Retry-After`` (a busy concurrency quota, the day's volume used up).
@@ -300,7 +407,7 @@ class GatewayClient:
         while True:
             try:
                 for position, record in self._events(
-                    contract, cursor=cursor, start=start, opened=opened
+                    contract, cursor=cursor, start=start, opened=opened, receipts=receipts
                 ):
                     cursor = position
                     yield position, record
@@ -521,6 +628,7 @@ def consume(
     interruptions: Interruptions | None = None,
     final_commit_seconds: float = 10.0,
     give_up_after: float | None = None,
+    acknowledge: bool = True,
 ) -> int:
     """Deliver records to ``sink``; the checkpoint advances only after the sink has them.
 
@@ -530,6 +638,10 @@ def consume(
     an error, an interruption) what the sink took is committed within ``final_commit_seconds``
     and checkpointed; if the sink cannot confirm it, the checkpoint stays where it was.
     ``give_up_after`` is ``GatewayClient.records``': how long the gateway may stay unreachable.
+
+    With ``acknowledge``, each receipt that matches what was received is acknowledged once the
+    checkpoint after its records is saved (the sink has them). An acknowledgement the gateway
+    cannot take now is tried again at the next checkpoint; one it refuses is logged and left.
     """
     guard = interruptions or Interruptions()  # not installed: critical() is then a no-op
     cursor = read_checkpoint(checkpoint)
@@ -537,6 +649,8 @@ def consume(
     pending: str | None = None
     since = 0
     last_save = time.monotonic()
+    #: Receipts whose records the sink has been given, to acknowledge once it holds them.
+    owed: list[Receipt] = []
 
     def save(timeout: float = 30.0) -> None:
         nonlocal pending, last_save, since
@@ -547,10 +661,17 @@ def consume(
                 pending = None
         since = 0
         last_save = time.monotonic()
+        while owed and _acknowledged(client, owed[0]):  # in order; the rest wait on a failure
+            owed.pop(0)
+        del owed[:-MAX_OWED_ACKNOWLEDGEMENTS]
 
     try:
         for position, record in client.records(
-            contract, cursor=cursor, start=start, give_up_after=give_up_after
+            contract,
+            cursor=cursor,
+            start=start,
+            give_up_after=give_up_after,
+            receipts=owed.append if acknowledge else None,
         ):
             with guard.critical():
                 sink.write(record, position)
@@ -567,3 +688,22 @@ def consume(
     finally:
         save(final_commit_seconds)
     return written
+
+
+#: Acknowledgements kept for another try, at most (the oldest are given up first).
+MAX_OWED_ACKNOWLEDGEMENTS = 100
+
+
+def _acknowledged(client: GatewayClient, receipt: Receipt) -> bool:
+    """Whether ``receipt`` is settled: acknowledged, or refused (logged). ``False``: the
+    gateway could not take it now; it is tried again at the next checkpoint."""
+    try:
+        client.acknowledge(receipt)
+    except GatewayClientError as exc:
+        if exc.status >= 500:
+            return False
+        log.warning("receipt %s not acknowledged: %s", receipt.claims.get("seq"), exc)
+    except httpx.TransportError as exc:
+        log.warning("receipt not acknowledged yet (%s)", _describe(exc))
+        return False
+    return True

@@ -99,6 +99,8 @@ CODES: Final = MappingProxyType(
         "wrong_organisation": "the signature names another organisation than the caller",
         "not_offered": "that version is not an offer awaiting the caller's signature",
         "offer_expired": "the offer's validity has ended: it can no longer be signed",
+        "receipt_invalid": "an acknowledged receipt is not one the gateway signed for this "
+        "contract",
         # 409
         "cursor_out_of_range": "the cursor points past the end of a partition (recreated topic)",
         # 404 and other HTTP-level answers
@@ -228,8 +230,9 @@ class OrganisationNotFound(GatewayError):
 
 
 class SignatureRefused(GatewayError):
-    """A countersignature posted over the API is refused: ``signature_invalid``,
-    ``wrong_organisation``, ``not_offered``, ``offer_expired``."""
+    """A countersignature or an acknowledgement posted over the API is refused:
+    ``signature_invalid``, ``wrong_organisation``, ``not_offered``, ``offer_expired``,
+    ``receipt_invalid``."""
 
     code = "signature_refused"
     title = "Signature refused"

@@ -22,3 +22,13 @@ def npm_package(spec: str) -> Path:
             check=True, timeout=300, capture_output=True,
         )  # fmt: skip
     return directory
+
+
+def node_script(name: str, *packages: str) -> Path:
+    """``tests/node/<name>`` ready to run with ``node``: it and the scripts it imports are
+    copied beside the ``node_modules`` holding ``packages``, so their imports resolve there."""
+    for spec in packages:
+        npm_package(spec)
+    for script in (Path(__file__).resolve().parent / "node").glob("*.mjs"):
+        shutil.copyfile(script, CACHE / script.name)
+    return CACHE / name

@@ -22,7 +22,7 @@ PINNED = {
     "cursor_out_of_range", "overloaded", "identity_provider_unavailable", "product_not_found",
     "payload_too_large", "records_invalid", "idempotency_key_reused", "idempotency_in_progress",
     "store_unavailable", "unsupported_media_type", "schema_registry_unavailable",
-    "signature_refused", "wrong_organisation", "not_offered", "offer_expired",
+    "signature_refused", "wrong_organisation", "not_offered", "offer_expired", "receipt_invalid",
     "organisation_not_found",
 }  # fmt: skip
 

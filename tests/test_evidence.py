@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 
 from gateway.cli import main
+from gateway.core.jose import sign_detached
 from gateway.services.passwords import hash_secret
 from gateway.settings import LegalUser
 from tests.conftest import RunningGateway, World
@@ -42,6 +43,21 @@ def test_an_evidence_bundle_is_verified_offline_and_a_tampered_one_refused(
     jwks = tmp_path / "jwks.json"
     jwks.write_text(http.get(f"{gw.url}/.well-known/jwks.json").text)
     assert len(gw.pull_records(http, 5)) == 5
+    # The partner acknowledges the receipt of one more pull (from the start again).
+    token = gw.token("globex")
+    body = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}/records",
+        params={"from": "earliest", "limit": "5", "wait": "5"},
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+    total = 5 + len(body["records"])
+    signature = sign_detached(body["receipt"].encode(), world.key("globex"), org="globex")
+    acknowledged = http.post(
+        f"{gw.url}/v1/contracts/{CONTRACT}/acknowledgements",
+        json={"receipt": body["receipt"], "signature": signature},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert acknowledged.status_code == 201, acknowledged.text
     # Legal's page offers the same bundle while the gateway runs (once a checkpoint follows).
     legal = ("lena", "for-legal-only")
     page = http.get(f"{gw.url}/legal/contracts/{CONTRACT}/deliveries", auth=legal)
@@ -51,7 +67,8 @@ def test_an_evidence_bundle_is_verified_offline_and_a_tampered_one_refused(
     deadline = time.monotonic() + 10
     while True:  # until a checkpoint (every 0.2 s) follows the pulls: it closes the slice
         kinds = [e["kind"] for e in gw.gateway.ledger_entries()]
-        if "checkpoint" in kinds[max(n for n, k in enumerate(kinds) if k == "pull") :]:
+        last = max(n for n, k in enumerate(kinds) if k in ("pull", "acknowledgement"))
+        if "checkpoint" in kinds[last:]:
             break
         assert time.monotonic() < deadline, "no checkpoint followed the deliveries"
         time.sleep(0.1)
@@ -66,7 +83,7 @@ def test_an_evidence_bundle_is_verified_offline_and_a_tampered_one_refused(
     from_page.write_bytes(download.content)
     code, out = cli("ledger", "verify-evidence", str(from_page), "--keys", str(jwks))
     assert code == 0, out
-    assert "5 records" in out
+    assert f"{total} records" in out
     gw.stop()  # its chain closes with a final checkpoint
     bundle = tmp_path / "bundle.json"
     code, out = cli(
@@ -79,14 +96,17 @@ def test_an_evidence_bundle_is_verified_offline_and_a_tampered_one_refused(
     assert code == 0, out
     data = json.loads(bundle.read_text())
     delivered = sum(d["records"] for d in data["report"]["deliveries"])
-    assert delivered == 5
+    assert delivered == total
     assert sorted(data["organisations"]) == ["acme", "globex"]
 
     code, out = cli("ledger", "verify-evidence", str(bundle), "--keys", str(jwks))
     assert code == 0, out
     assert out.splitlines()[-1] == "evidence verified"
-    assert "5 records" in out
+    assert f"{total} records" in out
     assert "signed by acme and globex" in out
+    pulls = sum(1 for e in data["ledger"] if e["kind"] == "pull")
+    assert f"{pulls} receipts signed by the gateway, over {total} records" in out
+    assert "1 of them acknowledged, signed by globex" in out
 
     def refused(change: Callable[[dict[str, Any]], None], *extra: str) -> str:
         tampered = json.loads(bundle.read_text())
@@ -112,6 +132,11 @@ def test_an_evidence_bundle_is_verified_offline_and_a_tampered_one_refused(
     def cut_checkpoint(b: dict[str, Any]) -> None:
         b["ledger"].pop()
 
+    def forged_acknowledgement(b: dict[str, Any]) -> None:
+        entry = next(e for e in b["ledger"] if e["kind"] == "acknowledgement")
+        entry["signature"] = sign_detached(b"another receipt", world.key("globex"), org="globex")
+
+    assert "an acknowledgement by globex does not verify" in refused(forged_acknowledgement)
     assert "the report is not what the ledger slices say" in refused(fewer_records)
     assert "does not match its hash" in refused(edited_entry)
     assert "hashes to" in refused(other_terms)

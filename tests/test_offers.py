@@ -8,7 +8,6 @@ checkout); ``gateway contract export`` writes the signed file for the repository
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -25,21 +24,17 @@ from gateway.cli import main
 from gateway.core.documents import canonical_hash, load_yaml
 from gateway.core.jose import b64url_decode, eddsa_allowed, sign_detached
 from tests.conftest import RunningGateway, World
-from tests.npm import npm_package
+from tests.npm import node_script
 
 pytestmark = pytest.mark.kafka
 
-NODE_SCRIPT = Path(__file__).resolve().parent / "node" / "countersign.mjs"
 OFFER = "acme-globex-offer"
 
 
 @pytest.fixture(scope="session")
 def node_jose() -> Path:
-    """Node 20 with only the ``jose`` package (from the npm registry, cached in .cache/npm);
-    the script sits beside node_modules so that its ``import "jose"`` resolves there."""
-    script = npm_package("jose@5.9.6").parent.parent / NODE_SCRIPT.name
-    shutil.copyfile(NODE_SCRIPT, script)
-    return script
+    """Node 20 with only the ``jose`` package (from the npm registry, cached in .cache/npm)."""
+    return node_script("countersign.mjs", "jose@5.9.6")
 
 
 def offer(world: World, contract: str = OFFER, **kwargs: Any) -> Path:

@@ -10,7 +10,7 @@ SURFACES = {
     # The partner SDK: installed without the server (``pip install exchange-gateway``).
     "gateway.client": {
         "ASSERTION_TYPE", "FileSink", "GatewayClient", "GatewayClientError", "Interruptions",
-        "KafkaSink", "Sink", "SinkError", "StreamEnded", "client_assertion", "consume",
+        "KafkaSink", "Receipt", "Sink", "SinkError", "StreamEnded", "client_assertion", "consume",
         "read_checkpoint", "write_checkpoint",
     },
     "gateway.fieldcrypto": {

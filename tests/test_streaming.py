@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.core.jose import compact_payload
 from tests.conftest import SOAK, RunningGateway, World
 from tests.sse import Event, open_raw_stream, parse_events
 from tests.test_shared_reading import until
@@ -332,6 +333,10 @@ def test_a_shutdown_ends_open_streams_with_end_shutdown_and_records_them(
     assert [e.event for e in events if e.event == "record"] == ["record"] * 3
     assert events[-1].event == "end"
     assert events[-1].json()["reason"] == "shutdown"
+    # What was sent since the last receipt has one, just before the end.
+    assert events[-2].event == "receipt"
+    receipt = json.loads(compact_payload(events[-2].json()["receipt"]) or b"{}")
+    assert (receipt["records"], receipt["cursor"]) == (3, events[-3].id)
     assert stream_ends(gw) == ["shutdown"]
 
 

@@ -113,6 +113,12 @@ def token(key_path: Path, gateway_url: str, org: str | None) -> None:
     show_default=True,
     help="Records between checkpoints (the most a crash can repeat).",
 )
+@click.option(
+    "--acknowledge/--no-acknowledge",
+    default=True,
+    show_default=True,
+    help="Acknowledge the gateway's signed receipts once the sink holds their records.",
+)
 def consume(
     contract_id: str,
     key_path: Path,
@@ -126,6 +132,7 @@ def consume(
     to_kafka: str | None,
     topic: str | None,
     checkpoint_every: int,
+    acknowledge: bool,
 ) -> None:
     """Stream a contract's records, decrypted and verified, to stdout, a file or your Kafka.
 
@@ -192,6 +199,7 @@ def consume(
             checkpoint_every=checkpoint_every,
             interruptions=interruptions,
             give_up_after=deadline,
+            acknowledge=acknowledge,
         )
     except httpx.TransportError as exc:  # only once --deadline has passed
         raise _unreachable(gateway_url, exc, deadline) from None

@@ -205,12 +205,12 @@ def verify_detached(signature: str, payload: bytes, keys: KeySet) -> dict[str, A
     return header
 
 
-def sign_compact(payload: bytes, key: OKPKey) -> str:
-    """A compact JWS over ``payload`` (attached), ``alg`` ``EdDSA`` with the key's ``kid``."""
+def sign_compact(payload: bytes, key: OKPKey, *, typ: str | None = None) -> str:
+    """A compact JWS over ``payload`` (attached), ``alg`` ``EdDSA`` with the key's ``kid``
+    (and ``typ`` when given)."""
+    header = {"alg": "EdDSA", "kid": key.kid} | ({"typ": typ} if typ else {})
     with eddsa_allowed():
-        return jws.serialize_compact(
-            {"alg": "EdDSA", "kid": key.kid}, payload, key, algorithms=["EdDSA"]
-        )
+        return jws.serialize_compact(header, payload, key, algorithms=["EdDSA"])
 
 
 def verify_compact(token: str, keys: KeySet) -> bytes | None:

@@ -22,7 +22,7 @@ import enum
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -120,6 +120,11 @@ class EncodedBatch:
     marks: list[tuple[int, int]]
     #: The positions before the batch.
     before: dict[int, int]
+    #: Spans of ``data`` before the last record that are not record events (key
+    #: announcements): a receipt's digest leaves them out (``core/receipts.py``).
+    skips: list[tuple[int, int]] = field(default_factory=list)
+    #: The first offset read per partition.
+    first: dict[int, int] = field(default_factory=dict)
 
 
 class RecordEncoder:
@@ -220,6 +225,8 @@ class RecordEncoder:
         parts: list[bytes] = []
         keys: list[dict[str, str]] = []
         marks: list[tuple[int, int]] = []
+        skips: list[tuple[int, int]] = []
+        first: dict[int, int] = {}
         before = dict(self._cursor.positions)
         writer = self._cursor
         size = 0
@@ -229,6 +236,8 @@ class RecordEncoder:
         encrypted = self._fields.encrypted
         for index, record in enumerate(records):
             partition, offset = record.partition() or 0, record.offset() or 0
+            if partition not in first:
+                first[partition] = offset
             writer.advance(partition, offset + 1)
             if protector is not None:
                 self._protect_at(protector, partition, offset, len(records) - index)
@@ -243,6 +252,7 @@ class RecordEncoder:
                 if verdict and encrypted and (announced := self._announce()) is not None:
                     keys.append(announced)
                     parts.append(event := self.keys_event([announced]))
+                    skips.append((size, size + len(event)))
                     size += len(event)
                 kind = b"record" if verdict else b"refused"
                 event = (
@@ -254,6 +264,7 @@ class RecordEncoder:
                 if encrypted and (announced := self._announce()) is not None:
                     keys.append(announced)
                     parts.append(event := self.keys_event([announced]))
+                    skips.append((size, size + len(event)))
                     size += len(event)
                 ts_type, ts = record.timestamp()
                 key = record.key()
@@ -278,7 +289,9 @@ class RecordEncoder:
                 if sse
                 else encode_json({"event": "position", "cursor": cursor_text}) + b"\n"
             )
-        return EncodedBatch(b"".join(parts), len(marks), cursor_text, keys, marks, before)
+        return EncodedBatch(
+            b"".join(parts), len(marks), cursor_text, keys, marks, before, skips, first
+        )
 
     def cut(
         self, batch: EncodedBatch, records: Sequence[SourceRecord], max_bytes: int
@@ -290,8 +303,14 @@ class RecordEncoder:
         self._cursor = CursorWriter(self._codec, self._contract_id, batch.before)
         for record in records[: last + 1]:
             self._cursor.advance(record.partition() or 0, (record.offset() or 0) + 1)
+        first: dict[int, int] = {}
+        for record in records[: last + 1]:
+            first.setdefault(record.partition() or 0, record.offset() or 0)
         cursor = self._cursor.cursor() if last >= 0 else None
-        return EncodedBatch(batch.data[:end], len(kept), cursor, batch.keys, kept, batch.before)
+        skips = [span for span in batch.skips if span[1] <= end]
+        return EncodedBatch(
+            batch.data[:end], len(kept), cursor, batch.keys, kept, batch.before, skips, first
+        )
 
     def keys_event(self, keys: list[dict[str, str]]) -> bytes:
         if self._sse:

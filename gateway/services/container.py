@@ -27,6 +27,7 @@ from gateway.services.offers import Countersigning
 from gateway.services.products import keep_compatible_products
 from gateway.services.publishing import PublishService
 from gateway.services.quotas import QuotaService
+from gateway.services.receipts import Acknowledgements
 from gateway.services.registry import Registry
 from gateway.services.streams import StreamService
 from gateway.settings import Settings
@@ -108,6 +109,8 @@ class Gateway:
     archive: ContractArchive
     follower: LedgerFollower
     offers: Countersigning
+    #: Partners' acknowledgements of the receipts their streams carried.
+    acknowledgements: Acknowledgements
     quotas: QuotaService
     metrics: GatewayMetrics
     #: Called at shutdown, after the ledger is closed (Redis clients and the like).

@@ -7,7 +7,9 @@
   the hash of the entry before it, which commits to every entry of the slice);
 - the signed documents of the contract versions the deliveries ran under, and the parties'
   public keys; the gateway's public keys (which signed the checkpoints);
-- the report the slice gives (deliveries, records, bytes, ranges, versions).
+- the report the slice gives (deliveries, records, bytes, ranges, versions);
+- the receipts the streams carried (signed by the gateway) and the partner's acknowledgements
+  of them (signed by the partner), wherever they were recorded.
 
 ``gateway ledger verify-evidence`` checks it offline, with no gateway and no Kafka: every slice
 links and ends in a checkpoint that verifies, every version's document hashes to its name and
@@ -36,7 +38,13 @@ from gateway.core.ledger import (
     entry_hash,
     timestamp,
 )
-from gateway.errors import DocumentInvalid
+from gateway.core.receipts import (
+    ACKNOWLEDGEMENT,
+    RECEIPT,
+    check_acknowledgement,
+    read_receipt,
+)
+from gateway.errors import DocumentInvalid, SignatureRefused
 from gateway.services.registry import Registry
 from gateway.services.report import build_report
 
@@ -62,9 +70,17 @@ def ledger_slices(
     by_chain: dict[str, list[Mapping[str, Any]]] = {}
     for entry in entries:
         by_chain.setdefault(str(entry.get("chain")), []).append(entry)
+    deliveries = {e.get("delivery") for e in entries if _delivers(e, contract, since, until)}
+
+    def relevant_entry(entry: Mapping[str, Any]) -> bool:
+        """A delivery in the period, or a receipt or acknowledgement of one."""
+        if entry.get("kind") in (RECEIPT, ACKNOWLEDGEMENT):
+            return entry.get("contract") == contract and entry.get("delivery") in deliveries
+        return _delivers(entry, contract, since, until)
+
     sliced: list[Mapping[str, Any]] = []
     for chain_entries in by_chain.values():
-        relevant = [n for n, e in enumerate(chain_entries) if _delivers(e, contract, since, until)]
+        relevant = [n for n, e in enumerate(chain_entries) if relevant_entry(e)]
         if not relevant:
             continue
         end = next(
@@ -191,6 +207,9 @@ def verify_bundle(
     problems += [
         f"deliveries ran under {v}, whose document is missing" for v in sorted(used - set(versions))
     ]
+    receipts, receipt_problems = _receipts_proven(ledger, keys, organisations, contract)
+    problems += receipt_problems
+    findings += receipts
     records = sum(d.records for d in report.deliveries)
     sent = sum(d.bytes for d in report.deliveries)
     findings.insert(
@@ -202,6 +221,53 @@ def verify_bundle(
         "ledger slices signed by gateway key(s) " + ", ".join(str(k.thumbprint()) for k in keys)
     )
     return problems, findings
+
+
+def _receipts_proven(
+    ledger: Sequence[Mapping[str, Any]],
+    keys: KeySet,
+    organisations: Mapping[str, KeySet],
+    contract: str,
+) -> tuple[list[str], list[str]]:
+    """``(findings, problems)`` of the receipts the gateway gave and the acknowledgements the
+    partner signed: each verifies, and names the delivery its entry files it under."""
+    findings: list[str] = []
+    problems: list[str] = []
+    given: dict[str, dict[str, Any]] = {}
+    for entry in ledger:
+        if entry.get("kind") != RECEIPT:
+            continue
+        claims = read_receipt(str(entry.get("receipt")), keys)
+        if claims is None or claims.get("delivery") != entry.get("delivery"):
+            problems.append(f"receipt {entry.get('receipt_seq')} does not verify")
+            continue
+        given[str(entry.get("receipt"))] = claims
+    acknowledged: dict[str, int] = {}
+    for entry in ledger:
+        if entry.get("kind") != ACKNOWLEDGEMENT:
+            continue
+        org = str(entry.get("org"))
+        try:
+            claims = check_acknowledgement(
+                receipt=str(entry.get("receipt")),
+                signature=str(entry.get("signature")),
+                org=org,
+                contract_id=contract,
+                gateway_keys=keys,
+                org_keys=organisations.get(org),
+            )
+        except SignatureRefused as exc:
+            problems.append(f"an acknowledgement by {org} does not verify: {exc.detail}")
+            continue
+        if claims.get("delivery") != entry.get("delivery"):
+            problems.append(f"an acknowledgement by {org} is filed under another delivery")
+            continue
+        acknowledged[org] = acknowledged.get(org, 0) + 1
+    if given:
+        records = sum(int(c.get("records") or 0) for c in given.values())
+        findings.append(f"{len(given)} receipts signed by the gateway, over {records} records")
+    findings += [f"{n} of them acknowledged, signed by {org}" for org, n in acknowledged.items()]
+    return findings, problems
 
 
 def _same_keys(keys: KeySet, given: Any) -> bool:

@@ -36,6 +36,7 @@ from gateway.core.lifecycle import (
 )
 from gateway.core.projection import CompiledFields, ValueProjector, compile_fields
 from gateway.core.protection import ContractProtector, pseudonym_key
+from gateway.core.receipts import RECEIPT, ReceiptPolicy, ReceiptWindow
 from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
 from gateway.errors import (
     AuthenticationFailed,
@@ -191,6 +192,9 @@ class StreamContext:
     stopping: Callable[[], bool] = lambda: False
     #: Told of each delivery as it goes and when it ends (``services/consumption.py``).
     on_delivery: Callable[[DeliveryEntry], None] = lambda entry: None
+    #: When streams send signed receipts, and what signs them (``None``: no receipts).
+    receipts: ReceiptPolicy = field(default_factory=ReceiptPolicy)
+    sign_receipt: Callable[[bytes], str] | None = None
 
 
 class Stream:
@@ -240,6 +244,12 @@ class Stream:
         self.lost_to_retention: dict[int, tuple[int, int]] = {}
         self._progressed = -PROGRESS_SECONDS
         self._on_close = on_close
+        #: What was sent since the last receipt.
+        self.window = ReceiptWindow(start=dict(self.start_positions))
+        #: Receipt events issued and not yet sent (a version changed under the stream).
+        self._owed: list[bytes] = []
+        #: A pull's receipt, for its answer.
+        self.receipt_token: str | None = None
 
     def use_before_encrypting(self, refresh: Callable[[], None]) -> None:
         """Encrypting stream: ``refresh`` runs before each batch (and once now)."""
@@ -281,6 +291,14 @@ class Stream:
             if granted < size:
                 batch = self.encoder.cut(batch, records, granted)
             await self.quota.settle(granted, batch.records, len(batch.data))
+            self.window.add(
+                batch.data,
+                batch.marks,
+                batch.skips,
+                self.encoder.positions,
+                batch.first,
+                self._context.monotonic(),
+            )
         self.records_sent += batch.records
         self.bytes_sent += len(batch.data)
         return batch
@@ -310,6 +328,8 @@ class Stream:
             version=self.version,
         )
         if isinstance(decision, StreamCarriesOn):
+            if self.window.records:  # what was sent under the old version has its receipt
+                self._owed.append(self.receipt())
             log.info(
                 "stream on %s continues under version %d",
                 self.contract_id,
@@ -331,31 +351,39 @@ class Stream:
                             self.partner.org, gap)  # fmt: skip
                 yield self.encoder.notice("gap", gap)
             written = monotonic()
+            policy = self._context.receipts
             while True:
                 if self._context.stopping():  # the partner resumes on another replica
                     self.ended_because = "shutdown"
-                    yield self.encoder.end("shutdown", detail=SHUTDOWN_DETAIL)
+                    yield self._closing(self.encoder.end("shutdown", detail=SHUTDOWN_DETAIL))
                     return
                 ending = self.end_reason()
+                while self._owed:
+                    yield self._owed.pop(0)
                 if ending is not None:
                     self.ended_because = ending.reason
-                    yield self.encoder.end(ending.reason, **ending.extra)
+                    yield self._closing(self.encoder.end(ending.reason, **ending.extra))
                     return
                 if (delay := self.quota.delay()) > 0:  # within the rate quotas
                     await anyio.sleep(min(delay, limits.poll_seconds))
                     batch = None
                 else:
                     size = self.quota.batch_size(limits.batch_records)
+                    if self._context.sign_receipt is not None and policy.records > 0:
+                        # A receipt covers at most its number of records: batches end there.
+                        size = max(1, min(size, policy.records - self.window.records))
                     wait = self._idle_wait()
                     if heartbeat is not None:
                         wait = max(0.0, min(wait, written + heartbeat - monotonic()))
+                    if (receipt_in := self.window.seconds_left(policy, monotonic())) is not None:
+                        wait = min(wait, receipt_in)
                     try:
                         batch = await self.fetch(size, wait)
                     except (BrokerUnavailable, CursorOutOfRange) as failed:
                         # The partner resumes with its cursor (and hears why if it cannot).
                         log.warning("stream on %s ends: %s", self.contract_id, failed.detail)
                         self.ended_because = failed.code
-                        yield self.encoder.end(failed.code, detail=failed.detail)
+                        yield self._closing(self.encoder.end(failed.code, detail=failed.detail))
                         return
                 if batch is not None and batch.data:
                     if monotonic() - self._progressed >= PROGRESS_SECONDS:
@@ -365,8 +393,55 @@ class Stream:
                 elif heartbeat is not None and monotonic() - written >= heartbeat:
                     yield self.encoder.heartbeat()
                     written = monotonic()
+                if self._context.sign_receipt is not None and self.window.due(policy, monotonic()):
+                    yield self.receipt()
         finally:
             await self.close()
+
+    def receipt(self) -> bytes:
+        """The receipt event for what was sent since the last one (recorded in the ledger)."""
+        return self.encoder.notice("receipt", {"receipt": self.issue_receipt()})
+
+    def _closing(self, end: bytes) -> bytes:
+        """``end`` after the receipt for what was sent since the last one, if anything was."""
+        if self._context.sign_receipt is None or not self.window.records:
+            return end
+        return self.receipt() + end
+
+    def issue_receipt(self) -> str:
+        """Sign what the window holds into a receipt, record it, and start the next window."""
+        sign = self._context.sign_receipt
+        if sign is None:
+            raise RuntimeError("receipts are not signed by this gateway")
+        now = self._context.clock()
+        payload = self.window.close(
+            {
+                "contract": self.contract_id,
+                "version": self.version.hash,
+                "partner": self.partner.org,
+                "client": self.partner.client_id,
+                "delivery": self.delivery,
+                "kind": self.kind,
+                "format": self.format.value if self.kind == "stream" else "application/json",
+                "cursor": self.encoder.cursor(),
+                "time": timestamp(now),
+                "iat": int(now.timestamp()),
+            }
+        )
+        token = sign(payload)
+        self._context.ledger.record(
+            timestamp(now),
+            RECEIPT,
+            {
+                "contract": self.contract_id,
+                "org": self.partner.org,
+                "client": self.partner.client_id,
+                "delivery": self.delivery,
+                "receipt_seq": self.window.seq,
+                "receipt": token,
+            },
+        )
+        return token
 
     def _idle_wait(self) -> float:
         """How long the stream may wait for records before it must act by itself: its token's
@@ -478,6 +553,8 @@ class StreamService:
         source_stats: Callable[[], dict[str, int]] = dict,
         wake: Callable[[], None] = lambda: None,
         on_delivery: Callable[[DeliveryEntry], None] = lambda entry: None,
+        receipts: ReceiptPolicy | None = None,
+        sign_receipt: Callable[[bytes], str] | None = None,
     ) -> None:
         #: Wakes every stream waiting for records, so that it re-checks why it might end.
         self._wake = wake
@@ -503,6 +580,8 @@ class StreamService:
             monotonic,
             stopping=lambda: self.stopping,
             on_delivery=on_delivery,
+            receipts=receipts or ReceiptPolicy(),
+            sign_receipt=sign_receipt,
         )
         self._projections: dict[str, tuple[CompiledFields, ValueProjector]] = {}
         self._threads = anyio.CapacityLimiter(WORKER_THREADS)
@@ -732,6 +811,8 @@ class StreamService:
                     max(0.05, min(self.limits.poll_seconds, remaining)),
                 )
                 if batch.records or self.stopping:
+                    if stream.window.records and self._context.sign_receipt is not None:
+                        stream.receipt_token = stream.issue_receipt()
                     return batch
                 if remaining <= 0 and (
                     remaining <= -PULL_CATCH_UP_SECONDS or not await stream.has_unread()

@@ -2,38 +2,12 @@
 // token (RFC 7523 client assertion), catalog, offer, the provider's signature verified
 // against the published JWKS, its own detached JWS posted, then the first record streamed.
 // Usage: node countersign.mjs <gateway-url> <org> <private-jwks-file>; prints one JSON line.
-import { createHash, randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { CompactSign, SignJWT, compactVerify, createLocalJWKSet, importJWK } from "jose";
+import { createHash } from "node:crypto";
+import { CompactSign, compactVerify, createLocalJWKSet } from "jose";
+import { json, partner } from "./partner.mjs";
 
 const [url, org, keyFile] = process.argv.slice(2);
-const jwk = JSON.parse(readFileSync(keyFile, "utf8")).keys.find(
-  (k) => k.crv === "Ed25519" && k.use === "sig",
-);
-const key = await importJWK(jwk, "EdDSA");
-
-async function json(response) {
-  const body = await response.json();
-  if (!response.ok) throw new Error(`${response.status} ${JSON.stringify(body)}`);
-  return body;
-}
-
-const tokenUrl = `${url}/oauth/token`;
-const assertion = await new SignJWT({})
-  .setProtectedHeader({ alg: "EdDSA", kid: jwk.kid })
-  .setIssuer(org).setSubject(org).setAudience(tokenUrl)
-  .setIssuedAt().setExpirationTime("1m").setJti(randomUUID())
-  .sign(key);
-const token = await json(await fetch(tokenUrl, {
-  method: "POST",
-  headers: { "content-type": "application/x-www-form-urlencoded" },
-  body: new URLSearchParams({
-    grant_type: "client_credentials",
-    client_assertion_type: "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-    client_assertion: assertion,
-  }),
-}));
-const auth = { authorization: `Bearer ${token.access_token}` };
+const { jwk, key, auth } = await partner(url, org, keyFile);
 
 // The catalog links the offer; the offer carries the exact bytes to sign.
 const catalog = await json(await fetch(`${url}/v1/catalog`, { headers: auth }));

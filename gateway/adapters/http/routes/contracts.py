@@ -227,6 +227,53 @@ async def post_signature(
     )
 
 
+class AcknowledgementPosted(BaseModel):
+    """A receipt exactly as the stream (or pull) gave it, and your detached compact JWS over
+    its ASCII bytes (EdDSA, ``kid`` and your ``org`` in the protected header)."""
+
+    receipt: str = Field(min_length=1, max_length=16_384)
+    signature: str = Field(min_length=1, max_length=4096)
+
+
+class AcknowledgementAccepted(BaseModel):
+    contract: str
+    delivery: str
+    #: The receipt's number within its delivery.
+    seq: int
+    records: int
+    #: Where the receipt's records end: a cursor to resume after them.
+    cursor: str
+    recorded: bool = True
+
+
+@router.post(
+    "/{contract_id}/acknowledgements",
+    status_code=201,
+    responses=errors(400, 401, 404, 422, 503),
+)
+async def post_acknowledgement(
+    contract_id: str, body: AcknowledgementPosted, partner: CurrentPartner, gateway: GatewayDep
+) -> AcknowledgementAccepted:
+    """Acknowledge a delivery receipt: recorded in the ledger beside the receipt, so neither
+    side can later deny what was sent and received. Accepted once Kafka has the entry."""
+    done = await anyio.to_thread.run_sync(
+        lambda: gateway.acknowledgements.acknowledge(
+            org=partner.org,
+            client=partner.client_id,
+            contract_id=contract_id,
+            receipt=body.receipt,
+            signature=body.signature,
+        )
+    )
+    return AcknowledgementAccepted(
+        contract=contract_id,
+        delivery=done.delivery,
+        seq=done.seq,
+        records=done.records,
+        cursor=done.cursor,
+    )
+
+
 @router.get(
     "/{contract_id}/stream",
     response_model=None,
@@ -283,7 +330,10 @@ async def records(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     wait: Annotated[float, Query(ge=0, le=30)] = 0,
 ) -> Response:
-    """Pull: ``{"records": [...], "cursor": "..."}``; long-polls up to ``wait`` seconds."""
+    """Pull: ``{"records": [...], "cursor": "...", "receipt": "..."}``; long-polls up to
+    ``wait`` seconds. ``records`` holds one record a line (a receipt's digest is over those
+    lines' bytes, each with a newline, as NDJSON sends them); ``receipt`` is there when records
+    are."""
     opened = await gateway.streams.open(
         partner,
         contract_id,
@@ -296,11 +346,13 @@ async def records(
     # The NDJSON lines of records (control lines, like key announcements, carry "event").
     items = [line for line in batch.data.splitlines() if not line.startswith(b'{"event"')]
     next_cursor = batch.cursor or opened.encoder.cursor()
-    body = b'{"records":[%s],"cursor":%s,"keys":%s%s}' % (
-        b",".join(items),
+    receipt = b',"receipt":' + orjson.dumps(opened.receipt_token) if opened.receipt_token else b""
+    body = b'{"records":[%s],"cursor":%s,"keys":%s%s%s}' % (
+        b"\n" + b",\n".join(items) + b"\n" if items else b"",
         orjson.dumps(next_cursor),
         orjson.dumps(batch.keys),
         lost_to_retention(opened),
+        receipt,
     )
     headers = {"Cache-Control": "no-store", **await opened.quota.fields()}
     return Response(body, media_type="application/json", headers=headers)

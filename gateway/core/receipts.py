@@ -1,0 +1,218 @@
+"""Signed delivery receipts, and the partner's acknowledgements of them.
+
+Every ``receipt_records`` records or ``receipt_seconds`` seconds a stream sends a receipt
+(``event: receipt``; NDJSON ``{"event":"receipt",...}``; a pull's answer carries one): a compact
+JWS by the gateway's ledger key (published in ``/.well-known/jwks.json``) whose payload says
+what was sent since the previous receipt of the same delivery::
+
+    {"contract": "acme-globex-orders", "version": "<hash of the version in force>",
+     "partner": "globex", "client": "globex", "delivery": "<id>", "seq": 1,
+     "format": "text/event-stream", "ranges": [{"partition": 0, "first": 0, "last": 99}],
+     "records": 100, "sha256": "<base64url>", "cursor": "<cursor after>",
+     "time": "2026-11-23T10:00:00.000Z", "iat": 1795428000}
+
+``sha256`` is over exactly the bytes of the record events sent (``record`` and ``refused``;
+not keys, gaps, heartbeats or receipts), in order:
+
+- SSE: each event as written, ``event: record\\nid: <cursor>\\ndata: <json>\\n\\n`` (an
+  ``EventSource`` client rebuilds it from ``type``, ``lastEventId`` and ``data``);
+- NDJSON: each record line, with its ``\\n``;
+- pull: each element of ``records`` followed by ``\\n`` (the same bytes as NDJSON lines; the
+  answer writes one element a line so that a client can take them as they are).
+
+``ranges`` are the offsets the cursor moved across, per partition: every record in them was sent
+or left out by the contract's row filter. The partner acknowledges a receipt by signing its
+exact compact form (its ASCII bytes) with a detached JWS, as it countersigns a contract
+(``POST /v1/contracts/{id}/acknowledgements``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from joserfc.jwk import KeySet
+
+from gateway.core.jose import (
+    b64url,
+    describe_signature,
+    signature_header,
+    verify_compact,
+    verify_detached,
+)
+from gateway.errors import DocumentInvalid, SignatureInvalid, SignatureRefused
+
+#: The JWS ``typ`` of a receipt (RFC 7515 §4.1.9).
+RECEIPT_TYPE = "delivery-receipt+json"
+#: Ledger kinds.
+RECEIPT = "receipt"
+ACKNOWLEDGEMENT = "acknowledgement"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptPolicy:
+    """When streams send receipts: after this many records, or this long after the first
+    record not yet receipted (``records=0``: never)."""
+
+    records: int = 1000
+    seconds: float = 10.0
+
+
+@dataclass(slots=True)
+class ReceiptWindow:
+    """What a delivery has sent since its last receipt (one stream's; not thread-safe)."""
+
+    #: The positions (next offsets) where the window started, per partition.
+    start: dict[int, int]
+    digest: Any = field(default_factory=hashlib.sha256)
+    records: int = 0
+    #: Where the cursor is now.
+    end: dict[int, int] = field(default_factory=dict)
+    #: The first offset read per partition, where ``start`` was symbolic (earliest/latest).
+    first_read: dict[int, int] = field(default_factory=dict)
+    #: When the window's first record was sent (monotonic); ``None`` while it has none.
+    since: float | None = None
+    seq: int = 0
+
+    def add(
+        self,
+        data: bytes,
+        marks: Sequence[tuple[int, int]],
+        skips: Sequence[tuple[int, int]],
+        positions: Mapping[int, int],
+        first: Mapping[int, int],
+        now: float,
+    ) -> None:
+        """A batch sent: its record events' bytes (``data`` up to the last mark, without the
+        ``skips`` spans), the positions after it, the first offset it read per partition."""
+        if not marks:
+            self.end = dict(positions)
+            return
+        view = memoryview(data)
+        at = 0
+        for start, stop in skips:
+            if start >= marks[-1][0]:
+                break
+            self.digest.update(view[at:start])
+            at = stop
+        self.digest.update(view[at : marks[-1][0]])
+        self.records += len(marks)
+        for partition, offset in first.items():
+            if self.start.get(partition, -1) < 0:
+                self.first_read.setdefault(partition, offset)
+        self.end = dict(positions)
+        if self.since is None:
+            self.since = now
+
+    def due(self, policy: ReceiptPolicy, now: float) -> bool:
+        if policy.records <= 0 or self.since is None:
+            return False
+        return self.records >= policy.records or now - self.since >= policy.seconds
+
+    def seconds_left(self, policy: ReceiptPolicy, now: float) -> float | None:
+        """How long until a receipt is due by time; ``None``: none is pending."""
+        if policy.records <= 0 or self.since is None:
+            return None
+        return max(0.0, self.since + policy.seconds - now)
+
+    def ranges(self) -> list[dict[str, int]]:
+        found = []
+        for partition, end in sorted(self.end.items()):
+            begin = self.start.get(partition, -1)
+            if begin < 0:
+                begin = self.first_read.get(partition, end)
+            if end > begin:
+                found.append({"partition": partition, "first": begin, "last": end - 1})
+        return found
+
+    def close(self, base: Mapping[str, Any]) -> bytes:
+        """The receipt's payload for what the window holds (``base``: contract, version,
+        partner, client, delivery, format, cursor, time, iat); the next window starts here."""
+        self.seq += 1
+        claims = {
+            **base,
+            "seq": self.seq,
+            "ranges": self.ranges(),
+            "records": self.records,
+            "sha256": b64url(self.digest.digest()),
+        }
+        self.start = dict(self.end)
+        self.first_read = {}
+        self.digest = hashlib.sha256()
+        self.records = 0
+        self.since = None
+        return msgspec.json.encode(claims)
+
+
+def read_receipt(token: str, keys: KeySet) -> dict[str, Any] | None:
+    """A receipt's claims when it verifies against the gateway's ``keys``, else ``None`` (a
+    checkpoint, signed by the same key, is not a receipt: its ``typ`` differs)."""
+    try:
+        if signature_header(token).get("typ") != RECEIPT_TYPE:
+            return None
+    except DocumentInvalid:
+        return None
+    payload = verify_compact(token, keys)
+    if payload is None:
+        return None
+    try:
+        claims = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    return claims if isinstance(claims, dict) and "delivery" in claims else None
+
+
+def check_acknowledgement(
+    *,
+    receipt: str,
+    signature: str,
+    org: str,
+    contract_id: str,
+    gateway_keys: KeySet,
+    org_keys: KeySet | None,
+) -> dict[str, Any]:
+    """The claims of ``receipt`` once ``org``'s acknowledgement of it is checked:
+    ``SignatureRefused`` with ``receipt_invalid`` (not a receipt the gateway signed for this
+    contract), ``wrong_organisation`` (another partner's receipt, or a signature naming another
+    organisation), ``signature_invalid`` (not by ``org``'s published key over this receipt)."""
+    claims = read_receipt(receipt, gateway_keys)
+    if claims is None:
+        raise SignatureRefused(
+            "the receipt does not verify against the gateway's keys: send it exactly as the "
+            "stream gave it",
+            code="receipt_invalid",
+        )
+    if claims.get("contract") != contract_id:
+        raise SignatureRefused(
+            f"the receipt is one of contract {claims.get('contract')!r}, not {contract_id!r}",
+            code="receipt_invalid",
+        )
+    if claims.get("partner") != org:
+        raise SignatureRefused(
+            "the receipt was given to another organisation", code="wrong_organisation"
+        )
+    info = describe_signature(signature)
+    if info is None:
+        raise SignatureRefused(
+            "the acknowledgement is not a compact JWS with a detached payload (header..signature)",
+            code="signature_invalid",
+        )
+    if info.org != org:
+        raise SignatureRefused(
+            f"the acknowledgement's 'org' header is {info.org!r}; you sign as {org!r}",
+            code="wrong_organisation",
+        )
+    if org_keys is None:
+        raise SignatureRefused(
+            f"the gateway has no published keys of {org!r}", code="signature_invalid"
+        )
+    try:
+        verify_detached(signature, receipt.encode("ascii"), org_keys)
+    except SignatureInvalid as exc:
+        raise SignatureRefused(
+            f"{exc.detail} over this receipt's bytes", code="signature_invalid"
+        ) from None
+    return claims
