@@ -34,7 +34,7 @@ from gateway.services.authorization import (
     PartnerClient,
     Replays,
 )
-from gateway.services.consumption import ConsumptionStore, ConsumptionTracker, EndsReader
+from gateway.services.consumption import ConsumptionTracker, EndsReader
 from gateway.services.container import Gateway, learn_from_ledger
 from gateway.services.datakeys import DataKeyService
 from gateway.services.observer import ContractObserver
@@ -42,6 +42,11 @@ from gateway.services.offers import Countersigning
 from gateway.services.publishing import IdempotencyStore, PublishService
 from gateway.services.quotas import QuotaService, QuotaStore
 from gateway.services.receipts import Acknowledgements
+from gateway.services.service_levels import (
+    SUMMARY_TYPE,
+    ServiceLevelStore,
+    ServiceLevelTracker,
+)
 from gateway.services.streams import SourceFactory, StreamLimits, StreamService
 from gateway.settings import Settings
 
@@ -109,7 +114,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     replays: Replays
     closers: list[Callable[[], None]] = []
     idempotency: IdempotencyStore
-    consumption_store: ConsumptionStore
+    consumption_store: ServiceLevelStore
     if redis.url is not None:
         consumption_store = RedisConsumptionStore.from_url(
             redis.url.get_secret_value(), redis.timeout_seconds
@@ -128,6 +133,17 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         consumption_store,
         on_lag=lambda contract, lag: metrics.contract_lag.labels(contract).set(lag),
     )
+    service_levels = ServiceLevelTracker(
+        consumption_store,
+        registry=lambda: gateway.registry,
+        ledger=ledger,
+        sign=lambda claims: sign_compact(claims, secrets.ledger_key, typ=SUMMARY_TYPE),
+        on_breach=lambda contract, objective, on: metrics.service_level_breached.labels(
+            contract, objective
+        ).set(1 if on else 0),
+        check_seconds=settings.service_level_check_seconds,
+    )
+    metrics.watch_service_levels(service_levels)
     closers.append(idempotency.close)
     publisher = KafkaPublisher(
         settings.kafka.librdkafka_config(),
@@ -198,6 +214,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             source_stats=source_stats,
             wake=wake,
             on_delivery=consumption.note,
+            service_levels=service_levels,
             receipts=ReceiptPolicy(settings.receipt_records, settings.receipt_seconds),
             sign_receipt=lambda claims: sign_compact(claims, secrets.ledger_key, typ=RECEIPT_TYPE),
         ),
@@ -213,6 +230,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             reload=lambda: gateway.reload(),
             clock=lambda: gateway.clock(),
         ),
+        service_levels=service_levels,
         acknowledgements=Acknowledgements(
             registry=lambda: gateway.registry,
             gateway_keys=KeySet([secrets.ledger_key]),

@@ -207,6 +207,9 @@ class Settings(BaseSettings):
     receipt_records: int = Field(default=1000, ge=0)
     #: ...or this long after the first record not yet receipted, whichever comes first.
     receipt_seconds: float = Field(default=10.0, gt=0)
+    #: How often each contract's measured service levels are checked against its objectives
+    #: (a breach is logged and set in ``gateway_service_level_breached``).
+    service_level_check_seconds: float = Field(default=10.0, gt=0, le=60)
     #: A stream whose client does not take a write within this time is dropped.
     send_timeout_seconds: float = Field(default=30.0, gt=0)
     #: Longest lifetime accepted for a client assertion (RFC 7523 ``exp - now``).

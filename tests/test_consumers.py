@@ -113,8 +113,11 @@ def test_the_team_page_in_the_browser(
     expect(globex.locator("td.lag")).to_have_text("3")
     expect(globex).to_contain_text("active")
     expect(rows.filter(has_text="initech").locator("td.lag")).to_have_text("not consumed yet")
-    expect(page.locator("svg.chart")).to_have_count(2)
-    expect(page.locator("svg.chart rect").first).to_be_attached()
+    expect(page.locator("figure.use svg.chart")).to_have_count(2)
+    expect(page.locator("figure.use svg.chart rect").first).to_be_attached()
+    # Each contract's service levels: none declared here, so measured but not judged.
+    expect(page.locator(".service-levels")).to_have_count(2)
+    expect(page.locator(".service-levels").first).to_contain_text("measured, not judged")
     page.screenshot(path=ARTIFACTS / "team-consumers.png", full_page=True)
     context.close()
     assert not violations, violations

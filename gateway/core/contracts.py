@@ -35,6 +35,7 @@ from gateway.core.documents import canonical_bytes, canonical_hash, key_lines
 from gateway.core.filters import parse_filter
 from gateway.core.jose import signature_header, verify_detached
 from gateway.core.quotas import Quotas
+from gateway.core.service_levels import ServiceLevels
 from gateway.errors import DocumentInvalid, FilterSyntaxError, SignatureInvalid
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=128)]
@@ -185,6 +186,8 @@ class Product(BaseModel):
     support: Support | None = None
     #: Where refused records go (default ``{topic}.dlq``).
     dead_letter_topic: TopicName | None = None
+    #: Defaults for the service levels of contracts on this product (``core/service_levels.py``).
+    service_levels: ServiceLevels | None = None
 
     @field_validator("json_schema")
     @classmethod
@@ -328,6 +331,9 @@ class Contract(BaseModel):
     filter: str | None = None
     #: How much and how fast (bounded by the gateway's ceilings; see ``core/quotas.py``).
     quotas: Quotas | None = None
+    #: What the provider promises (freshness, availability) and the partner's side of it,
+    #: measured by the gateway (``core/service_levels.py``).
+    service_levels: ServiceLevels | None = None
     signatures: list[str] = Field(default_factory=list)
 
     @field_validator("filter")

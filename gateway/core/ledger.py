@@ -41,12 +41,13 @@ KINDS = frozenset(
         "anchored",
         "receipt",
         "acknowledgement",
+        "service_levels",
     }
 )
 #: The members the chain writes itself; details that use one keep it as ``details_<name>``.
 RESERVED = ("chain", "seq", "time", "kind", "prev", "hash")
 #: Members kept exactly as given (``recordable`` would cut a long text in them).
-VERBATIM = frozenset({"document", "receipt"})
+VERBATIM = frozenset({"document", "receipt", "summary"})
 #: Free text (a statement's reason, a refusal's detail) is kept to this many characters, so
 #: that no entry grows past what the topic takes.
 MAX_TEXT = 4096

@@ -29,6 +29,7 @@ from gateway.services.publishing import PublishService
 from gateway.services.quotas import QuotaService
 from gateway.services.receipts import Acknowledgements
 from gateway.services.registry import Registry
+from gateway.services.service_levels import ServiceLevelTracker
 from gateway.services.streams import StreamService
 from gateway.settings import Settings
 
@@ -109,6 +110,8 @@ class Gateway:
     archive: ContractArchive
     follower: LedgerFollower
     offers: Countersigning
+    #: Freshness and availability per contract and day (``services/service_levels.py``).
+    service_levels: ServiceLevelTracker
     #: Partners' acknowledgements of the receipts their streams carried.
     acknowledgements: Acknowledgements
     quotas: QuotaService
@@ -121,6 +124,10 @@ class Gateway:
     #: Where checkpoints are anchored outside the ledger (``services/anchoring.py``).
     anchors: list[CheckpointAnchor] = field(default_factory=list)
     _changing: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def servable(self) -> bool:
+        """Whether contracts in force can be served now (the ledger takes writes)."""
+        return self.ledger.problem() is None and not self.streams.stopping
 
     def load(self) -> Registry:
         return self.contracts.load(

@@ -54,6 +54,7 @@ from gateway.services.datakeys import DataKeyService, encryption_key
 from gateway.services.ledger import Ledger
 from gateway.services.quotas import QuotaService, StreamQuota
 from gateway.services.registry import Registry
+from gateway.services.service_levels import Meter, ServiceLevelTracker
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,8 @@ class StreamContext:
     stopping: Callable[[], bool] = lambda: False
     #: Told of each delivery as it goes and when it ends (``services/consumption.py``).
     on_delivery: Callable[[DeliveryEntry], None] = lambda entry: None
+    #: Measures the freshness of what streams write (``None``: not measured).
+    service_levels: ServiceLevelTracker | None = None
     #: When streams send signed receipts, and what signs them (``None``: no receipts).
     receipts: ReceiptPolicy = field(default_factory=ReceiptPolicy)
     sign_receipt: Callable[[bytes], str] | None = None
@@ -214,6 +217,7 @@ class Stream:
         stream_format: StreamFormat,
         quota: StreamQuota,
         on_close: Callable[[], None] = lambda: None,
+        history: dict[int, int] | None = None,
     ) -> None:
         self._context = context
         self.quota = quota
@@ -250,6 +254,15 @@ class Stream:
         self._owed: list[bytes] = []
         #: A pull's receipt, for its answer.
         self.receipt_token: str | None = None
+        #: Per partition, the log end when the stream opened (what was there is history).
+        self._history = history or {}
+        self._meter = self._metered(version)
+
+    def _metered(self, version: ContractDocument) -> Meter | None:
+        tracker = self._context.service_levels
+        if tracker is None:
+            return None
+        return tracker.meter(self.contract_id, version, self._history)
 
     def use_before_encrypting(self, refresh: Callable[[], None]) -> None:
         """Encrypting stream: ``refresh`` runs before each batch (and once now)."""
@@ -291,6 +304,8 @@ class Stream:
             if granted < size:
                 batch = self.encoder.cut(batch, records, granted)
             await self.quota.settle(granted, batch.records, len(batch.data))
+            if self._meter is not None and batch.marks:
+                self._measure(self._meter, records, batch.marks)
             self.window.add(
                 batch.data,
                 batch.marks,
@@ -302,6 +317,19 @@ class Stream:
         self.records_sent += batch.records
         self.bytes_sent += len(batch.data)
         return batch
+
+    def _measure(
+        self, meter: Meter, records: Sequence[SourceRecord], marks: Sequence[tuple[int, int]]
+    ) -> None:
+        """The freshness of the records sent (those with a Kafka timestamp)."""
+        sent = []
+        for _, index in marks:
+            record = records[index]
+            kind, ts = record.timestamp()
+            if kind:
+                sent.append((record.partition() or 0, record.offset() or 0, ts))
+        if self._context.service_levels is not None:
+            self._context.service_levels.measure(meter, sent)
 
     async def has_unread(self) -> bool:
         positions = dict(self.encoder.positions)
@@ -336,6 +364,7 @@ class Stream:
                 decision.version.contract.version,
             )
             self.version = decision.version
+            self._meter = self._metered(decision.version)
             self.quota.adopt(decision.version)
             self.versions.append(decision.version.hash)
             return None
@@ -555,6 +584,7 @@ class StreamService:
         on_delivery: Callable[[DeliveryEntry], None] = lambda entry: None,
         receipts: ReceiptPolicy | None = None,
         sign_receipt: Callable[[bytes], str] | None = None,
+        service_levels: ServiceLevelTracker | None = None,
     ) -> None:
         #: Wakes every stream waiting for records, so that it re-checks why it might end.
         self._wake = wake
@@ -582,6 +612,7 @@ class StreamService:
             on_delivery=on_delivery,
             receipts=receipts or ReceiptPolicy(),
             sign_receipt=sign_receipt,
+            service_levels=service_levels,
         )
         self._projections: dict[str, tuple[CompiledFields, ValueProjector]] = {}
         self._threads = anyio.CapacityLimiter(WORKER_THREADS)
@@ -669,20 +700,31 @@ class StreamService:
 
         made: list[RecordSource] = []
 
-        def positioned() -> tuple[RecordSource, dict[int, int], dict[int, tuple[int, int]]]:
+        def positioned() -> tuple[
+            RecordSource, dict[int, int], dict[int, tuple[int, int]], dict[int, int]
+        ]:
             if protector is not None and recipient is not None:
                 protector.use(self.datakeys.current(contract_id, recipient))
             source = self._sources(topic)
             made.append(source)
             positions = self._positions(source, resumed, start, self.clock())
-            lost = self._within_log(source, positions) if resumed else {}
+            # Where each partition ended now: what is before it was there while the partner
+            # was away (history, for the freshness figures).
+            if resumed is None and start.kind == "latest":
+                bounds, history = {}, dict(positions)  # what latest gave: no second look
+            else:
+                bounds = source.bounds(list(positions))
+                history = {p: end for p, (_, end) in bounds.items()}
+            lost = self._within_log(positions, bounds) if resumed else {}
             source.assign(positions)
-            return source, positions, lost
+            return source, positions, lost, history
 
         # Quotas come last among refusals, and a stream that fails to start frees its slot.
         quota = await self.quotas.open(contract_id, partner.org, doc)
         try:
-            source, positions, lost = await anyio.to_thread.run_sync(positioned, limiter=limiter)
+            source, positions, lost, history = await anyio.to_thread.run_sync(
+                positioned, limiter=limiter
+            )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 for source in made:
@@ -712,6 +754,7 @@ class StreamService:
             stream_format=stream_format,
             quota=quota,
             on_close=on_close,
+            history=history,
         )
         stream.lost_to_retention = lost
         if fields.encrypted:
@@ -738,14 +781,16 @@ class StreamService:
         return dict.fromkeys(partitions, OFFSET_BEGINNING)
 
     @staticmethod
-    def _within_log(source: RecordSource, positions: dict[int, int]) -> dict[int, tuple[int, int]]:
+    def _within_log(
+        positions: dict[int, int], bounds: dict[int, tuple[int, int]]
+    ) -> dict[int, tuple[int, int]]:
         """Check a resumed cursor against what each partition holds now.
 
         Before the oldest record still kept: start there instead (updating ``positions``) and
         return, per partition, the offsets lost to retention. Past the log end: the topic was
         recreated, and reading on would skip whatever is produced up to there, so refuse."""
         lost = {}
-        for partition, (oldest, end) in source.bounds(list(positions)).items():
+        for partition, (oldest, end) in bounds.items():
             offset = positions[partition]
             if offset > end:
                 raise CursorOutOfRange(

@@ -63,6 +63,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             tasks.start_soon(gateway.streams.watch_changes)
             tasks.start_soon(gateway.quotas.keep_leases)
             tasks.start_soon(gateway.consumption.run, lambda: gateway.registry, gateway.ends_of)
+            tasks.start_soon(gateway.service_levels.run, gateway.servable)
             tasks.start_soon(send_watch.run)
             # What exists now (the code, the framework, the contracts: ~100,000 objects) lives
             # as long as the process: out of the collector's sight, a full collection looks
@@ -78,6 +79,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             tasks.cancel_scope.cancel()
         await gateway.quotas.close()
         await gateway.consumption.close()
+        await gateway.service_levels.close()
         await anyio.to_thread.run_sync(gateway.close)
 
     app = FastAPI(

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core.contracts import ContractDocument, FieldRule, Product, Support, Verdict
 from gateway.core.quotas import Quotas
+from gateway.core.service_levels import DayReport, ServiceLevels
 from gateway.services.consumption import ConsumerView
 from gateway.services.publishing import Published
 from gateway.services.quotas import Usage
@@ -222,3 +223,51 @@ class UsagePublic(BaseModel):
                 for c in usage.contracts
             ],
         )
+
+
+class FreshnessMeasured(BaseModel):
+    #: Upper bounds of the median and the 99th percentile age (``">300"``: beyond 300 s).
+    p50_seconds: float | str | None
+    p99_seconds: float | str | None
+    #: Share of the counted records within the objective's seconds.
+    within_target: float | None
+    #: ``None``: no objective, or nothing measured yet.
+    met: bool | None
+
+
+class AvailabilityMeasured(BaseModel):
+    up_seconds: float
+    down_seconds: float
+    ratio: float | None
+    met: bool | None
+
+
+class ServiceLevelDay(BaseModel):
+    day: str
+    #: Records counted against freshness.
+    records: int
+    #: Records not counted: you were away when they were produced, or that far behind.
+    released: int
+    freshness: FreshnessMeasured
+    availability: AvailabilityMeasured
+
+
+class ServiceLevelsPublic(BaseModel):
+    contract: str
+    #: What the contract (or, where it is silent, its product) promises.
+    objectives: ServiceLevels
+    #: UTC days, oldest first; the last is today, so far.
+    days: list[ServiceLevelDay]
+    #: The objectives today's figures miss.
+    breached: list[str]
+
+
+def service_levels_public(
+    contract: str, levels: ServiceLevels, reports: list[DayReport]
+) -> ServiceLevelsPublic:
+    return ServiceLevelsPublic(
+        contract=contract,
+        objectives=levels,
+        days=[ServiceLevelDay.model_validate(r.as_json()) for r in reports],
+        breached=reports[-1].breached if reports else [],
+    )

@@ -33,6 +33,14 @@ class MemoryConsumptionStore:
         if len(self._hashes) > 100_000:
             self._hashes = {k: v for k, v in self._hashes.items() if v[0] > now}
 
+    async def claim(self, key: str, ttl: float) -> bool:
+        now = self._clock()
+        expires, _ = self._hashes.get(key, (0.0, {}))
+        if expires > now:
+            return False
+        self._hashes[key] = (now + ttl, {})
+        return True
+
     async def read(self, keys: Sequence[str]) -> list[dict[str, str]]:
         now = self._clock()
         found = (self._hashes.get(key, (0.0, {})) for key in keys)
@@ -64,6 +72,12 @@ class RedisConsumptionStore:
                     pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
                 pipe.expire(name, math.ceil(ttl))
                 await pipe.execute()
+        except RedisError:
+            raise StoreUnavailable("Redis does not answer (consumption figures)") from None
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        try:
+            return bool(await self._redis.set(self._prefix + key, b"1", nx=True, ex=math.ceil(ttl)))
         except RedisError:
             raise StoreUnavailable("Redis does not answer (consumption figures)") from None
 

@@ -14,7 +14,12 @@ from pydantic import BaseModel, Field
 from gateway.adapters.http.deps import CurrentPartner, GatewayDep
 from gateway.adapters.http.openapi import PARTNER_ERRORS, errors
 from gateway.adapters.http.problems import problem
-from gateway.adapters.http.schemas import ContractPublic, ContractsPublic
+from gateway.adapters.http.schemas import (
+    ContractPublic,
+    ContractsPublic,
+    ServiceLevelsPublic,
+    service_levels_public,
+)
 from gateway.adapters.http.streaming import StreamResponse
 from gateway.core.contracts import Contract, Product
 from gateway.core.delivered import asyncapi_document, record_schema
@@ -272,6 +277,21 @@ async def post_acknowledgement(
         records=done.records,
         cursor=done.cursor,
     )
+
+
+@router.get("/{contract_id}/service-levels", responses=errors(401, 404, 503))
+async def service_levels(
+    contract_id: str,
+    partner: CurrentPartner,
+    gateway: GatewayDep,
+    days: Annotated[int, Query(ge=1, le=35)] = 7,
+) -> ServiceLevelsPublic:
+    """The contract's service levels as measured, per UTC day, against its objectives:
+    freshness (the age of records when written to you) and availability. The same figures
+    the provider's team and legal see."""
+    gateway.streams.registry().contract_for(partner.org, contract_id, gateway.streams.clock())
+    levels, reports = await gateway.service_levels.report(contract_id, days)
+    return service_levels_public(contract_id, levels, reports)
 
 
 @router.get(

@@ -19,6 +19,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.templating import Jinja2Templates
 
 from gateway.adapters.http.deps import GatewayDep
+from gateway.adapters.http.levels_view import levels_view
 from gateway.core.diff import diff_contracts
 from gateway.core.jose import SignatureInfo, describe_signature
 from gateway.core.lifecycle import ContractHistory
@@ -109,7 +110,7 @@ def contracts(request: Request, gateway: GatewayDep) -> HTMLResponse:
 
 
 @router.get("/contracts/{contract_id}", response_class=HTMLResponse)
-def contract(request: Request, contract_id: str, gateway: GatewayDep) -> HTMLResponse:
+async def contract(request: Request, contract_id: str, gateway: GatewayDep) -> HTMLResponse:
     now = datetime.now(UTC)
     history = _history(gateway, contract_id)
     status = history.status_at(now)
@@ -147,6 +148,7 @@ def contract(request: Request, contract_id: str, gateway: GatewayDep) -> HTMLRes
             "statements": history.statements,
             "now": now,
             "signatures": signatures(doc.contract.signatures),
+            "levels": levels_view(*await gateway.service_levels.report(contract_id)),
         },
     )
 

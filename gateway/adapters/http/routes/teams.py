@@ -20,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from gateway import __version__
 from gateway.adapters.http.deps import CurrentTeamMember, GatewayDep
+from gateway.adapters.http.levels_view import levels_view
 from gateway.adapters.http.routes.products import consumers_public
 from gateway.adapters.http.schemas import ConsumerPublic
 from gateway.adapters.http.security import LEGAL_HEADERS
@@ -93,10 +94,16 @@ async def consumers_page(
 ) -> HTMLResponse:
     found = managed_product(gateway.registry, member, product)
     view = await consumers_public(gateway, member, product)
+    levels = {}
+    for consumer in view.consumers:
+        levels[consumer.contract] = levels_view(
+            *await gateway.service_levels.report(consumer.contract)
+        )
     context = {
         "product": found,
         "consumers": view.consumers,
         "charts": [chart_of(c) for c in view.consumers],
+        "levels": levels,
         "log_end": view.log_end,
         "log_end_total": sum(view.log_end.values()),
         "now": datetime.now(UTC),
