@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.fairness
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.publish
+	$(BIN)/python -m bench.legal_pages
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .pytest_cache .ruff_cache

@@ -19,6 +19,7 @@ from gateway.adapters.stores.consumption import MemoryConsumptionStore, RedisCon
 from gateway.adapters.stores.contracts_dir import ContractsDirectory
 from gateway.adapters.stores.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 from gateway.adapters.stores.keys import FileDataKeyStore, key_source
+from gateway.adapters.stores.ledger_index import LedgerIndex
 from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, ResilientQuotaStore
 from gateway.adapters.stores.replays import MemoryReplayCache, SharedReplayCache
 from gateway.adapters.stores.state_dir import load_or_create
@@ -102,7 +103,8 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     follower = KafkaLedgerFollower(settings.kafka.librdkafka_config(), settings.ledger_topic)
     # A replica started now knows the versions and countersignatures the others verified;
     # if Kafka does not answer, contracts needing them stay refused until the watcher learns.
-    learn_from_ledger(archive, follower, max(settings.startup_wait_seconds, 1.0))
+    index = LedgerIndex()
+    learn_from_ledger(archive, index, follower, max(settings.startup_wait_seconds, 1.0))
     contracts = ContractsDirectory(settings.contracts_dir, settings.keys_dir)
     registry = contracts.load(gateway_org=settings.org, now=datetime.now(UTC), archive=archive)
     issuer = settings.issuer()
@@ -222,6 +224,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         ledger_reader=KafkaLedgerReader(settings.kafka.librdkafka_config(), settings.ledger_topic),
         observer=ContractObserver(ledger, archive),
         archive=archive,
+        index=index,
         follower=follower,
         offers=Countersigning(
             registry=lambda: gateway.registry,

@@ -310,3 +310,38 @@ def test_a_countersignature_is_accepted_only_once_recorded(
     until(lambda: http.get(f"{gw.url}/readyz").status_code == 200, timeout=30)
     accepted = countersign(http, gw)
     assert (accepted.status_code, accepted.json()["state"]) == (200, "active"), accepted.text
+
+
+def test_an_acknowledgement_is_accepted_only_once_recorded(
+    broker_behind_proxy: tuple[EmbeddedKafka, TcpProxy],  # first: it outlives the gateway
+    serve: Callable[..., RunningGateway],
+    world: World,
+    http: httpx.Client,
+) -> None:
+    """With Kafka away, a partner's acknowledgement of a receipt is refused at once (503) and
+    nothing is recorded; posted again once the ledger takes writes, it is accepted, once."""
+    from tests.test_receipts import CONTRACT, acknowledge, auth
+
+    broker, proxy = broker_behind_proxy
+    config = {"bootstrap.servers": broker.bootstrap_servers}
+    create_topic(config, world.topic, 2)
+    produce_exact(config, world.topic, [(f"o-{n}", json.dumps(order(n)).encode()) for n in (0, 1)])
+    gw = serve(kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
+    body = http.get(
+        f"{gw.url}/v1/contracts/{CONTRACT}/records",
+        params={"from": "earliest", "wait": "5"},
+        headers=auth(gw),
+    ).json()
+    receipt = body["receipt"]
+    proxy.cut()
+    until(lambda: http.get(f"{gw.url}/readyz").status_code == 503, timeout=5)
+    refused = acknowledge(http, gw, receipt)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "ledger_unavailable"
+
+    proxy.restore()
+    until(lambda: http.get(f"{gw.url}/readyz").status_code == 200, timeout=30)
+    accepted = acknowledge(http, gw, receipt)
+    assert accepted.status_code == 201, accepted.text
+    acknowledged = [e for e in gw.gateway.ledger_entries() if e["kind"] == "acknowledgement"]
+    assert [e["receipt"] for e in acknowledged] == [receipt]

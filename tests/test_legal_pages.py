@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from gateway.core.documents import canonical_hash, load_yaml
 from gateway.services.passwords import hash_secret
 from gateway.settings import LegalUser
+from tests.adapters.test_ledger_index import entries_of
 from tests.conftest import RunningGateway, World
 from tests.test_lifecycle_live import statement
 
@@ -130,6 +131,7 @@ def test_legal_review_in_the_browser(reviewed: RunningGateway, browser: Browser)
     expect(sessions).to_contain_text("pull")
     expect(sessions).to_contain_text("globex (globex)")
     expect(page.locator("table").first).to_contain_text("v2")  # delivered under the amendment
+    expect(page.locator("figure svg.chart rect").first).to_be_attached()  # records per day
     page.screenshot(path=ARTIFACTS / "legal-deliveries.png", full_page=True)
     context.close()
     assert not violations, f"the Content-Security-Policy refused something: {violations}"
@@ -202,3 +204,34 @@ def test_guesses_sent_in_parallel_are_throttled_too(reviewed: RunningGateway) ->
         answers = list(pool.map(guess, range(12)))
     assert answers.count(401) <= 5, answers
     assert answers.count(429) >= 7, answers
+
+
+def test_deliveries_are_paged_the_latest_first(
+    serve: Callable[..., RunningGateway], http: httpx.Client
+) -> None:
+    """The page reads the index a page at a time (``bench/legal_pages.py`` times it over a
+    million entries); here 120 deliveries the ledger index was given."""
+    user = LegalUser(username="lena", password_hash=SecretStr(hash_secret(PASSWORD)))
+    gw = serve(legal_users=[user])
+    for n in range(120):
+        gw.gateway.index.add_all(entries_of(n, CONTRACT, "sha256:a", [(2, 100)], 1))
+    url = f"{gw.url}/legal/contracts/{CONTRACT}/deliveries"
+
+    def sessions(page: int) -> tuple[list[str], str]:
+        response = http.get(url, params={"page": page}, auth=("lena", PASSWORD))
+        assert response.status_code == 200
+        body = response.text.split('<table class="sessions">')[1]
+        rows = body.split("</table>")[0].split("<tr>")[2:]
+        return [row.split("<td>")[1].split("</td>")[0] for row in rows], body
+
+    first, body = sessions(1)
+    assert len(first) == 50
+    assert first == sorted(first, reverse=True)
+    assert "Page 1 of 3" in body
+    assert 'rel="next"' in body
+    last, body = sessions(3)
+    assert len(last) == 20
+    assert last[-1] < first[-1]
+    assert sessions(99)[0] == last  # past the end: the last page
+    everything = [*first, *sessions(2)[0], *last]
+    assert len(set(everything)) == 120

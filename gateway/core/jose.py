@@ -23,7 +23,7 @@ from joserfc.jwk import KeySet, OKPKey
 from joserfc.registry import HeaderParameter
 from joserfc.util import urlsafe_b64decode
 
-from gateway.errors import AuthenticationFailed, DocumentInvalid, SignatureInvalid
+from gateway.errors import AuthenticationFailed, DocumentInvalid, SignatureInvalid, SignatureRefused
 
 #: ``base64.translate(URLSAFE, b"=")`` is base64url without padding (RFC 7515 §2).
 URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -203,6 +203,35 @@ def verify_detached(signature: str, payload: bytes, keys: KeySet) -> dict[str, A
     except (JoseError, ValueError):
         raise SignatureInvalid(f"signature with kid {kid!r} does not verify") from None
     return header
+
+
+def signed_as(signature: str, org: str, what: str) -> None:
+    """``SignatureRefused`` unless ``signature`` is a detached compact JWS whose ``org``
+    header names ``org`` (``what`` names it in the answer: "the signature")."""
+    info = describe_signature(signature)
+    if info is None:
+        raise SignatureRefused(
+            f"{what} is not a compact JWS with a detached payload (header..signature)",
+            code="signature_invalid",
+        )
+    if info.org != org:
+        raise SignatureRefused(
+            f"{what}'s 'org' header is {info.org!r}; you sign as {org!r}",
+            code="wrong_organisation",
+        )
+
+
+def verify_party(signature: str, payload: bytes, org: str, keys: KeySet | None, over: str) -> None:
+    """``SignatureRefused`` (``signature_invalid``) unless ``signature`` verifies over
+    ``payload`` with ``org``'s published ``keys`` (``over`` says what the bytes are)."""
+    if keys is None:
+        raise SignatureRefused(
+            f"the gateway has no published keys of {org!r}", code="signature_invalid"
+        )
+    try:
+        verify_detached(signature, payload, keys)
+    except SignatureInvalid as exc:
+        raise SignatureRefused(f"{exc.detail} over {over}", code="signature_invalid") from None
 
 
 def sign_compact(payload: bytes, key: OKPKey, *, typ: str | None = None) -> str:

@@ -38,12 +38,12 @@ from joserfc.jwk import KeySet
 
 from gateway.core.jose import (
     b64url,
-    describe_signature,
     signature_header,
+    signed_as,
     verify_compact,
-    verify_detached,
+    verify_party,
 )
-from gateway.errors import DocumentInvalid, SignatureInvalid, SignatureRefused
+from gateway.errors import DocumentInvalid, SignatureRefused
 
 #: The JWS ``typ`` of a receipt (RFC 7515 §4.1.9).
 RECEIPT_TYPE = "delivery-receipt+json"
@@ -194,25 +194,6 @@ def check_acknowledgement(
         raise SignatureRefused(
             "the receipt was given to another organisation", code="wrong_organisation"
         )
-    info = describe_signature(signature)
-    if info is None:
-        raise SignatureRefused(
-            "the acknowledgement is not a compact JWS with a detached payload (header..signature)",
-            code="signature_invalid",
-        )
-    if info.org != org:
-        raise SignatureRefused(
-            f"the acknowledgement's 'org' header is {info.org!r}; you sign as {org!r}",
-            code="wrong_organisation",
-        )
-    if org_keys is None:
-        raise SignatureRefused(
-            f"the gateway has no published keys of {org!r}", code="signature_invalid"
-        )
-    try:
-        verify_detached(signature, receipt.encode("ascii"), org_keys)
-    except SignatureInvalid as exc:
-        raise SignatureRefused(
-            f"{exc.detail} over this receipt's bytes", code="signature_invalid"
-        ) from None
+    signed_as(signature, org, "the acknowledgement")
+    verify_party(signature, receipt.encode("ascii"), org, org_keys, "this receipt's bytes")
     return claims

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from gateway.services.publishing import PublishService
 from gateway.services.quotas import QuotaService
 from gateway.services.receipts import Acknowledgements
 from gateway.services.registry import Registry
+from gateway.services.report import Delivery
 from gateway.services.service_levels import ServiceLevelTracker
 from gateway.services.streams import StreamService
 from gateway.settings import Settings
@@ -39,13 +40,30 @@ log = logging.getLogger(__name__)
 FOLLOW_TIMEOUT_SECONDS = 5.0
 
 
-def learn_from_ledger(archive: ContractArchive, follower: LedgerFollower, timeout: float) -> None:
-    """What the ledger says about contracts since the last read, into ``archive``. If Kafka
-    does not answer, what was learned stays and the next read tries again."""
+class DeliveryIndex(Protocol):
+    """The ledger's deliveries, indexed for legal's pages (``adapters/stores/ledger_index.py``)."""
+
+    def add_all(self, entries: Iterable[Mapping[str, Any]]) -> None: ...
+    def deliveries(self, contract: str, *, offset: int = 0, limit: int = 50) -> list[Delivery]: ...
+    def count(self, contract: str) -> int: ...
+    def totals_by_version(self, contract: str) -> dict[str, dict[str, int]]: ...
+    def by_day(self, contract: str) -> dict[str, tuple[int, int]]: ...
+    def version_numbers(self, contract: str) -> dict[str, int]: ...
+
+
+def learn_from_ledger(
+    archive: ContractArchive, index: DeliveryIndex, follower: LedgerFollower, timeout: float
+) -> None:
+    """What the ledger says since the last read: about contracts, into ``archive``; about
+    deliveries, into ``index``. If Kafka does not answer, what was learned stays and the next
+    read tries again."""
     try:
-        archive.learn_all(follower.read(timeout))
+        entries = follower.read(timeout)
     except GatewayError as exc:
         log.warning("cannot follow the ledger now: %s", exc.detail)
+        return
+    archive.learn_all(entries)
+    index.add_all(entries)
 
 
 class ContractSource(Protocol):
@@ -108,6 +126,8 @@ class Gateway:
     observer: ContractObserver
     #: Versions and countersignatures the gateway verified, beyond the files (from the ledger).
     archive: ContractArchive
+    #: The ledger's deliveries, for legal's pages (fed with the archive).
+    index: DeliveryIndex
     follower: LedgerFollower
     offers: Countersigning
     #: Freshness and availability per contract and day (``services/service_levels.py``).
@@ -124,6 +144,7 @@ class Gateway:
     #: Where checkpoints are anchored outside the ledger (``services/anchoring.py``).
     anchors: list[CheckpointAnchor] = field(default_factory=list)
     _changing: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _following: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def servable(self) -> bool:
         """Whether contracts in force can be served now (the ledger takes writes)."""
@@ -135,9 +156,10 @@ class Gateway:
         )
 
     def follow(self) -> None:
-        """Learn what the ledger says about contracts since the last call (other replicas'
-        countersignatures, versions they verified). Blocking."""
-        learn_from_ledger(self.archive, self.follower, FOLLOW_TIMEOUT_SECONDS)
+        """Learn what the ledger says since the last call (other replicas' countersignatures,
+        versions they verified, every delivery). One read at a time. Blocking."""
+        with self._following:
+            learn_from_ledger(self.archive, self.index, self.follower, FOLLOW_TIMEOUT_SECONDS)
 
     def fingerprint(self) -> Hashable:
         """Changes when the contracts, products or keys change, or the archive learns."""

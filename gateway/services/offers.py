@@ -21,10 +21,10 @@ from joserfc.jwk import KeySet
 
 from gateway.core.archive import SIGNATURE_KIND, ContractArchive, signature_verifies
 from gateway.core.contracts import ContractDocument, ContractState, Verdict
-from gateway.core.jose import describe_signature, verify_detached
+from gateway.core.jose import signed_as, verify_party
 from gateway.core.ledger import timestamp
 from gateway.core.lifecycle import ContractHistory
-from gateway.errors import LedgerUnavailable, SignatureInvalid, SignatureRefused
+from gateway.errors import LedgerUnavailable, SignatureRefused
 from gateway.services.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,23 @@ class AcknowledgedLedger(Protocol):
         self, time: str, kind: str, details: Mapping[str, Any], timeout: float
     ) -> bool:
         """Record an entry; whether Kafka acknowledged it within ``timeout`` seconds."""
+
+
+def record_or_refuse(
+    ledger: AcknowledgedLedger, time: str, kind: str, details: Mapping[str, Any], what: str
+) -> None:
+    """Record an entry a partner posted and return once Kafka has acknowledged it; otherwise
+    ``LedgerUnavailable`` at once (the ledger is known not to take writes: nothing is queued)
+    or after ``RECORD_TIMEOUT_SECONDS`` (it may still be written: posting again is safe)."""
+    problem = ledger.problem()
+    if problem is not None:
+        raise LedgerUnavailable(
+            f"the {what} cannot be recorded now ({problem}); it is not accepted: post it again"
+        )
+    if not ledger.record_acknowledged(time, kind, details, RECORD_TIMEOUT_SECONDS):
+        raise LedgerUnavailable(
+            f"the {what} could not be recorded in the ledger; it is not accepted yet: post it again"
+        )
 
 
 def verified_signers(doc: ContractDocument, keys: Mapping[str, KeySet]) -> list[str]:
@@ -97,17 +114,7 @@ def check_countersignature(
             f"{newest.contract.version} ({newest.hash}) is the newest",
             code="not_offered",
         )
-    info = describe_signature(signature)
-    if info is None:
-        raise SignatureRefused(
-            "the signature is not a compact JWS with a detached payload (header..signature)",
-            code="signature_invalid",
-        )
-    if info.org != org:
-        raise SignatureRefused(
-            f"the signature's 'org' header is {info.org!r}; you sign as {org!r}",
-            code="wrong_organisation",
-        )
+    signed_as(signature, org, "the signature")
     signed = verified_signers(doc, registry.keys)
     if org in signed:
         return None
@@ -130,18 +137,13 @@ def check_countersignature(
             f"{c.valid_until.isoformat()}; ask {c.provider} for a new one",
             code="offer_expired",
         )
-    keys = registry.keys.get(org)
-    if keys is None:
-        raise SignatureRefused(
-            f"the gateway has no published keys of {org!r}", code="signature_invalid"
-        )
-    try:
-        verify_detached(signature, doc.canonical, keys)
-    except SignatureInvalid as exc:
-        raise SignatureRefused(
-            f"{exc.detail} over the canonical bytes of version {doc.hash}",
-            code="signature_invalid",
-        ) from None
+    verify_party(
+        signature,
+        doc.canonical,
+        org,
+        registry.keys.get(org),
+        f"the canonical bytes of version {doc.hash}",
+    )
     return doc
 
 
@@ -186,12 +188,6 @@ class Countersigning:
         )
         recorded = doc is not None
         if doc is not None:
-            problem = self._ledger.problem()
-            if problem is not None:  # it would not be acknowledged: say so now
-                raise LedgerUnavailable(
-                    f"the signature cannot be recorded now ({problem}); it is not accepted: "
-                    "post it again"
-                )
             details = {
                 "contract": contract_id,
                 "version": doc.hash,
@@ -200,13 +196,7 @@ class Countersigning:
                 "client": client,
                 "signature": signature,
             }
-            if not self._ledger.record_acknowledged(
-                timestamp(now), SIGNATURE_KIND, details, RECORD_TIMEOUT_SECONDS
-            ):
-                raise LedgerUnavailable(
-                    "the signature could not be recorded in the ledger; it is not accepted "
-                    "yet: post it again"
-                )
+            record_or_refuse(self._ledger, timestamp(now), SIGNATURE_KIND, details, "signature")
             self._archive.keep_signature(doc.hash, org, signature)
             log.info("contract %s version %s countersigned by %s", contract_id, doc.hash, org)
             self._reload()

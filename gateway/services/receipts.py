@@ -18,8 +18,7 @@ from joserfc.jwk import KeySet
 
 from gateway.core.ledger import timestamp
 from gateway.core.receipts import ACKNOWLEDGEMENT, check_acknowledgement
-from gateway.errors import LedgerUnavailable
-from gateway.services.offers import RECORD_TIMEOUT_SECONDS, AcknowledgedLedger
+from gateway.services.offers import AcknowledgedLedger, record_or_refuse
 from gateway.services.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -62,11 +61,6 @@ class Acknowledgements:
             gateway_keys=self._gateway_keys,
             org_keys=registry.keys.get(org),
         )
-        problem = self._ledger.problem()
-        if problem is not None:
-            raise LedgerUnavailable(
-                f"the acknowledgement cannot be recorded now ({problem}); post it again"
-            )
         details = {
             "contract": contract_id,
             "org": org,
@@ -77,12 +71,7 @@ class Acknowledgements:
             "receipt": receipt,
             "signature": signature,
         }
-        if not self._ledger.record_acknowledged(
-            timestamp(now), ACKNOWLEDGEMENT, details, RECORD_TIMEOUT_SECONDS
-        ):
-            raise LedgerUnavailable(
-                "the acknowledgement could not be recorded in the ledger; post it again"
-            )
+        record_or_refuse(self._ledger, timestamp(now), ACKNOWLEDGEMENT, details, "acknowledgement")
         log.info(
             "contract %s: %s acknowledged receipt %s of delivery %s",
             contract_id,

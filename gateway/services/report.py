@@ -32,6 +32,14 @@ class Delivery:
     #: Bytes per UTC day, the unit of a daily volume quota.
     bytes_by_day: dict[str, int]
 
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Delivery:
+        ranges = {p: (r[0], r[1]) for p, r in dict(data["ranges"]).items()}
+        return cls(**{**data, "ranges": ranges})
+
 
 @dataclass
 class Report:
@@ -63,7 +71,7 @@ class Report:
             "versions": self.version_numbers,
             "totals_by_version": self.totals_by_version(),
             "bytes_by_day": self.bytes_by_day(),
-            "deliveries": [asdict(d) for d in self.deliveries],
+            "deliveries": [d.as_json() for d in self.deliveries],
         }
 
 
@@ -109,24 +117,27 @@ def build_report(
     for delivery in ended + unfinished:
         if (since and delivery.ended < since) or (until and delivery.started > until):
             continue
-        report.deliveries.append(
-            Delivery(
-                kind=delivery.kind,
-                started=timestamp(delivery.started),
-                ended=timestamp(delivery.ended),
-                org=delivery.org,
-                client=delivery.client,
-                format=delivery.format,
-                versions=list(delivery.versions),
-                records=delivery.records,
-                bytes=delivery.bytes,
-                ranges=_ranges(delivery.start, delivery.end),
-                end_reason=delivery.end_reason,
-                bytes_by_day=dict(delivery.bytes_by_day),
-            )
-        )
+        report.deliveries.append(delivery_row(delivery))
     report.deliveries.sort(key=lambda d: d.started)
     return report
+
+
+def delivery_row(delivery: DeliveryEntry) -> Delivery:
+    """A delivery as reports and pages show it."""
+    return Delivery(
+        kind=delivery.kind,
+        started=timestamp(delivery.started),
+        ended=timestamp(delivery.ended),
+        org=delivery.org,
+        client=delivery.client,
+        format=delivery.format,
+        versions=list(delivery.versions),
+        records=delivery.records,
+        bytes=delivery.bytes,
+        ranges=_ranges(delivery.start, delivery.end),
+        end_reason=delivery.end_reason,
+        bytes_by_day=dict(delivery.bytes_by_day),
+    )
 
 
 def render_table(report: Report) -> str:

@@ -52,9 +52,7 @@ def registry(tmp_path: Path) -> Registry:
     )
     world.add_contract("sla", "globex", extra=LEVELS)
     world.add_contract("plain", "globex")
-    return ContractsDirectory(world.contracts_dir, world.keys_dir).load(
-        gateway_org="acme", now=T0
-    )
+    return ContractsDirectory(world.contracts_dir, world.keys_dir).load(gateway_org="acme", now=T0)
 
 
 def test_time_in_force_counts_served_or_not_and_a_breach_is_said_once(

@@ -6,6 +6,7 @@ partner's bearer token never does.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +19,8 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.templating import Jinja2Templates
 
+from gateway.adapters.http.charts import levels_view, usage_chart
 from gateway.adapters.http.deps import GatewayDep
-from gateway.adapters.http.levels_view import levels_view
 from gateway.core.diff import diff_contracts
 from gateway.core.jose import SignatureInfo, describe_signature
 from gateway.core.lifecycle import ContractHistory
@@ -29,9 +30,9 @@ from gateway.errors import (
     InvalidRequest,
     LegalAuthenticationFailed,
 )
+from gateway.services.container import DeliveryIndex
 from gateway.services.evidence import bundle_from
 from gateway.services.passwords import check_login
-from gateway.services.report import build_report
 
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 _basic = HTTPBasic(auto_error=False, realm="legal")
@@ -164,21 +165,42 @@ def classification(schema: dict[str, Any], path: str) -> str:
     return str(node.get("x-classification", "-")) if isinstance(node, dict) else "-"
 
 
+#: Deliveries on one page of legal's delivery history.
+PAGE_SIZE = 50
+
+
+def deliveries_context(index: DeliveryIndex, c: Any, *, page: int) -> dict[str, Any]:
+    """What the delivery page shows of contract ``c``: from the index, never the whole ledger
+    (``bench/legal_pages.py`` measures it over 1,000,000 entries)."""
+    total = index.count(c.contract)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page = min(max(1, page), pages)
+    days = index.by_day(c.contract)
+    return {
+        "c": c,
+        "deliveries": index.deliveries(c.contract, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE),
+        "totals": index.totals_by_version(c.contract),
+        "version_numbers": index.version_numbers(c.contract),
+        "days": days,
+        "chart": usage_chart(days),
+        "page": page,
+        "pages": pages,
+        "total": total,
+        "now": datetime.now(UTC),
+    }
+
+
 @router.get("/contracts/{contract_id}/deliveries", response_class=HTMLResponse)
-async def deliveries(request: Request, contract_id: str, gateway: GatewayDep) -> HTMLResponse:
+async def deliveries(
+    request: Request,
+    contract_id: str,
+    gateway: GatewayDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+) -> HTMLResponse:
     history = _history(gateway, contract_id)
-    entries = await anyio.to_thread.run_sync(gateway.ledger_entries)
-    report = build_report(entries, contract_id)
-    return templates.TemplateResponse(
-        request,
-        "legal/deliveries.html",
-        {
-            "c": history.latest.contract,
-            "report": report,
-            "totals": report.totals_by_version(),
-            "now": datetime.now(UTC),
-        },
-    )
+    await anyio.to_thread.run_sync(gateway.follow)  # what the ledger holds up to now
+    context = deliveries_context(gateway.index, history.latest.contract, page=page)
+    return templates.TemplateResponse(request, "legal/deliveries.html", context)
 
 
 @router.get("/contracts/{contract_id}/evidence")

@@ -10,7 +10,6 @@ keeps no session of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,65 +18,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from gateway import __version__
+from gateway.adapters.http.charts import chart_of, levels_view
 from gateway.adapters.http.deps import CurrentTeamMember, GatewayDep
-from gateway.adapters.http.levels_view import levels_view
 from gateway.adapters.http.routes.products import consumers_public
-from gateway.adapters.http.schemas import ConsumerPublic
 from gateway.adapters.http.security import LEGAL_HEADERS
 from gateway.services.products import managed_product, products_managed_by
 
 router = APIRouter(tags=["teams"], include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
-
-CHART_WIDTH = 480
-CHART_HEIGHT = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    x: float
-    y: float
-    w: float
-    h: float
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class Chart:
-    partner: str
-    contract: str
-    bars: list[Bar]
-    #: The lag samples: a line through them, and a dot on each (one sample makes no line).
-    lag_dots: list[tuple[float, float]]
-    lag_points: str
-    max_records: int
-    max_lag: int
-    width: int = CHART_WIDTH
-    height: int = CHART_HEIGHT
-
-
-def chart_of(consumer: ConsumerPublic) -> Chart:
-    """Records per hour as bars and lag as a line, each scaled to its own maximum."""
-    hours = consumer.hours
-    slot = CHART_WIDTH / max(1, len(hours))
-    top = max((h.records for h in hours), default=0) or 1
-    bars = []
-    for i, h in enumerate(hours):
-        height = CHART_HEIGHT * h.records / top
-        label = f"{h.hour:%H}:00 UTC: {h.records:,} records, {h.bytes:,} bytes"
-        bars.append(Bar(i * slot + 1, CHART_HEIGHT - height, max(1.0, slot - 2), height, label))
-    lags = [(i, h.lag) for i, h in enumerate(hours) if h.lag is not None]
-    max_lag = max((lag for _, lag in lags), default=0)
-    dots = [
-        (
-            round(i * slot + slot / 2, 1),
-            round(CHART_HEIGHT - CHART_HEIGHT * lag / (max_lag or 1), 1),
-        )
-        for i, lag in lags
-    ]
-    points = " ".join(f"{x},{y}" for x, y in dots)
-    most = max((h.records for h in hours), default=0)
-    return Chart(consumer.partner, consumer.contract, bars, dots, points, most, max_lag)
 
 
 @router.get("/teams/products", response_class=HTMLResponse)
