@@ -25,7 +25,7 @@ from gateway.adapters.stores.replays import MemoryReplayCache, SharedReplayCache
 from gateway.adapters.stores.state_dir import load_or_create
 from gateway.core.archive import ContractArchive
 from gateway.core.cursor import CursorCodec
-from gateway.core.jose import sign_compact
+from gateway.core.jose import CompactSigner
 from gateway.core.ledger import timestamp
 from gateway.core.receipts import RECEIPT_TYPE, ReceiptPolicy
 from gateway.metrics import GatewayMetrics
@@ -90,7 +90,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         settings.kafka.librdkafka_config(),
         settings.ledger_topic,
         settings.replica,
-        sign=lambda claims: sign_compact(claims, secrets.ledger_key),
+        sign=CompactSigner(secrets.ledger_key),
         checkpoint_seconds=settings.ledger_checkpoint_seconds,
     )
     ledger.start()
@@ -139,7 +139,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         consumption_store,
         registry=lambda: gateway.registry,
         ledger=ledger,
-        sign=lambda claims: sign_compact(claims, secrets.ledger_key, typ=SUMMARY_TYPE),
+        sign=CompactSigner(secrets.ledger_key, typ=SUMMARY_TYPE),
         on_breach=lambda contract, objective, on: metrics.service_level_breached.labels(
             contract, objective
         ).set(1 if on else 0),
@@ -218,7 +218,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             on_delivery=consumption.note,
             service_levels=service_levels,
             receipts=ReceiptPolicy(settings.receipt_records, settings.receipt_seconds),
-            sign_receipt=lambda claims: sign_compact(claims, secrets.ledger_key, typ=RECEIPT_TYPE),
+            sign_receipt=CompactSigner(secrets.ledger_key, typ=RECEIPT_TYPE),
         ),
         ledger=ledger,
         ledger_reader=KafkaLedgerReader(settings.kafka.librdkafka_config(), settings.ledger_topic),

@@ -203,7 +203,8 @@ class Settings(BaseSettings):
     #: At start, how long the gateway waits for the ledger to take writes before it listens
     #: (it then listens anyway, answering 503 with the reason until it does).
     startup_wait_seconds: float = Field(default=15.0, ge=0)
-    #: Streams send a signed receipt after this many records (0: no receipts)...
+    #: Streams send a signed receipt after the batch that brings this many records (0: no
+    #: receipts)...
     receipt_records: int = Field(default=1000, ge=0)
     #: ...or this long after the first record not yet receipted, whichever comes first.
     receipt_seconds: float = Field(default=10.0, gt=0)

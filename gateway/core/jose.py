@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jws
 from joserfc.errors import ExpiredTokenError, JoseError, SecurityWarning
 from joserfc.jwk import KeySet, OKPKey
@@ -240,6 +241,26 @@ def sign_compact(payload: bytes, key: OKPKey, *, typ: str | None = None) -> str:
     header = {"alg": "EdDSA", "kid": key.kid} | ({"typ": typ} if typ else {})
     with eddsa_allowed():
         return jws.serialize_compact(header, payload, key, algorithms=["EdDSA"])
+
+
+class CompactSigner:
+    """``sign_compact`` for many payloads by one key: the protected header is encoded once and
+    Ed25519 runs in ``cryptography`` directly (joserfc's ``serialize_compact`` validates and
+    encodes the header anew each call: about 0.4 ms, against 0.06 ms here). The result is the
+    same compact JWS, verified by any JOSE library (the tests do it with joserfc and Node's
+    ``jose``)."""
+
+    def __init__(self, key: OKPKey, *, typ: str | None = None) -> None:
+        header = {"alg": "EdDSA", "kid": key.kid} | ({"typ": typ} if typ else {})
+        self._prefix = b64url(json.dumps(header, separators=(",", ":")).encode()) + "."
+        private = key.private_key
+        if not isinstance(private, Ed25519PrivateKey):
+            raise DocumentInvalid("a compact signer needs a private Ed25519 key")
+        self._private = private
+
+    def __call__(self, payload: bytes) -> str:
+        signing_input = self._prefix + b64url(payload)
+        return f"{signing_input}.{b64url(self._private.sign(signing_input.encode('ascii')))}"
 
 
 def verify_compact(token: str, keys: KeySet) -> bytes | None:

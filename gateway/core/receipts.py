@@ -1,6 +1,7 @@
 """Signed delivery receipts, and the partner's acknowledgements of them.
 
-Every ``receipt_records`` records or ``receipt_seconds`` seconds a stream sends a receipt
+After the batch that brings ``receipt_records`` records, or ``receipt_seconds`` after the first
+record not yet covered, a stream sends a receipt
 (``event: receipt``; NDJSON ``{"event":"receipt",...}``; a pull's answer carries one): a compact
 JWS by the gateway's ledger key (published in ``/.well-known/jwks.json``) whose payload says
 what was sent since the previous receipt of the same delivery::

@@ -125,6 +125,9 @@ class EncodedBatch:
     skips: list[tuple[int, int]] = field(default_factory=list)
     #: The first offset read per partition.
     first: dict[int, int] = field(default_factory=dict)
+    #: The Kafka timestamps of the records sent, once a stream has read them for the
+    #: freshness figures (``core/service_levels.Stamps``; shared with the batch).
+    stamps: Any = None
 
 
 class RecordEncoder:

@@ -16,7 +16,7 @@ contract into the ledger, signed by the gateway's ledger key (``typ``
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -30,8 +30,9 @@ from gateway.core.service_levels import (
     DayReport,
     DayTally,
     ServiceLevels,
+    Stamps,
     evaluate,
-    measure_ages,
+    measure_stamps,
     summary_claims,
 )
 from gateway.errors import GatewayError
@@ -117,16 +118,16 @@ class ServiceLevelTracker:
             levels.consumer.max_lag_seconds * 1000 if levels.consumer else None,
         )
 
-    def measure(self, meter: Meter, records: Iterable[tuple[int, int, int]]) -> None:
-        """Records of ``meter``'s contract written now (partition, offset, Kafka timestamp)."""
+    def measure(self, meter: Meter, stamps: Stamps) -> None:
+        """Records of ``meter``'s contract written now (their Kafka timestamps)."""
         now = self.clock()
         key = (meter.contract, day_of(now))
         tally = self._pending.get(key)
         if tally is None:
             tally = self._pending[key] = DayTally()
-        measure_ages(
+        measure_stamps(
             tally,
-            records,
+            stamps,
             now_ms=int(now.timestamp() * 1000),
             history=meter.history,
             target_ms=meter.target_ms,

@@ -38,6 +38,7 @@ from gateway.core.projection import CompiledFields, ValueProjector, compile_fiel
 from gateway.core.protection import ContractProtector, pseudonym_key
 from gateway.core.receipts import RECEIPT, ReceiptPolicy, ReceiptWindow
 from gateway.core.records import EncodedBatch, RecordEncoder, SourceRecord, StreamFormat
+from gateway.core.service_levels import Stamps
 from gateway.errors import (
     AuthenticationFailed,
     BrokerUnavailable,
@@ -305,7 +306,7 @@ class Stream:
                 batch = self.encoder.cut(batch, records, granted)
             await self.quota.settle(granted, batch.records, len(batch.data))
             if self._meter is not None and batch.marks:
-                self._measure(self._meter, records, batch.marks)
+                self._measure(self._meter, records, batch)
             self.window.add(
                 batch.data,
                 batch.marks,
@@ -318,18 +319,13 @@ class Stream:
         self.bytes_sent += len(batch.data)
         return batch
 
-    def _measure(
-        self, meter: Meter, records: Sequence[SourceRecord], marks: Sequence[tuple[int, int]]
-    ) -> None:
-        """The freshness of the records sent (those with a Kafka timestamp)."""
-        sent = []
-        for _, index in marks:
-            record = records[index]
-            kind, ts = record.timestamp()
-            if kind:
-                sent.append((record.partition() or 0, record.offset() or 0, ts))
+    def _measure(self, meter: Meter, records: Sequence[SourceRecord], batch: EncodedBatch) -> None:
+        """The freshness of the records sent. Their timestamps are read once per batch, which
+        the streams at the same position share (``BatchCache``)."""
+        if batch.stamps is None:
+            batch.stamps = Stamps.of(records, batch.marks, batch.first, self.encoder.positions)
         if self._context.service_levels is not None:
-            self._context.service_levels.measure(meter, sent)
+            self._context.service_levels.measure(meter, batch.stamps)
 
     async def has_unread(self) -> bool:
         positions = dict(self.encoder.positions)
@@ -397,10 +393,10 @@ class Stream:
                     await anyio.sleep(min(delay, limits.poll_seconds))
                     batch = None
                 else:
+                    # (A receipt comes after the batch that reaches its number of records:
+                    # batches are not cut to it, so that streams at the same position still
+                    # share one encoded batch.)
                     size = self.quota.batch_size(limits.batch_records)
-                    if self._context.sign_receipt is not None and policy.records > 0:
-                        # A receipt covers at most its number of records: batches end there.
-                        size = max(1, min(size, policy.records - self.window.records))
                     wait = self._idle_wait()
                     if heartbeat is not None:
                         wait = max(0.0, min(wait, written + heartbeat - monotonic()))

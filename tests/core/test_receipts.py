@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from joserfc.jwk import KeySet, OKPKey
 
-from gateway.core.jose import b64url, sign_compact
+from gateway.core.jose import CompactSigner, b64url, sign_compact
 from gateway.core.receipts import RECEIPT_TYPE, ReceiptPolicy, ReceiptWindow, read_receipt
 from gateway.core.records import StreamFormat
 from tests.core.test_records import FakeRecord, encoder
@@ -118,3 +118,12 @@ def test_only_a_receipt_signed_by_the_gateway_reads_as_one() -> None:
     # A checkpoint is signed by the same key, but is no receipt.
     assert read_receipt(sign_compact(payload, key), keys) is None
     assert read_receipt("not.a.jws", keys) is None
+
+
+def test_the_fast_signer_writes_what_joserfc_writes() -> None:
+    key = OKPKey.generate_key("Ed25519", {"use": "sig"}, auto_kid=True)
+    payload = json.dumps({"delivery": "d", "seq": 2}).encode()
+    fast = CompactSigner(key, typ=RECEIPT_TYPE)(payload)
+    # Ed25519 is deterministic: the very same token.
+    assert fast == sign_compact(payload, key, typ=RECEIPT_TYPE)
+    assert read_receipt(fast, KeySet([key])) == {"delivery": "d", "seq": 2}

@@ -4,6 +4,7 @@ target, the partner's lag releasing the provider, and the verdicts a day's figur
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
@@ -17,8 +18,10 @@ from gateway.core.service_levels import (
     DayTally,
     Freshness,
     ServiceLevels,
+    Stamps,
     evaluate,
     measure_ages,
+    measure_stamps,
     percentile_ms,
 )
 
@@ -106,3 +109,55 @@ def test_a_contract_takes_what_it_does_not_declare_from_its_product() -> None:
         ServiceLevels.model_validate({"freshness": {"seconds": 0}})
     with pytest.raises(ValidationError):
         ServiceLevels.model_validate({"latency": {"seconds": 1}})
+
+
+@dataclass
+class Stamped:
+    p: int
+    o: int
+    ts: int
+    kind: int = 1
+
+    def partition(self) -> int:
+        return self.p
+
+    def offset(self) -> int:
+        return self.o
+
+    def timestamp(self) -> tuple[int, int]:
+        return (self.kind, self.ts)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2), st.integers(0, 40), st.integers(-5_000, 700_000), st.booleans()
+        ),
+        max_size=60,
+    ),
+    st.dictionaries(st.integers(0, 2), st.integers(0, 40)),
+    st.none() | st.integers(1, 60_000),
+    st.none() | st.integers(1, 400_000),
+)
+def test_a_batch_measured_by_bisection_is_measured_as_record_by_record(
+    spec: list[tuple[int, int, int, bool]],
+    history: dict[int, int],
+    target: int | None,
+    max_lag: int | None,
+) -> None:
+    records = [Stamped(p, o, NOW - age, int(stamped)) for p, o, age, stamped in spec]
+    marks = [(n, n) for n in range(len(records))]
+    first: dict[int, int] = {}
+    for r in records:  # the first read of each partition: its lowest offset
+        first[r.p] = min(first.get(r.p, r.o), r.o)
+    after: dict[int, int] = {}
+    for r in records:  # the positions after the batch: its highest offset + 1
+        after[r.p] = max(after.get(r.p, r.o + 1), r.o + 1)
+    stamps = Stamps.of(records, marks, first, after)
+    by_record, by_batch = DayTally(), DayTally()
+    sent = [(r.p, r.o, r.ts) for r in records if r.kind]
+    measure_ages(by_record, sent, now_ms=NOW, history=history, target_ms=target, max_lag_ms=max_lag)
+    measure_stamps(
+        by_batch, stamps, now_ms=NOW, history=history, target_ms=target, max_lag_ms=max_lag
+    )
+    assert by_batch == by_record

@@ -1,13 +1,14 @@
 // A partner checking the gateway's delivery receipts with nothing but Node 20 and `jose`:
 // the SSE stream read as bytes, each receipt verified against the gateway's published JWKS,
 // its SHA-256 recomputed from the record events received, and acknowledged with a detached JWS.
-// Usage: node receipts.mjs <gateway-url> <org> <private-jwks-file> <contract> <receipts>;
-// prints one JSON line.
+// Usage: node receipts.mjs <gateway-url> <org> <private-jwks-file> <contract> <records>: reads
+// until receipts cover that many records; prints one JSON line.
 import { createHash } from "node:crypto";
 import { CompactSign, compactVerify, createLocalJWKSet } from "jose";
 import { json, partner } from "./partner.mjs";
 
 const [url, org, keyFile, contract, wanted] = process.argv.slice(2);
+let covered = 0;
 const { jwk, key, auth } = await partner(url, org, keyFile);
 const metadata = await json(await fetch(`${url}/.well-known/oauth-authorization-server`));
 const gatewayKeys = createLocalJWKSet(await json(await fetch(metadata.jwks_uri)));
@@ -20,7 +21,7 @@ let buffer = Buffer.alloc(0);
 let received = createHash("sha256");
 let count = 0;
 const receipts = [];
-while (receipts.length < Number(wanted)) {
+while (covered < Number(wanted)) {
   const { value, done } = await reader.read();
   if (done) break;
   buffer = Buffer.concat([buffer, Buffer.from(value)]);
@@ -51,6 +52,7 @@ while (receipts.length < Number(wanted)) {
         typ: protectedHeader.typ, claims, digest, counted: count,
         acknowledged: ack.status, answer: await ack.json(),
       });
+      covered += claims.records;
       received = createHash("sha256");
       count = 0;
     }
