@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,8 +23,10 @@ from joserfc.jwk import KeySet
 from playwright.sync_api import Browser, expect
 from pydantic import SecretStr
 
+from gateway.adapters.stores.consumption import MemoryConsumptionStore
 from gateway.core.jose import eddsa_allowed
 from gateway.dev_identity import AUDIENCE, DevIdentityProvider
+from gateway.errors import StoreUnavailable
 from gateway.services.passwords import hash_secret
 from gateway.services.service_levels import day_of
 from gateway.settings import LegalUser, OidcSettings
@@ -217,3 +219,27 @@ def test_a_backlog_is_the_partners_own_and_the_day_is_summarised_signed(
     assert claims["measured"]["released"] == 4
     assert claims["objectives"]["freshness"] == {"percentile": 99.0, "seconds": 5.0}
     assert claims["breached"] == []
+
+
+class Unanswering(MemoryConsumptionStore):
+    """Redis, gone."""
+
+    async def read(self, keys: Sequence[str]) -> list[dict[str, str]]:
+        raise StoreUnavailable("Redis does not answer (consumption figures)")
+
+
+def test_legal_reads_the_terms_while_the_figures_store_is_away(
+    serve: Callable[..., RunningGateway], world: World, http: httpx.Client
+) -> None:
+    world.add_contract(SLA, "globex", extra=LEVELS)
+    user = LegalUser(username="lena", password_hash=SecretStr(hash_secret("for-legal-only")))
+    gw = serve(legal_users=[user])
+    gw.gateway.service_levels.store = Unanswering()
+    page = http.get(f"{gw.url}/legal/contracts/{SLA}", auth=("lena", "for-legal-only"))
+    assert page.status_code == 200
+    assert "cannot be read just now" in page.text
+    answer = http.get(
+        f"{gw.url}/v1/contracts/{SLA}/service-levels",
+        headers={"Authorization": f"Bearer {gw.token('globex')}"},
+    )
+    assert (answer.status_code, answer.json()["code"]) == (503, "store_unavailable")

@@ -6,6 +6,7 @@ partner's bearer token never does.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.templating import Jinja2Templates
 
-from gateway.adapters.http.charts import levels_view, usage_chart
+from gateway.adapters.http.charts import LevelsView, levels_view, usage_chart
 from gateway.adapters.http.deps import GatewayDep
 from gateway.core.diff import diff_contracts
 from gateway.core.jose import SignatureInfo, describe_signature
@@ -29,11 +30,13 @@ from gateway.errors import (
     DocumentInvalid,
     InvalidRequest,
     LegalAuthenticationFailed,
+    StoreUnavailable,
 )
-from gateway.services.container import DeliveryIndex
+from gateway.services.container import DeliveryIndex, Gateway
 from gateway.services.evidence import bundle_from
 from gateway.services.passwords import check_login
 
+log = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 _basic = HTTPBasic(auto_error=False, realm="legal")
 _attempts: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
@@ -149,9 +152,19 @@ async def contract(request: Request, contract_id: str, gateway: GatewayDep) -> H
             "statements": history.statements,
             "now": now,
             "signatures": signatures(doc.contract.signatures),
-            "levels": levels_view(*await gateway.service_levels.report(contract_id)),
+            "levels": await _levels(gateway, contract_id),
         },
     )
+
+
+async def _levels(gateway: Gateway, contract_id: str) -> LevelsView | None:
+    """The contract's service levels; ``None`` while the figures' store does not answer (the
+    page says so: the contract's terms are still worth reading)."""
+    try:
+        return levels_view(*await gateway.service_levels.report(contract_id))
+    except StoreUnavailable as exc:
+        log.warning("service levels of %s not shown: %s", contract_id, exc.detail)
+        return None
 
 
 def classification(schema: dict[str, Any], path: str) -> str:
