@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, StringConstraints, model_validator
@@ -235,6 +235,8 @@ class Settings(BaseSettings):
     oidc: OidcSettings = Field(default_factory=OidcSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
+    #: ``json`` (one object a line), ``text``, or ``auto``: text on a terminal, JSON otherwise.
+    log_format: Literal["auto", "json", "text"] = "auto"
     #: Serve Prometheus metrics on this port (a separate listener, for the internal network).
     metrics_port: int | None = None
 

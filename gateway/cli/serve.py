@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,10 @@ import click
 from gateway.cli.common import InputError
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def configure_logging(log_format: str) -> None:
+    from gateway.logs import configure  # the server's log: not in the partner SDK
+
+    configure(log_format, logging.INFO)
 
 
 @click.command()
@@ -38,11 +39,11 @@ def configure_logging() -> None:
 )
 def serve(bootstrap_servers: str | None, workers: int, **options: Any) -> None:
     """Serve the partner API. Every option is also a GATEWAY_ setting."""
-    configure_logging()
     from gateway.settings import Settings  # the server's settings: not in the partner SDK
 
     overrides = {k: v for k, v in options.items() if v is not None}
     settings = Settings(**overrides)
+    configure_logging(settings.log_format)
     if bootstrap_servers:
         settings.kafka.bootstrap_servers = bootstrap_servers
     if not settings.kafka.bootstrap_servers:
@@ -92,5 +93,6 @@ def demo(port: int, workdir: Path) -> None:
     if not port_free(port):
         raise InputError(f"port {port} is in use: choose another with --port N (make demo PORT=N)")
 
-    configure_logging()
+    # A terminal's demo: text, unless GATEWAY_LOG_FORMAT says otherwise.
+    configure_logging(os.environ.get("GATEWAY_LOG_FORMAT", "text"))
     run_demo(port=port, workdir=workdir)

@@ -25,6 +25,7 @@ from gateway.adapters.http.routes import (
 )
 from gateway.adapters.http.security import LegalPageHeaders
 from gateway.adapters.http.streaming import SendWatch
+from gateway.logs import RequestContext
 from gateway.services.anchoring import anchor_checkpoints
 from gateway.services.container import Gateway
 from gateway.services.watcher import follow, watch
@@ -91,6 +92,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     app.state.send_watch = send_watch
     app.add_middleware(LegalPageHeaders, prefixes=("/legal", "/teams"))
+    app.add_middleware(RequestContext)  # outermost: every line of a request carries its id
     problems.install(app)
     openapi.install(app)
     app.include_router(oauth.router)

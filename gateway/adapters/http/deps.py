@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from gateway.core.identity import TeamMember
 from gateway.errors import AuthenticationFailed
+from gateway.logs import note
 from gateway.services.authorization import Partner
 from gateway.services.container import Gateway
 
@@ -33,7 +34,9 @@ def bearer_token(request: Request) -> str:
 
 
 def current_partner(request: Request, gateway: GatewayDep) -> Partner:
-    return gateway.tokens.verify(bearer_token(request))
+    partner = gateway.tokens.verify(bearer_token(request))
+    note(org=partner.org)  # the request's log lines name the organisation from here on
+    return partner
 
 
 def current_team_member(request: Request, gateway: GatewayDep) -> TeamMember:
