@@ -70,13 +70,14 @@ def ledger_slices(
     by_chain: dict[str, list[Mapping[str, Any]]] = {}
     for entry in entries:
         by_chain.setdefault(str(entry.get("chain")), []).append(entry)
-    deliveries = {e.get("delivery") for e in entries if _delivers(e, contract, since, until)}
+    delivering = {id(e) for e in entries if _delivers(e, contract, since, until)}
+    deliveries = {e.get("delivery") for e in entries if id(e) in delivering}
 
     def relevant_entry(entry: Mapping[str, Any]) -> bool:
         """A delivery in the period, or a receipt or acknowledgement of one."""
         if entry.get("kind") in (RECEIPT, ACKNOWLEDGEMENT):
             return entry.get("contract") == contract and entry.get("delivery") in deliveries
-        return _delivers(entry, contract, since, until)
+        return id(entry) in delivering
 
     sliced: list[Mapping[str, Any]] = []
     for chain_entries in by_chain.values():

@@ -305,8 +305,15 @@ class Stream:
             if granted < size:
                 batch = self.encoder.cut(batch, records, granted)
             await self.quota.settle(granted, batch.records, len(batch.data))
-            if self._meter is not None and batch.marks:
-                self._measure(self._meter, records, batch)
+            levels = self._context.service_levels
+            if levels is not None and self._meter is not None and batch.marks:
+                # The freshness of what is sent: the timestamps are read once per batch, which
+                # the streams at the same position share (``BatchCache``).
+                if batch.stamps is None:
+                    batch.stamps = Stamps.of(
+                        records, batch.marks, batch.first, self.encoder.positions
+                    )
+                levels.measure(self._meter, batch.stamps)
             self.window.add(
                 batch.data,
                 batch.marks,
@@ -318,14 +325,6 @@ class Stream:
         self.records_sent += batch.records
         self.bytes_sent += len(batch.data)
         return batch
-
-    def _measure(self, meter: Meter, records: Sequence[SourceRecord], batch: EncodedBatch) -> None:
-        """The freshness of the records sent. Their timestamps are read once per batch, which
-        the streams at the same position share (``BatchCache``)."""
-        if batch.stamps is None:
-            batch.stamps = Stamps.of(records, batch.marks, batch.first, self.encoder.positions)
-        if self._context.service_levels is not None:
-            self._context.service_levels.measure(meter, batch.stamps)
 
     async def has_unread(self) -> bool:
         positions = dict(self.encoder.positions)

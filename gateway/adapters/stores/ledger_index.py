@@ -96,7 +96,7 @@ class LedgerIndex:
             version = str(versions[0]) if versions else ""
             day = str(entry["ended"])[:10]
             by_day = {str(d): int(n) for d, n in (entry.get("bytes_by_day") or {day: size}).items()}
-            str(entry["started"])
+            entry["started"]  # the row is ordered by it: an entry without one is passed over
         except (KeyError, ValueError, TypeError, IndexError, AttributeError):
             return None  # not one the gateway wrote: the verifier says so, the index passes
         key = str(entry.get("delivery") or f"{entry.get('chain')}:{entry.get('seq')}")
