@@ -22,7 +22,7 @@ from gateway.adapters.stores.keys import FileDataKeyStore, key_source
 from gateway.adapters.stores.ledger_index import LedgerIndex
 from gateway.adapters.stores.quotas import MemoryQuotaStore, RedisQuotaStore, ResilientQuotaStore
 from gateway.adapters.stores.replays import MemoryReplayCache, SharedReplayCache
-from gateway.adapters.stores.state_dir import load_or_create
+from gateway.adapters.stores.state_dir import check_writable, load_secrets
 from gateway.core.archive import ContractArchive
 from gateway.core.cursor import CursorCodec
 from gateway.core.jose import CompactSigner
@@ -85,7 +85,11 @@ def _no_ends(topic: str) -> dict[int, tuple[int, int]]:
 def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> Gateway:
     """The gateway; streams read through the process's shared readers unless ``sources`` says
     otherwise (a consumer per stream, in the benchmark that compares the two)."""
-    secrets = load_or_create(settings.state_dir)
+    secrets_dir = settings.secrets_dir or settings.state_dir
+    check_writable(settings.state_dir)
+    secrets = load_secrets(
+        secrets_dir, create=settings.secrets_dir is None, kek=not settings.key_source
+    )
     ledger = KafkaLedger(
         settings.kafka.librdkafka_config(),
         settings.ledger_topic,
@@ -207,7 +211,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             datakeys=DataKeyService(
                 FileDataKeyStore(
                     settings.state_dir / "data-keys",
-                    key_source(settings.key_source, settings.state_dir),
+                    key_source(settings.key_source, secrets_dir),
                 ),
                 max_records=settings.data_key_max_records,
                 max_age=settings.data_key_max_age_seconds,

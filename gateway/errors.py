@@ -272,6 +272,10 @@ class FilterSyntaxError(DocumentInvalid):
     code = "invalid_filter"
 
 
+class SecretsMissing(DocumentInvalid):
+    """The gateway's secrets or state directory cannot be used: it does not start (exit 2)."""
+
+
 class DocumentExists(GatewayError):
     """Writing a key or document file would replace one that exists (without ``force``)."""
 

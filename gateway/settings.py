@@ -169,8 +169,12 @@ class Settings(BaseSettings):
 
     contracts_dir: Path = Path("contracts")
     keys_dir: Path = Path("keys")
-    #: Where the gateway keeps its own signing key and cursor secret (created on first start).
+    #: The directory the gateway writes: data keys of encrypted fields (shared by replicas),
+    #: and its secrets when ``secrets_dir`` is not set (created there on first start).
     state_dir: Path = Path("state")
+    #: The gateway's secrets, made once by ``gateway state init`` and shared by every replica
+    #: (a read-only mount: nothing is written there; a missing file stops the start).
+    secrets_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     #: Bind with ``SO_REUSEPORT``, beside other workers on the same port (``--workers``).

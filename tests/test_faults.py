@@ -251,12 +251,12 @@ def test_a_cursor_past_the_end_of_a_recreated_topic_is_refused_clearly(
     The partner read 10 records before (its cursor is minted here with the gateway's cursor
     key): no stream may be reading the topic while it is deleted, since librdkafka crashes on
     the test broker's answer to a fetch of a deleted topic (docs/testing.md)."""
-    from gateway.adapters.stores.state_dir import load_or_create
+    from gateway.adapters.stores.state_dir import load_secrets
     from gateway.core.cursor import CursorCodec
 
     produce_orders(world.topic, 10, partition=0)
     gw = serve()
-    codec = CursorCodec(load_or_create(world.root / "state").cursor_secret)
+    codec = CursorCodec(load_secrets(world.root / "state", create=False).cursor_secret)
     first = {"cursor": codec.encode(CONTRACT, {0: 10, 1: 0})}
     auth = {"Authorization": f"Bearer {gw.token('globex')}"}
     url = f"{gw.url}/v1/contracts/{CONTRACT}/records"

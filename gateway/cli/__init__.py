@@ -15,6 +15,7 @@ from gateway.cli import ledger as _ledger
 from gateway.cli import partner as _partner
 from gateway.cli import product as _product
 from gateway.cli import serve as _serve
+from gateway.cli import state as _state
 
 __all__ = ["main"]
 
@@ -31,6 +32,7 @@ main.add_command(_product.product)
 main.add_command(_ledger.ledger)
 main.add_command(_serve.serve)
 main.add_command(_serve.demo)
+main.add_command(_state.state)
 main.add_command(_partner.token)
 main.add_command(_partner.consume)
 main.add_command(_partner.hash_secret)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from gateway.cli.common import InputError
+from gateway.cli.common import InputError, reported
 
 
 def configure_logging(log_format: str) -> None:
@@ -23,6 +23,7 @@ def configure_logging(log_format: str) -> None:
 @click.option("--contracts", "contracts_dir", type=click.Path(path_type=Path))
 @click.option("--keys", "keys_dir", type=click.Path(path_type=Path))
 @click.option("--state", "state_dir", type=click.Path(path_type=Path))
+@click.option("--secrets", "secrets_dir", type=click.Path(path_type=Path))
 @click.option("--bootstrap-servers")
 @click.option("--host")
 @click.option("--port", type=int)
@@ -68,7 +69,8 @@ def serve(bootstrap_servers: str | None, workers: int, **options: Any) -> None:
         raise SystemExit(run_workers(settings, workers, arguments))
     from gateway.server import run_server
 
-    run_server(settings)
+    with reported():  # secrets or state that cannot be used: one line, exit 2
+        run_server(settings)
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

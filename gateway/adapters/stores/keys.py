@@ -24,7 +24,7 @@ from typing import IO, Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.adapters.stores.state_dir import write_private
+from gateway.adapters.stores.state_dir import KEK_FILE
 from gateway.services.datakeys import StoredKey
 
 
@@ -36,11 +36,10 @@ class KeySource(Protocol):
 
 
 class LocalKeySource:
-    """AES-256-GCM under a KEK kept in a 0600 file (created on first use)."""
+    """AES-256-GCM under a KEK kept in a 0600 file among the gateway's secrets
+    (``state_dir.py``)."""
 
     def __init__(self, path: Path) -> None:
-        if not path.exists():
-            write_private(path, AESGCM.generate_key(bit_length=256))
         self._aead = AESGCM(path.read_bytes())
 
     def seal(self, secret: bytes, context: bytes) -> bytes:
@@ -103,10 +102,10 @@ class FileDataKeyStore:
             os.fsync(handle.fileno())
 
 
-def key_source(spec: str | None, state_dir: Path) -> KeySource:
+def key_source(spec: str | None, secrets_dir: Path) -> KeySource:
     """The configured ``KeySource``: ``module:Class``, or the local KEK file by default."""
     if not spec:
-        return LocalKeySource(state_dir / "kek.key")
+        return LocalKeySource(secrets_dir / KEK_FILE)
     module_name, _, class_name = spec.partition(":")
     module = importlib.import_module(module_name)
     source: KeySource = getattr(module, class_name)()
