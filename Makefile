@@ -9,6 +9,11 @@ STAMP := $(VENV)/.installed
 # quotas shared by replicas are tested against Debian's redis-server (the tests start it).
 CHROMIUM := /usr/bin/chromium
 REDIS := /usr/bin/redis-server
+# Alert rules are checked and unit-tested with Prometheus's promtool (Debian's prometheus); the
+# Kubernetes kustomization is rendered with kubectl's built-in kustomize (Debian's
+# kubernetes-client when no kubectl is on the machine).
+PROMTOOL := /usr/bin/promtool
+KUBECTL := $(shell command -v kubectl || echo /usr/bin/kubectl)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,15 +40,23 @@ $(CHROMIUM):
 $(REDIS):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
 
+$(PROMTOOL):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+
+$(KUBECTL):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client
+
+TOOLS := $(CHROMIUM) $(REDIS) $(PROMTOOL) $(KUBECTL)
+
 # CI's run: the suite in file order (pytest-randomly off), every test under a timeout.
-test: lint $(CHROMIUM) $(REDIS)
+test: lint $(TOOLS)
 	$(BIN)/pytest -q -p no:randomly tests/core --cov=gateway.core --cov-fail-under=$(CORE_COVERAGE)
 	$(BIN)/pytest -p no:randomly
 
 # The whole suite REPEAT times, each in a new random order (its seed is printed at the top of
 # each run: `pytest -p randomly -p "randomly_seed=N"` replays one). A flaky test is a defect.
 REPEAT ?= 10
-test-repeat: lint $(CHROMIUM) $(REDIS)
+test-repeat: lint $(TOOLS)
 	@failed=0; for run in $$(seq $(REPEAT)); do \
 	  echo "== run $$run of $(REPEAT)"; \
 	  $(BIN)/pytest -q -p no:cacheprovider || failed=$$((failed + 1)); \
