@@ -85,6 +85,7 @@ def _no_ends(topic: str) -> dict[int, tuple[int, int]]:
 def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> Gateway:
     """The gateway; streams read through the process's shared readers unless ``sources`` says
     otherwise (a consumer per stream, in the benchmark that compares the two)."""
+    metrics = GatewayMetrics()
     secrets_dir = settings.secrets_dir or settings.state_dir
     check_writable(settings.state_dir)
     secrets = load_secrets(
@@ -96,7 +97,10 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         settings.replica,
         sign=CompactSigner(secrets.ledger_key),
         checkpoint_seconds=settings.ledger_checkpoint_seconds,
+        on_written=metrics.ledger_write_seconds.observe,
+        on_failed=metrics.ledger_failures.inc,
     )
+    metrics.watch_ledger(ledger)
     ledger.start()
 
     def token_issued(client: PartnerClient) -> None:
@@ -112,7 +116,6 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     contracts = ContractsDirectory(settings.contracts_dir, settings.keys_dir)
     registry = contracts.load(gateway_org=settings.org, now=datetime.now(UTC), archive=archive)
     issuer = settings.issuer()
-    metrics = GatewayMetrics()
     quotas = QuotaService(
         quota_store(settings, metrics), settings.quotas, metrics, publish=settings.publish
     )
@@ -137,7 +140,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         consumption_store = MemoryConsumptionStore()
     consumption = ConsumptionTracker(
         consumption_store,
-        on_lag=lambda contract, lag: metrics.contract_lag.labels(contract).set(lag),
+        on_lag=metrics.set_lag,
     )
     service_levels = ServiceLevelTracker(
         consumption_store,
@@ -168,6 +171,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             decoders=formats.decoder,
         )
         sources, source_stats, wake = readers.source, readers.stats, readers.wake
+        metrics.watch_readers(readers.stats)
         ends_of = _ends_through(readers.metadata)
         closers.append(readers.close)
     team_tokens = OidcTokenVerifier(settings.oidc) if settings.oidc.issuer else NoIdentityProvider()

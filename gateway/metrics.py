@@ -2,15 +2,29 @@
 
 Each gateway builds its own ``GatewayMetrics`` with its own registry (nothing is registered at
 import time), so two gateways in one process, as in the tests, do not share series.
-Labels name contracts and organisations, never clients' tokens or record contents.
+
+Label values come from bounded sets only, never from what a caller sends: contracts and
+products (the documents loaded), partitions (the topics'), routes (the API's path templates,
+``unmatched`` for any other path), methods (the HTTP methods the API has, ``other``), statuses,
+and reasons (the gateway's error codes and RFC 6749's). Never a token, a client's address or a
+record's content. Series per process: about 20 per contract, 1 per contract and partition, 30
+per route.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import ClassVar, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -31,9 +45,56 @@ class MeasuredLevels(Protocol):
     def available(self) -> Mapping[str, bool]: ...
 
 
+class LedgerHealth(Protocol):
+    """What ``adapters/kafka/ledger.py``'s writer says of itself."""
+
+    def problem(self) -> str | None: ...
+    def queued(self) -> int: ...
+    def reachable(self) -> bool: ...
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The process (CPU, memory, open files), the interpreter and its collector.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        self.http_requests = Counter(
+            "gateway_http_requests_total",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "gateway_http_request_duration_seconds",
+            "Time until a request's answer began (for a stream: until it opened)",
+            ["route", "method"],
+            registry=self.registry,
+        )
+        self.token_requests = Counter(
+            "gateway_token_requests_total",
+            "Token requests at /oauth/token: outcome issued, or the RFC 6749 error refusing it",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.ledger_write_seconds = Histogram(
+            "gateway_ledger_write_seconds",
+            "Time from handing a ledger entry to Kafka to its acknowledgement (acks=all)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.ledger_failures = Counter(
+            "gateway_ledger_failed_entries_total",
+            "Ledger entries Kafka did not acknowledge (each is written again on a new chain; "
+            "those acknowledged are counted by gateway_ledger_write_seconds)",
+            registry=self.registry,
+        )
+        self.partition_lag = Gauge(
+            "gateway_contract_partition_lag_records",
+            "Records between the partner's last position and the log end, per partition",
+            ["contract", "partition"],
+            registry=self.registry,
+        )
         self.quota_store_degraded = Gauge(
             "gateway_quota_store_degraded",
             "1 while Redis is unreachable and this replica enforces quota/replicas on its own",
@@ -88,6 +149,20 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+    def set_lag(self, contract: str, lags: Mapping[int, int]) -> None:
+        """A contract's lag, in all and per partition."""
+        self.contract_lag.labels(contract).set(sum(lags.values()))
+        for partition, lag in lags.items():
+            self.partition_lag.labels(contract, str(partition)).set(lag)
+
+    def watch_ledger(self, ledger: LedgerHealth) -> None:
+        """Expose the ledger writer's state and Kafka's reachability (read at each scrape)."""
+        self.registry.register(_LedgerCollector(ledger))
+
+    def watch_readers(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """Expose the shared readers' figures (``adapters/kafka/shared.py``)."""
+        self.registry.register(_ReadersCollector(stats))
+
     def watch_service_levels(self, tracker: MeasuredLevels) -> None:
         """Expose what ``tracker`` measured in this process (read at each scrape)."""
         self.registry.register(_ServiceLevelCollector(tracker))
@@ -129,3 +204,41 @@ class _ServiceLevelCollector(Collector):
         for contract, up in sorted(self._tracker.available.items()):
             available.add_metric([contract], 1 if up else 0)
         yield available
+
+
+class _LedgerCollector(Collector):
+    def __init__(self, ledger: LedgerHealth) -> None:
+        self._ledger = ledger
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "gateway_ledger_up",
+            "1 while the ledger takes writes (streams and tokens may start), 0 not",
+            value=1 if self._ledger.problem() is None else 0,
+        )
+        yield GaugeMetricFamily(
+            "gateway_ledger_queue_entries",
+            "Entries recorded and not yet handed to Kafka (the queue holds 100,000)",
+            value=self._ledger.queued(),
+        )
+        yield GaugeMetricFamily(
+            "gateway_kafka_up",
+            "1 while a Kafka broker answers for the ledger topic (asked every second), 0 not",
+            value=1 if self._ledger.reachable() else 0,
+        )
+
+
+class _ReadersCollector(Collector):
+    HELP: ClassVar[dict[str, str]] = {
+        "topic_readers": "Topics read by a shared reader in this process",
+        "partitions_read": "Partitions the shared readers read",
+        "catch_up_readers": "Catch-up consumers lent to streams behind the window now",
+    }
+
+    def __init__(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        figures = self._stats()
+        for name, help_text in self.HELP.items():
+            yield GaugeMetricFamily(f"gateway_{name}", help_text, value=figures.get(name, 0))

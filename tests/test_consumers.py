@@ -86,6 +86,11 @@ def test_prometheus_gets_the_lag_of_every_contract(consumed: RunningGateway) -> 
     while wanted not in (text := generate_latest(consumed.gateway.metrics.registry).decode()):
         assert time.monotonic() < deadline, text
         time.sleep(0.1)
+    # ... and per partition: globex read 6 of partition 0's 9 records, none of partition 1.
+    per_partition = "gateway_contract_partition_lag_records{contract=%s,partition=%s} %s"
+    assert per_partition % ('"acme-globex-orders"', '"0"', "3.0") in text
+    assert per_partition % ('"acme-globex-orders"', '"1"', "0.0") in text
+    assert per_partition % ('"acme-initech-orders"', '"0"', "9.0") in text
 
 
 def test_the_team_page_in_the_browser(

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 
 from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port, wait_for_port
@@ -39,6 +40,11 @@ def broker_behind_proxy() -> Iterator[tuple[EmbeddedKafka, TcpProxy]]:
     finally:
         proxy.close()
         broker.stop()
+
+
+def scraped(gw: RunningGateway) -> set[str]:
+    """The lines Prometheus would scrape from the gateway now."""
+    return set(generate_latest(gw.gateway.metrics.registry).decode().splitlines())
 
 
 def until(condition: Callable[[], bool], timeout: float) -> float:
@@ -79,6 +85,8 @@ def test_a_broker_outage_refuses_fast_shows_at_once_and_heals_by_itself(
     assert refused.json()["code"] == "ledger_unavailable"
     assert refused.headers["retry-after"]
     assert http.get(f"{gw.url}/livez").status_code == 200, "alive: nothing to restart"
+    # ... and what the operator's alerts read (docs/operations.md) says it too.
+    until(lambda: {"gateway_kafka_up 0.0", "gateway_ledger_up 0.0"} <= scraped(gw), timeout=5)
     # The live stream ends with a clear reason (the partner resumes with its cursor).
     _, end = stream.wait_end(timeout=15)
     assert end["reason"] == "ledger_unavailable"
@@ -86,6 +94,7 @@ def test_a_broker_outage_refuses_fast_shows_at_once_and_heals_by_itself(
 
     proxy.restore()
     healed = until(lambda: http.get(f"{gw.url}/readyz").status_code == 200, timeout=30)
+    assert {"gateway_kafka_up 1.0", "gateway_ledger_up 1.0"} <= scraped(gw)
     produce(config, world.topic, [("o-3", json.dumps(order(3)).encode())])
     resumed = http.get(
         f"{gw.url}/v1/contracts/{CONTRACT}/records",

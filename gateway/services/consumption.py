@@ -90,11 +90,16 @@ class Consumption:
         return sum(h.records for h in hours), sum(h.bytes for h in hours)
 
 
-def lag_of(positions: Mapping[int, int], ends: Mapping[int, tuple[int, int]]) -> int:
+def lags_of(positions: Mapping[int, int], ends: Mapping[int, tuple[int, int]]) -> dict[int, int]:
     """Records between each partition's position (or first record) and its end."""
-    return sum(
-        max(0, end - max(positions.get(p, first), first)) for p, (first, end) in ends.items()
-    )
+    return {
+        p: max(0, end - max(positions.get(p, first), first)) for p, (first, end) in ends.items()
+    }
+
+
+def lag_of(positions: Mapping[int, int], ends: Mapping[int, tuple[int, int]]) -> int:
+    """Records between the positions and the ends, over the partitions."""
+    return sum(lags_of(positions, ends).values())
 
 
 def _hour(moment: datetime) -> int:
@@ -114,7 +119,7 @@ class ConsumptionTracker:
         self,
         store: ConsumptionStore,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        on_lag: Callable[[str, int], None] = lambda contract, lag: None,
+        on_lag: Callable[[str, Mapping[int, int]], None] = lambda contract, lags: None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -209,8 +214,9 @@ class ConsumptionTracker:
                 continue
             for contract in contracts:
                 consumption = await self.read(contract, hours=1)
-                lag = lag_of(consumption.positions, ends)
-                self._on_lag(contract, lag)
+                lags = lags_of(consumption.positions, ends)
+                self._on_lag(contract, lags)
+                lag = sum(lags.values())
                 key = _hour_key(contract, _hour(now))
                 await self.store.add(key, {}, {"lag": str(lag)}, HISTORY_HOURS * 3600.0)
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import __version__
 from gateway.adapters.http import openapi, problems
+from gateway.adapters.http.observe import HttpMetrics
 from gateway.adapters.http.routes import (
     catalog,
     contracts,
@@ -92,6 +93,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     app.state.send_watch = send_watch
     app.add_middleware(LegalPageHeaders, prefixes=("/legal", "/teams"))
+    app.add_middleware(HttpMetrics, metrics=gateway.metrics)
     app.add_middleware(RequestContext)  # outermost: every line of a request carries its id
     problems.install(app)
     openapi.install(app)

@@ -69,8 +69,13 @@ class KafkaLedger:
         *,
         sign: Callable[[bytes], str] | None = None,
         checkpoint_seconds: float = 10.0,
+        on_written: Callable[[float], None] = lambda seconds: None,
+        on_failed: Callable[[], None] = lambda: None,
     ) -> None:
         self._config = dict(config)
+        #: Told each acknowledgement's latency, and each entry that failed (metrics).
+        self._on_written = on_written
+        self._on_failed = on_failed
         #: Signs checkpoints (chain heads): at the chain's start, every ``checkpoint_seconds``
         #: (idle or not), and a final one at close.
         self._sign = sign
@@ -111,6 +116,14 @@ class KafkaLedger:
         if self._overflowing:
             return "the ledger queue is full: entries are not being written"
         return self._unreachable or self._problem
+
+    def queued(self) -> int:
+        """Entries recorded and not yet taken by the writer."""
+        return self._queue.qsize()
+
+    def reachable(self) -> bool:
+        """Whether a broker answered the last probe for the ledger topic."""
+        return self._unreachable is None
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the first entry to be written; whether it was."""
@@ -300,13 +313,16 @@ class KafkaLedger:
             return
         seq, chain_id, entry_hash = entry["seq"], chain.chain, entry["hash"]
         unacknowledged[seq] = item
+        handed = time.monotonic()
 
         def delivered(error: str | None, _partition: int | None, _offset: int | None) -> None:
             if chain_id != self.chain:
                 return  # an entry of a chain already given up: it is written again on the new
             if error is not None:
                 self._rebuild = error
+                self._on_failed()
                 return
+            self._on_written(time.monotonic() - handed)
             unacknowledged.pop(seq, None)
             self._acknowledged = (seq, entry_hash)
             if kind == CHECKPOINT:

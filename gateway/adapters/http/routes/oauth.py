@@ -71,6 +71,27 @@ def _token_problem(status: int, error: str, description: str, headers: dict[str,
     },
 )
 async def token(request: Request, gateway: GatewayDep) -> Response:
+    answer = await _token(request, gateway)
+    gateway.metrics.token_requests.labels(_outcome(answer)).inc()
+    return answer
+
+
+#: RFC 6749 §5.2's errors and the one a quota or the ledger answers: the refusals' reasons.
+_REASONS = frozenset({*_ERROR_TITLES, "invalid_grant", "temporarily_unavailable"})
+
+
+def _outcome(answer: Response) -> str:
+    """``issued``, or the error a refused token request was answered (a bounded label)."""
+    if answer.status_code == 200:
+        return "issued"
+    try:
+        error = orjson.loads(answer.body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        error = None
+    return error if error in _REASONS else "other"
+
+
+async def _token(request: Request, gateway: GatewayDep) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
     if content_type != "application/x-www-form-urlencoded" or len(body) > MAX_FORM_BYTES:
