@@ -26,8 +26,8 @@ demo: $(STAMP)
 	$(BIN)/gateway demo --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway tests bench deploy
+	$(BIN)/ruff format --check gateway tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -69,8 +69,8 @@ soak: $(STAMP) $(REDIS)
 	GATEWAY_TEST_SOAK=$(SOAK) $(BIN)/pytest -p no:randomly -m soak --timeout=0
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix gateway tests bench
-	$(BIN)/ruff format gateway tests bench
+	$(BIN)/ruff check --fix gateway tests bench deploy
+	$(BIN)/ruff format gateway tests bench deploy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.stream
