@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import uvicorn
 
@@ -70,8 +71,21 @@ def run_server(settings: Settings) -> None:
             settings.metrics_port, addr=settings.host, registry=gateway.metrics.registry
         )
         log.info("metrics on %s:%d/metrics", settings.host, settings.metrics_port)
+    app: Any = create_app(gateway)
+    provider = None
+    if settings.tracing.endpoint:
+        from gateway import tracing
+
+        provider = tracing.configure(
+            settings.tracing.endpoint,
+            service=settings.tracing.service_name,
+            instance=settings.replica,
+            sample_ratio=settings.tracing.sample_ratio,
+        )
+        app = tracing.traced_app(app, provider)
+        log.info("traces to %s (OTLP/HTTP)", settings.tracing.endpoint)
     config = uvicorn.Config(
-        create_app(gateway),
+        app,
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
@@ -91,8 +105,12 @@ def run_server(settings: Settings) -> None:
         sock.bind((settings.host, settings.port))
         sockets = [sock]
     # uvicorn raises the SIGINT it caught once it has shut down (as ``uvicorn.run`` expects).
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run(sockets=sockets)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=sockets)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # the spans still batched
 
 
 def run_workers(settings: Settings, workers: int, arguments: list[str]) -> int:

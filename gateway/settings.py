@@ -162,6 +162,16 @@ class OidcSettings(BaseModel):
         return self
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (``gateway/tracing.py``): off unless ``endpoint`` is set."""
+
+    #: An OTLP/HTTP collector, e.g. ``http://otel-collector:4318`` (spans go to ``/v1/traces``).
+    endpoint: str | None = None
+    service_name: str = "exchange-gateway"
+    #: Share of traces kept (a caller's ``traceparent`` decides for its own requests).
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_nested_delimiter="__", extra="ignore"
@@ -239,6 +249,7 @@ class Settings(BaseSettings):
     oidc: OidcSettings = Field(default_factory=OidcSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     #: ``json`` (one object a line), ``text``, or ``auto``: text on a terminal, JSON otherwise.
     log_format: Literal["auto", "json", "text"] = "auto"
     #: Serve Prometheus metrics on this port (a separate listener, for the internal network).

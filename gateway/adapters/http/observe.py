@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from gateway.metrics import GatewayMetrics
+from gateway.tracing import name_request
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -54,5 +55,6 @@ class HttpMetrics:
 
     def _count(self, scope: Any, method: str, status: int, began: float) -> None:
         route = route_of(scope)
+        name_request(method, route)
         self._requests.labels(route, method, str(status)).inc()
         self._duration.labels(route, method).observe(time.perf_counter() - began)

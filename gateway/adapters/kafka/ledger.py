@@ -29,6 +29,7 @@ from gateway.adapters.kafka.errors import map_kafka_errors
 from gateway.adapters.kafka.producer import GuardedProducer
 from gateway.core.ledger import CHECKPOINT, Chain, checkpoint_claims, timestamp
 from gateway.errors import GatewayError
+from gateway.tracing import tracer
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,12 @@ class KafkaLedger:
         did within ``timeout`` seconds. An entry not yet acknowledged may still be written
         later (it stays queued), exactly once."""
         written = threading.Event()
-        try:
-            self._queue.put((time, kind, dict(details), written), timeout=timeout)
-        except queue.Full:
-            return False
-        return written.wait(timeout)
+        with tracer.start_as_current_span("ledger record", attributes={"ledger.kind": kind}):
+            try:
+                self._queue.put((time, kind, dict(details), written), timeout=timeout)
+            except queue.Full:
+                return False
+            return written.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         self._stopping = True

@@ -17,6 +17,7 @@ from gateway.adapters.kafka.admin import create_topic
 from gateway.adapters.kafka.producer import GuardedProducer
 from gateway.errors import BrokerUnavailable
 from gateway.services.publishing import Outcome, OutgoingRecord
+from gateway.tracing import tracer
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,15 @@ class KafkaPublisher:
         """Produce ``records`` in order; every one's outcome (blocking)."""
         producer = self._open()
         batch = _Batch(len(records))
-        producer.produce_batch(topic, records, batch.report)  # the thread serves the reports
-        # librdkafka reports every record by message.timeout.ms; the margin covers the report.
-        if not batch.done.wait(self._timeout + 5):
-            log.error("publisher: %d deliveries unreported after the timeout", batch.left)
+        attributes: dict[str, str | int] = {
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": len(records),
+        }
+        with tracer.start_as_current_span("kafka produce", attributes=attributes):
+            producer.produce_batch(topic, records, batch.report)  # the thread serves reports
+            # librdkafka reports every record by message.timeout.ms; the margin covers that.
+            if not batch.done.wait(self._timeout + 5):
+                log.error("publisher: %d deliveries unreported after the timeout", batch.left)
         outcomes = [o if o is not None else "_TIMED_OUT" for o in batch.outcomes]
         self._replace_if_fatal(producer, outcomes)
         return outcomes
