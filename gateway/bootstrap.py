@@ -6,8 +6,6 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from joserfc.jwk import KeySet
-
 from gateway.adapters.anchors import HttpAnchor
 from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerFollower, KafkaLedgerReader
 from gateway.adapters.kafka.publisher import KafkaPublisher
@@ -208,7 +206,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         streams=StreamService(
             registry=lambda: gateway.registry,
             sources=sources,
-            codec=CursorCodec(secrets.cursor_secret),
+            codec=CursorCodec(secrets.cursor_secret, secrets.cursor_verifying),
             limits=StreamLimits(max_streams=settings.reading.max_streams),
             ledger=ledger,
             quotas=quotas,
@@ -244,14 +242,14 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         service_levels=service_levels,
         acknowledgements=Acknowledgements(
             registry=lambda: gateway.registry,
-            gateway_keys=KeySet([secrets.ledger_key]),
+            gateway_keys=secrets.ledger_keys,
             ledger=ledger,
             clock=lambda: gateway.clock(),
         ),
         quotas=quotas,
         metrics=metrics,
         closers=closers,
-        ledger_public_jwk=dict(secrets.ledger_key.as_dict(private=False)),
+        ledger_public_jwks=list(secrets.ledger_keys.as_dict(private=False)["keys"]),
         anchors=[HttpAnchor(url) for url in settings.anchors],
     )
     gateway.observe()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from binascii import b2a_base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.core.jose import URLSAFE, b64url_decode
@@ -41,25 +41,41 @@ def _positions(body: bytes) -> dict[int, int]:
     return positions
 
 
-class CursorCodec:
-    """Encodes and checks cursors with the gateway's cursor secret (shared by all replicas)."""
+def _keyed(secret: bytes, contract_id: str) -> Any:
+    mac = hashlib.blake2b(key=secret, digest_size=_TAG_BYTES, person=b"gw-cursor")
+    mac.update(contract_id.encode())
+    mac.update(b"\0")
+    return mac
 
-    def __init__(self, secret: bytes) -> None:
-        if len(secret) < 32:
+
+class CursorCodec:
+    """Encodes and checks cursors with the gateway's cursor secret (shared by all replicas).
+
+    ``secret`` signs and verifies; each of ``verifying`` only verifies: the secret before a
+    rotation, or the one after it, not yet in use (``state_dir.py``), so a cursor any replica
+    issued during the rolling restarts stays valid."""
+
+    def __init__(self, secret: bytes, verifying: Sequence[bytes] = ()) -> None:
+        if any(len(s) < 32 for s in (secret, *verifying)):
             raise ValueError("the cursor secret must be at least 32 bytes")
         self._secret = secret[:64]
+        self._verifying = [s[:64] for s in verifying]
 
     def keyed(self, contract_id: str) -> Any:
         """The MAC state after the key and contract id: copied for every cursor of a stream."""
-        mac = hashlib.blake2b(key=self._secret, digest_size=_TAG_BYTES, person=b"gw-cursor")
-        mac.update(contract_id.encode())
-        mac.update(b"\0")
-        return mac
+        return _keyed(self._secret, contract_id)
 
-    def _tag(self, contract_id: str, payload: bytes) -> bytes:
-        mac = self.keyed(contract_id)
+    def _tag(self, contract_id: str, payload: bytes, secret: bytes | None = None) -> bytes:
+        mac = _keyed(secret or self._secret, contract_id)
         mac.update(payload)
         return bytes(mac.digest())
+
+    def _signed(self, contract_id: str, payload: bytes, tag: bytes) -> bool:
+        """Whether ``tag`` is the MAC of ``payload`` under any secret (the current first)."""
+        return any(
+            hmac.compare_digest(tag, self._tag(contract_id, payload, secret))
+            for secret in (self._secret, *self._verifying)
+        )
 
     def encode(self, contract_id: str, positions: Mapping[int, int]) -> str:
         return CursorWriter(self, contract_id, positions).cursor()
@@ -72,7 +88,7 @@ class CursorCodec:
             payload, tag = b64url_decode(payload_text), b64url_decode(tag_text)
         except ValueError:
             raise InvalidCursor("the cursor is malformed") from None
-        if not hmac.compare_digest(tag, self._tag(contract_id, payload)):
+        if not self._signed(contract_id, payload, tag):
             raise InvalidCursor("the cursor was altered or belongs to another contract")
         if not payload.startswith(_VERSION):
             raise InvalidCursor("the cursor version is not supported")

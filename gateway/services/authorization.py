@@ -145,12 +145,17 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
 
 
 class _AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
+    """Signs with the first of the gateway's keys only: the others verify (a rotation,
+    ``state_dir.py``). authlib's header names no ``kid``, so joserfc would sign with a key of
+    the set picked at random (``guess_key(random=True)``), one that replicas restarted
+    before the key was added would not know; a set of one key is picked, and named."""
+
     def __init__(self, issuer: str, keys: KeySet, lifetime: int) -> None:
         super().__init__(issuer, alg=ACCESS_TOKEN_ALG, expires_generator=lambda *_: lifetime)
-        self._keys = keys
+        self._signing = KeySet(keys.keys[:1])
 
     def get_jwks(self) -> KeySet:
-        return self._keys
+        return self._signing
 
     def get_audiences(self, client: PartnerClient, user: Any, scope: Any) -> str:
         return str(self.issuer)

@@ -139,8 +139,9 @@ class Gateway:
     #: Called at shutdown, after the ledger is closed (Redis clients and the like).
     closers: list[Callable[[], None]] = field(default_factory=list)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    #: The public key of the ledger's checkpoints, published beside the token keys.
-    ledger_public_jwk: dict[str, Any] = field(default_factory=dict)
+    #: The public keys of the ledger's checkpoints and receipts (the first signs, all verify),
+    #: published beside the token keys.
+    ledger_public_jwks: list[dict[str, Any]] = field(default_factory=list)
     #: Where checkpoints are anchored outside the ledger (``services/anchoring.py``).
     anchors: list[CheckpointAnchor] = field(default_factory=list)
     _changing: threading.RLock = field(default_factory=threading.RLock, repr=False)

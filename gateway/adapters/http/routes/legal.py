@@ -240,7 +240,7 @@ async def evidence(
             contract=contract_id,
             since=start,
             until=end,
-            gateway_keys={"keys": [gateway.ledger_public_jwk]},
+            gateway_keys={"keys": gateway.ledger_public_jwks},
             now=now,
         )
     except DocumentInvalid as exc:

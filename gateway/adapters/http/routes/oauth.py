@@ -146,8 +146,7 @@ async def _token(request: Request, gateway: GatewayDep) -> Response:
 def jwks(gateway: GatewayDep) -> dict[str, Any]:
     """The keys of access tokens (ES256) and of the ledger's signed checkpoints (EdDSA)."""
     published = gateway.authorization.public_jwks()
-    ledger = [gateway.ledger_public_jwk] if gateway.ledger_public_jwk else []
-    return {**published, "keys": [*published["keys"], *ledger]}
+    return {**published, "keys": [*published["keys"], *gateway.ledger_public_jwks]}
 
 
 @router.get("/.well-known/oauth-authorization-server")
