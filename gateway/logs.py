@@ -20,6 +20,7 @@ import sys
 import uuid
 from typing import IO, Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 #: The request a line is written for: ``request_id``, ``contract``, ``org`` (a dict the
@@ -59,6 +60,8 @@ def handler(log_format: str, stream: IO[str]) -> logging.Handler:
                 + " ".join(f"%({name})s" for name in CONTEXT_FIELDS),
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
                 datefmt="%Y-%m-%dT%H:%M:%S%z",
+                # uvicorn's copy of its message with terminal colours: noise in a JSON line.
+                reserved_attrs=[*RESERVED_ATTRS, "color_message"],
             )
         )
     else:

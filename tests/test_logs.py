@@ -54,6 +54,9 @@ def test_a_line_is_one_json_object_with_its_request(logged: io.StringIO) -> None
     }  # fmt: skip
     assert second["request_id"] == "-"
     assert "time" in first
+    # uvicorn adds a coloured copy of its messages for terminals: not in a JSON line.
+    logging.getLogger("uvicorn.error").info("Started", extra={"color_message": "\x1b[1mStarted"})
+    assert "color_message" not in json.loads(logged.getvalue().splitlines()[-1])
 
 
 def test_no_token_secret_or_protected_field_reaches_the_log(
