@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from gateway.adapters.anchors import HttpAnchor
+from gateway.adapters.kafka.admin import check_topics, needed_topics
 from gateway.adapters.kafka.ledger import KafkaLedger, KafkaLedgerFollower, KafkaLedgerReader
 from gateway.adapters.kafka.publisher import KafkaPublisher
 from gateway.adapters.kafka.schema_registry import ProductFormats
@@ -26,6 +27,7 @@ from gateway.core.cursor import CursorCodec
 from gateway.core.jose import CompactSigner
 from gateway.core.ledger import timestamp
 from gateway.core.receipts import RECEIPT_TYPE, ReceiptPolicy
+from gateway.errors import LedgerUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.services.authorization import (
     AccessTokenVerifier,
@@ -90,7 +92,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         secrets_dir, create=settings.secrets_dir is None, kek=not settings.key_source
     )
     ledger = KafkaLedger(
-        settings.kafka.librdkafka_config(),
+        settings.kafka.librdkafka_config("ledger"),
         settings.ledger_topic,
         settings.replica,
         sign=CompactSigner(secrets.ledger_key),
@@ -106,13 +108,23 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         ledger.record(timestamp(datetime.now(UTC)), "token_issued", details)
 
     archive = ContractArchive()
-    follower = KafkaLedgerFollower(settings.kafka.librdkafka_config(), settings.ledger_topic)
+    follower = KafkaLedgerFollower(
+        settings.kafka.librdkafka_config("ledger"), settings.ledger_topic
+    )
     # A replica started now knows the versions and countersignatures the others verified;
     # if Kafka does not answer, contracts needing them stay refused until the watcher learns.
     index = LedgerIndex()
     learn_from_ledger(archive, index, follower, max(settings.startup_wait_seconds, 1.0))
     contracts = ContractsDirectory(settings.contracts_dir, settings.keys_dir)
     registry = contracts.load(gateway_org=settings.org, now=datetime.now(UTC), archive=archive)
+    # The topics it needs, checked (and the ledger's created) before serving: a ledger topic
+    # that deletes entries, or that the gateway's principal may not use, stops the start.
+    topics = check_topics(
+        settings.kafka, needed_topics(settings.ledger_topic, registry.products.values()), timeout=5
+    )
+    if topics.problem is not None:
+        ledger.close()
+        raise LedgerUnavailable(topics.problem)
     issuer = settings.issuer()
     quotas = QuotaService(
         quota_store(settings, metrics), settings.quotas, metrics, publish=settings.publish
@@ -153,7 +165,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     metrics.watch_service_levels(service_levels)
     closers.append(idempotency.close)
     publisher = KafkaPublisher(
-        settings.kafka.librdkafka_config(),
+        settings.kafka.librdkafka_config("publish"),
         delivery_timeout=settings.publish.delivery_timeout_seconds,
     )
     closers.append(publisher.close)
@@ -163,7 +175,7 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     ends_of: EndsReader = _no_ends  # a consumer per stream (a benchmark): no lag measured
     if sources is None:
         readers = SharedReaders(
-            settings.kafka.librdkafka_config(),
+            settings.kafka.librdkafka_config("streams"),
             window_bytes=settings.reading.window_bytes,
             catch_up_readers=settings.reading.catch_up_readers,
             decoders=formats.decoder,
@@ -227,7 +239,9 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
             sign_receipt=CompactSigner(secrets.ledger_key, typ=RECEIPT_TYPE),
         ),
         ledger=ledger,
-        ledger_reader=KafkaLedgerReader(settings.kafka.librdkafka_config(), settings.ledger_topic),
+        ledger_reader=KafkaLedgerReader(
+            settings.kafka.librdkafka_config("ledger"), settings.ledger_topic
+        ),
         observer=ContractObserver(ledger, archive),
         archive=archive,
         index=index,

@@ -6,12 +6,22 @@ elsewhere. Secrets are ``SecretStr`` and unwrapped only where a client configura
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.core.quotas import Quotas
@@ -19,41 +29,316 @@ from gateway.core.quotas import Quotas
 OrgId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
 
 
+#: What a Kafka client of the gateway is for. Its ``client.id`` is ``{kafka.client_id}.{role}``,
+#: the same on every replica, so that the cluster's quotas can be set per role (docs/kafka.md).
+KafkaClientRole = Literal["admin", "ledger", "streams", "publish"]
+KAFKA_CLIENT_ROLES: tuple[KafkaClientRole, ...] = ("admin", "ledger", "streams", "publish")
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+#: The SASL mechanisms of the librdkafka the gateway runs on (its build has no Kerberos/GSSAPI).
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+_PASSWORD_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: What ``KafkaSettings.describe()`` shows in place of a secret.
+REDACTED = "***"
+#: librdkafka properties with a setting of their own, which ``extra`` may not set: one way to
+#: set each, and no ``extra`` quietly replacing the credentials or the protocol.
+_DEDICATED = {
+    "bootstrap.servers": "bootstrap_servers",
+    "client.id": "client_id",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.mechanisms": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+    "sasl.oauthbearer.method": "sasl_mechanism (OAUTHBEARER is always the oidc method)",
+    "sasl.oauthbearer.token.endpoint.url": "sasl_oauthbearer_token_endpoint_url",
+    "sasl.oauthbearer.client.id": "sasl_oauthbearer_client_id",
+    "sasl.oauthbearer.client.credentials.client.id": "sasl_oauthbearer_client_id",
+    "sasl.oauthbearer.client.secret": "sasl_oauthbearer_client_secret",
+    "sasl.oauthbearer.client.credentials.client.secret": "sasl_oauthbearer_client_secret",
+    "sasl.oauthbearer.scope": "sasl_oauthbearer_scope",
+    "sasl.oauthbearer.extensions": "sasl_oauthbearer_extensions",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.key.password": "ssl_key_password",
+}
+#: Properties whose values are secrets wherever they are set (in ``extra`` too).
+_SECRET_PROPERTY = re.compile(r"password|secret|passphrase|\.pem$|^sasl\.oauthbearer\.config$")
+#: ``extra`` values that weaken the connection: allowed, and warned about at every start.
+_WEAKENING = {
+    ("enable.ssl.certificate.verification", "false"): "the brokers' certificates are not verified",
+    ("ssl.endpoint.identification.algorithm", "none"): (
+        "the brokers' host names are not checked against their certificates"
+    ),
+    ("enable.sasl.oauthbearer.unsecure.jwt", "true"): "unsigned OAUTHBEARER tokens are sent",
+}
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _unreadable(path: str, *, directory: bool) -> str | None:
+    """Why librdkafka could not read ``path`` (a file, or with ``directory`` a directory too)."""
+    if directory and path == "probe":  # librdkafka looks for the system's CA certificates
+        return None
+    where = Path(path)
+    if not where.exists():
+        return "does not exist"
+    if where.is_dir() and not directory:
+        return "is a directory, not a file"
+    if not os.access(where, os.R_OK):
+        return "cannot be read by this process"
+    return None
+
+
 class KafkaSettings(BaseModel):
-    """The internal Kafka cluster. No bootstrap servers: the demo starts an embedded broker."""
+    """The internal Kafka cluster, and how the gateway authenticates to it (docs/kafka.md).
+
+    No bootstrap servers: the demo starts an embedded broker. Each setting maps to the
+    librdkafka property of the same name with dots (``ssl_key_location`` is
+    ``ssl.key.location``); combinations that cannot work, or that would send credentials
+    unencrypted, are refused when the settings load, with every reason on one line."""
 
     bootstrap_servers: str | None = None
-    security_protocol: str | None = None
-    sasl_mechanism: str | None = None
+    #: The prefix of every client's ``client.id``; each client adds its role (``.ledger``,
+    #: ``.streams``, ``.publish``, ``.admin``), so quotas are set per role for all replicas.
+    client_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+$", max_length=200)] = (
+        "exchange-gateway"
+    )
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    #: PLAIN and SCRAM-SHA-256/512.
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: OAUTHBEARER, by librdkafka's OIDC client-credentials grant (``sasl.oauthbearer.method``
+    #: ``oidc``): it fetches and refreshes the token itself.
+    sasl_oauthbearer_token_endpoint_url: str | None = None
+    sasl_oauthbearer_client_id: str | None = None
+    sasl_oauthbearer_client_secret: SecretStr | None = None
+    sasl_oauthbearer_scope: str | None = None
+    #: SASL extensions sent with the token (RFC 7628 §3.1), e.g. ``{"logicalCluster": "lkc-1"}``.
+    sasl_oauthbearer_extensions: dict[str, str] = Field(default_factory=dict)
+    #: TLS: the CA that signed the brokers' certificates (a PEM file or directory; unset: the
+    #: system's), and for mTLS the gateway's certificate and private key (PEM files).
     ssl_ca_location: str | None = None
     ssl_certificate_location: str | None = None
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
+    #: PLAIN passwords and OAUTHBEARER tokens over SASL_PLAINTEXT are refused unless this is
+    #: set (a network you trust, a test broker).
+    allow_cleartext_credentials: bool = False
     #: Any other librdkafka property, passed through as is (e.g. ``{"client.rack": "az1"}``).
+    #: Properties with a setting of their own are refused here; the keys it sets are logged at
+    #: start (values that look secret never are).
     extra: dict[str, str] = Field(default_factory=dict)
 
-    def librdkafka_config(self) -> dict[str, str]:
-        """The librdkafka properties for connecting; the only place secrets are unwrapped."""
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> KafkaSettings:
+        problems = self._problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _problems(self) -> list[str]:
+        protocol, mechanism = self.security_protocol, self.sasl_mechanism
+        problems: list[str] = []
+        sasl = protocol.startswith("SASL_")
+        if sasl and mechanism is None:
+            problems.append(
+                f"security_protocol {protocol} needs sasl_mechanism "
+                "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)"
+            )
+        if mechanism is not None and not sasl:
+            problems.append(
+                f"sasl_mechanism {mechanism} needs security_protocol SASL_SSL "
+                f"(or SASL_PLAINTEXT), not {protocol}"
+            )
+        credentials = [
+            n for n in ("sasl_username", "sasl_password") if getattr(self, n) is not None
+        ]
+        if mechanism in _PASSWORD_MECHANISMS:
+            if len(credentials) < 2:
+                problems.append(f"sasl_mechanism {mechanism} needs sasl_username and sasl_password")
+        elif credentials:
+            problems.append(
+                f"{' and '.join(credentials)}: used only with sasl_mechanism PLAIN, "
+                "SCRAM-SHA-256 or SCRAM-SHA-512"
+            )
+        oidc = [
+            n
+            for n in (
+                "sasl_oauthbearer_token_endpoint_url",
+                "sasl_oauthbearer_client_id",
+                "sasl_oauthbearer_client_secret",
+                "sasl_oauthbearer_scope",
+                "sasl_oauthbearer_extensions",
+            )
+            if getattr(self, n)
+        ]
+        if mechanism == "OAUTHBEARER":
+            required = (
+                "sasl_oauthbearer_token_endpoint_url",
+                "sasl_oauthbearer_client_id",
+                "sasl_oauthbearer_client_secret",
+            )
+            missing = [n for n in required if n not in oidc]
+            if missing:
+                problems.append(f"sasl_mechanism OAUTHBEARER needs {', '.join(missing)}")
+            problems.extend(self._oidc_problems())
+        elif oidc:
+            problems.append(f"{', '.join(oidc)}: used only with sasl_mechanism OAUTHBEARER")
+        if (
+            protocol == "SASL_PLAINTEXT"
+            and mechanism in ("PLAIN", "OAUTHBEARER")
+            and not self.allow_cleartext_credentials
+        ):
+            what = "password" if mechanism == "PLAIN" else "token"
+            problems.append(
+                f"sasl_mechanism {mechanism} over SASL_PLAINTEXT sends the {what} unencrypted: "
+                "use SASL_SSL (or set allow_cleartext_credentials on a network you trust)"
+            )
+        problems.extend(self._tls_problems())
+        for key in sorted(self.extra):
+            if key in _DEDICATED:
+                problems.append(f"extra may not set {key}: use the setting {_DEDICATED[key]}")
+        return problems
+
+    def _oidc_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.sasl_oauthbearer_token_endpoint_url:
+            url = urlsplit(self.sasl_oauthbearer_token_endpoint_url)
+            loopback = url.hostname in _LOOPBACK
+            if not url.hostname or not (
+                url.scheme == "https" or (url.scheme == "http" and loopback)
+            ):
+                problems.append(
+                    "sasl_oauthbearer_token_endpoint_url must be an https URL with a host (http "
+                    "only on loopback): the client secret is sent to it"
+                )
+        for key, value in self.sasl_oauthbearer_extensions.items():
+            # librdkafka joins them as k=v,k=v; RFC 7628 keys are letters, "auth" is reserved.
+            if not re.fullmatch(r"[A-Za-z]+", key) or key == "auth" or "," in value:
+                problems.append(
+                    f"sasl_oauthbearer_extensions: {key!r} is not a valid extension (a key of "
+                    "letters other than 'auth', a value without commas)"
+                )
+        return problems
+
+    def _tls_problems(self) -> list[str]:
+        problems: list[str] = []
+        files = {
+            "ssl_ca_location": self.ssl_ca_location,
+            "ssl_certificate_location": self.ssl_certificate_location,
+            "ssl_key_location": self.ssl_key_location,
+        }
+        given = [n for n, v in files.items() if v is not None]
+        if self.ssl_key_password is not None:
+            given.append("ssl_key_password")
+        if given and self.security_protocol not in ("SSL", "SASL_SSL"):
+            problems.append(
+                f"{', '.join(given)}: used only with security_protocol SSL or SASL_SSL, "
+                f"not {self.security_protocol}"
+            )
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            problems.append(
+                "ssl_certificate_location and ssl_key_location go together (the gateway's "
+                "client certificate and its private key)"
+            )
+        if self.ssl_key_password is not None and self.ssl_key_location is None:
+            problems.append("ssl_key_password: used only with ssl_key_location")
+        for name, path in files.items():
+            why = path and _unreadable(path, directory=name == "ssl_ca_location")
+            if why:
+                problems.append(f"{name} {path}: {why}")
+        return problems
+
+    def librdkafka_config(self, role: KafkaClientRole | None = None) -> dict[str, str]:
+        """The librdkafka properties of the gateway's client for ``role`` (``client.id``
+        ``{client_id}.{role}``; without a role, ``client_id`` alone: tools). The only place
+        secrets are unwrapped."""
+        return self._properties(role, reveal=True)
+
+    def describe(self, role: KafkaClientRole | None = None) -> dict[str, str]:
+        """``librdkafka_config(role)`` with every secret replaced by ``***``: for logs."""
+        return self._properties(role, reveal=False)
+
+    def summary(self) -> str:
+        """One line for the log at start: where, how and as whom the gateway connects."""
+        described = self.describe()
+        described["client.id"] = f"{self.client_id}.{{{','.join(KAFKA_CLIENT_ROLES)}}}"
+        return " ".join(f"{k}={v}" for k, v in described.items())
+
+    def warnings(self) -> list[str]:
+        """What in these settings weakens the connection's security (logged at start)."""
+        found = [
+            f"extra sets {key}={value}: {why}"
+            for key, value in self.extra.items()
+            if (why := _WEAKENING.get((key, value.strip().lower())))
+        ]
+        if (
+            self.allow_cleartext_credentials
+            and self.security_protocol == "SASL_PLAINTEXT"
+            and self.sasl_mechanism in ("PLAIN", "OAUTHBEARER")
+        ):
+            found.append(
+                f"{self.sasl_mechanism} credentials cross the network unencrypted "
+                "(allow_cleartext_credentials)"
+            )
+        return found
+
+    def _properties(self, role: KafkaClientRole | None, *, reveal: bool) -> dict[str, str]:
         if not self.bootstrap_servers:
             raise ValueError("no Kafka bootstrap servers configured")
-        config: dict[str, str] = {"bootstrap.servers": self.bootstrap_servers}
-        plain = {
+
+        def secret(value: SecretStr | None) -> str:
+            if value is None:  # the validator requires it with its mechanism
+                raise ValueError("a Kafka secret required by the settings is not set")
+            return value.get_secret_value() if reveal else REDACTED
+
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": f"{self.client_id}.{role}" if role else self.client_id,
             "security.protocol": self.security_protocol,
-            "sasl.mechanism": self.sasl_mechanism,
-            "sasl.username": self.sasl_username,
+        }
+        if self.sasl_mechanism is not None:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_mechanism in _PASSWORD_MECHANISMS:
+            config["sasl.username"] = str(self.sasl_username)
+            config["sasl.password"] = secret(self.sasl_password)
+        elif self.sasl_mechanism == "OAUTHBEARER":
+            config["sasl.oauthbearer.method"] = "oidc"
+            config["sasl.oauthbearer.token.endpoint.url"] = str(
+                self.sasl_oauthbearer_token_endpoint_url
+            )
+            config["sasl.oauthbearer.client.id"] = str(self.sasl_oauthbearer_client_id)
+            config["sasl.oauthbearer.client.secret"] = secret(self.sasl_oauthbearer_client_secret)
+            if self.sasl_oauthbearer_scope:
+                config["sasl.oauthbearer.scope"] = self.sasl_oauthbearer_scope
+            if self.sasl_oauthbearer_extensions:
+                config["sasl.oauthbearer.extensions"] = ",".join(
+                    f"{k}={v}" for k, v in self.sasl_oauthbearer_extensions.items()
+                )
+        files = {
             "ssl.ca.location": self.ssl_ca_location,
             "ssl.certificate.location": self.ssl_certificate_location,
             "ssl.key.location": self.ssl_key_location,
         }
-        config.update({k: v for k, v in plain.items() if v is not None})
-        if self.sasl_password is not None:
-            config["sasl.password"] = self.sasl_password.get_secret_value()
+        config.update({k: v for k, v in files.items() if v is not None})
         if self.ssl_key_password is not None:
-            config["ssl.key.password"] = self.ssl_key_password.get_secret_value()
-        config.update(self.extra)
+            config["ssl.key.password"] = secret(self.ssl_key_password)
+        for key, value in self.extra.items():
+            config[key] = value if reveal or not _SECRET_PROPERTY.search(key) else REDACTED
         return config
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # SecretStr fields hide themselves; values in ``extra`` that look secret are hidden here.
+        for name, value in super().__repr_args__():
+            if name == "extra":
+                value = {k: REDACTED if _SECRET_PROPERTY.search(k) else v for k, v in value.items()}
+            yield name, value
 
 
 class RegisteredClient(BaseModel):

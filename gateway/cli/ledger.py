@@ -31,9 +31,9 @@ def ledger_entries(
         except (OSError, ValueError) as exc:
             raise InputError(f"{file}: not an exported ledger (NDJSON): {exc}") from None
     from gateway.adapters.kafka.ledger import read_entries
-    from gateway.settings import Settings  # the server's settings: not in the partner SDK
+    from gateway.cli.serve import load_settings  # one line for settings it refuses
 
-    settings = Settings()
+    settings = load_settings()
     if bootstrap_servers:
         settings.kafka.bootstrap_servers = bootstrap_servers
     if not settings.kafka.bootstrap_servers:

@@ -6,11 +6,44 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gateway.cli.common import InputError, reported
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from gateway.settings import Settings
+
+
+def settings_error(exc: ValidationError) -> str:
+    """Every reason the settings are refused, on one line: where and why, never the value
+    (pydantic's own message shows the input, secrets included)."""
+    reasons = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"])
+        why = error["msg"].removeprefix("Value error, ")
+        reasons.append(f"{where}: {why}" if where else why)
+    return "; ".join(reasons)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings, or one ``Error:`` line and exit 2 (environment variables are
+    ``GATEWAY_`` and the path in upper case, nested with ``__``: ``kafka.sasl_mechanism`` is
+    ``GATEWAY_KAFKA__SASL_MECHANISM``)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from gateway.settings import Settings  # the server's settings: not in the partner SDK
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise InputError(f"invalid settings: {settings_error(exc)}") from None
+    except SettingsError as exc:  # a variable that does not parse (names it, not its value)
+        raise InputError(f"invalid settings: {exc}") from None
 
 
 def configure_logging(log_format: str) -> None:
@@ -40,10 +73,8 @@ def configure_logging(log_format: str) -> None:
 )
 def serve(bootstrap_servers: str | None, workers: int, **options: Any) -> None:
     """Serve the partner API. Every option is also a GATEWAY_ setting."""
-    from gateway.settings import Settings  # the server's settings: not in the partner SDK
-
     overrides = {k: v for k, v in options.items() if v is not None}
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)
     configure_logging(settings.log_format)
     if bootstrap_servers:
         settings.kafka.bootstrap_servers = bootstrap_servers

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from gateway.adapters.kafka.admin import create_topic
+from gateway.adapters.kafka.admin import INFINITE_RETENTION, create_topic
 from gateway.adapters.kafka.errors import map_kafka_errors
 from gateway.adapters.kafka.producer import GuardedProducer
 from gateway.core.ledger import CHECKPOINT, Chain, checkpoint_claims, timestamp
@@ -33,7 +33,7 @@ from gateway.tracing import tracer
 
 log = logging.getLogger(__name__)
 
-LEDGER_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+LEDGER_TOPIC_CONFIG = dict(INFINITE_RETENTION)
 _STOP = object()
 LEDGER_PRODUCER = {
     "linger.ms": 5,
