@@ -5,7 +5,8 @@ terminal, JSON otherwise: a container's log, a file). Every line carries the req
 written for: ``request_id`` (the caller's ``X-Request-ID`` when it sent a sane one, else a new
 one, and it is returned in the answer), ``contract`` (of ``/v1/contracts/{id}/…``) and ``org``
 (once the caller is authenticated). They come from a context variable set by
-``RequestContext``, an ASGI middleware, so that a stream's lines carry them too.
+``adapters/http/observe.py``'s middleware for the whole request, so that a stream's lines
+carry them too.
 
 What is logged never holds a token, a secret or a record's content: the code logs ids and
 reasons only, and ``tests/test_logs.py`` drives the flows that handle them and looks.
@@ -86,33 +87,11 @@ def configure(log_format: str = "auto", level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
-class RequestContext:
-    """ASGI middleware: a context for the request's log lines, and ``X-Request-ID`` on its
-    answer. Plain ASGI (no ``BaseHTTPMiddleware``): streams pass through it untouched."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
-            "latin-1"
-        )
-        request_id = given if _SANE_ID.match(given) else uuid.uuid4().hex
-        context = {"request_id": request_id}
-        if found := _CONTRACT_PATH.match(scope.get("path", "")):
-            context["contract"] = found.group(1)[:200]
-        token = CONTEXT.set(context)
-        header = (b"x-request-id", request_id.encode("latin-1"))
-
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), header]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            CONTEXT.reset(token)
+def request_context(scope: Any) -> dict[str, str]:
+    """The log context of an HTTP request (an ASGI scope): its id, the caller's
+    ``X-Request-ID`` when sane, else a new one; and the contract its path names."""
+    given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
+    context = {"request_id": given if _SANE_ID.match(given) else uuid.uuid4().hex}
+    if found := _CONTRACT_PATH.match(scope.get("path", "")):
+        context["contract"] = found.group(1)[:200]
+    return context

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
 
 import uvicorn
 
@@ -54,9 +53,11 @@ class GatewayServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def run_server(settings: Settings) -> None:
+def run_server(settings: Settings, gateway: Gateway | None = None) -> None:
+    """Serve ``gateway`` (built from ``settings`` unless given) until a signal stops it."""
     raise_open_files_limit()
-    gateway = build_gateway(settings)
+    if gateway is None:
+        gateway = build_gateway(settings)
     if settings.tls_cert is None:
         log.warning(
             "serving plain HTTP on %s:%s (no --tls-cert): run it behind a TLS-terminating proxy",
@@ -71,7 +72,7 @@ def run_server(settings: Settings) -> None:
             settings.metrics_port, addr=settings.host, registry=gateway.metrics.registry
         )
         log.info("metrics on %s:%d/metrics", settings.host, settings.metrics_port)
-    app: Any = create_app(gateway)
+    app = create_app(gateway)
     provider = None
     if settings.tracing.endpoint:
         from gateway import tracing
@@ -82,7 +83,6 @@ def run_server(settings: Settings) -> None:
             instance=settings.replica,
             sample_ratio=settings.tracing.sample_ratio,
         )
-        app = tracing.traced_app(app, provider)
         log.info("traces to %s (OTLP/HTTP)", settings.tracing.endpoint)
     config = uvicorn.Config(
         app,

@@ -453,7 +453,8 @@ class TracingSettings(BaseModel):
     #: An OTLP/HTTP collector, e.g. ``http://otel-collector:4318`` (spans go to ``/v1/traces``).
     endpoint: str | None = None
     service_name: str = "exchange-gateway"
-    #: Share of traces kept (a caller's ``traceparent`` decides for its own requests).
+    #: Share of requests traced (a caller's ``traceparent`` is not followed: the gateway is
+    #: the company's edge).
     sample_ratio: float = Field(default=1.0, ge=0, le=1)
 
 

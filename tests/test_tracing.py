@@ -12,7 +12,6 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from gateway.adapters.kafka.embedded import free_port
 from gateway.client import GatewayClient
 from gateway.core.jose import sign_detached
 from tests.conftest import World
@@ -43,7 +42,7 @@ class Collector:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -83,11 +82,15 @@ def test_spans_of_a_partners_requests_reach_the_collector(
         with GatewayClient(url, org="globex", key=world.key("globex")) as client:
             token = client.fetch_token()
         auth = {"Authorization": f"Bearer {token}"}
+        # A caller's trace context, user agent and path are its own: none reaches a span.
+        given_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        headers = {**auth, "traceparent": f"00-{given_trace}-00f067aa0ba902b7-01"}
+        headers["User-Agent"] = "partner-agent/9.9"
         with httpx.Client(timeout=10) as http:
             pulled = http.get(
                 f"{url}/v1/contracts/{CONTRACT}/records",
                 params={"from": "earliest", "limit": "2", "wait": "5"},
-                headers=auth,
+                headers=headers,
             ).json()
             receipt = pulled["receipt"]
             signature = sign_detached(receipt.encode("ascii"), world.key("globex"), org="globex")
@@ -116,6 +119,15 @@ def test_spans_of_a_partners_requests_reach_the_collector(
     everything = b"".join(collector.bodies)
     for secret in (token, signature, token.split(".")[2]):
         assert secret.encode() not in everything, "a token or signature in a span"
+    for said in (b"partner-agent", b"earliest", b"127.0.0.1", bytes.fromhex(given_trace)):
+        assert said not in everything, f"{said!r}: what a caller sent, in a span"
+    pull = by_name["GET /v1/contracts/{contract_id}/records"]
+    assert not pull.parent_span_id, "a request's span is a root: callers do not join traces"
+    assert {a.key: a.value.int_value for a in pull.attributes if a.key.endswith("code")} == {
+        "http.response.status_code": 200
+    }
+    allowed = {"http.request.method", "http.route", "http.response.status_code", "ledger.kind"}
+    assert {a.key for span in spans for a in span.attributes} <= allowed
 
 
 def test_no_spans_unless_the_gateway_is_told(
@@ -124,6 +136,7 @@ def test_no_spans_unless_the_gateway_is_told(
     """Tracing is the operator's decision for this process (``GATEWAY_TRACING__ENDPOINT``):
     an ``OTEL_…`` variable meant for another program in the same environment turns nothing on."""
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_TRACES_EXPORTER": "otlp"}
+    env["FASTAPI_OTEL_AUTO_CONFIGURE"] = "true"  # nor FastAPI's own telemetry
     with gateway_serve(world, kafka_bootstrap, "--org", "acme", env=env) as (port, _):
         url = f"http://127.0.0.1:{port}"
         wait_ready(url)

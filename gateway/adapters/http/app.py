@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway import __version__
 from gateway.adapters.http import openapi, problems
-from gateway.adapters.http.observe import HttpMetrics
+from gateway.adapters.http.observe import Observed
 from gateway.adapters.http.routes import (
     catalog,
     contracts,
@@ -26,7 +26,6 @@ from gateway.adapters.http.routes import (
 )
 from gateway.adapters.http.security import LegalPageHeaders
 from gateway.adapters.http.streaming import SendWatch
-from gateway.logs import RequestContext
 from gateway.services.anchoring import anchor_checkpoints
 from gateway.services.container import Gateway
 from gateway.services.watcher import follow, watch
@@ -85,6 +84,15 @@ def create_app(gateway: Gateway) -> FastAPI:
         await anyio.to_thread.run_sync(gateway.close)
 
     app = FastAPI(
+        # FastAPI's own OpenTelemetry spans carry the path, query and addresses a caller sent;
+        # the gateway's (adapters/http/observe.py) hold the route template and status only.
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
         lifespan=lifespan,
         title="Exchange Gateway",
         version=__version__,
@@ -93,8 +101,9 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     app.state.send_watch = send_watch
     app.add_middleware(LegalPageHeaders, prefixes=("/legal", "/teams"))
-    app.add_middleware(HttpMetrics, metrics=gateway.metrics)
-    app.add_middleware(RequestContext)  # outermost: every line of a request carries its id
+    # Outermost: every line of a request carries its id, and its metrics and span cover it.
+    traced = gateway.settings.tracing.endpoint is not None
+    app.add_middleware(Observed, metrics=gateway.metrics, traced=traced)
     problems.install(app)
     openapi.install(app)
     app.include_router(oauth.router)
