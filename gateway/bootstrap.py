@@ -82,6 +82,12 @@ def _no_ends(topic: str) -> dict[int, tuple[int, int]]:
     return {}
 
 
+def _ledger_topic_verdict(settings: Settings) -> tuple[bool, str | None]:
+    """Whether the ledger topic could be checked, and why it cannot hold the ledger if not."""
+    report = check_topics(settings.kafka, needed_topics(settings.ledger_topic, ()), timeout=5)
+    return report.unreachable is None, report.problem
+
+
 def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> Gateway:
     """The gateway; streams read through the process's shared readers unless ``sources`` says
     otherwise (a consumer per stream, in the benchmark that compares the two)."""
@@ -125,6 +131,8 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     if topics.problem is not None:
         ledger.close()
         raise LedgerUnavailable(topics.problem)
+    if topics.unreachable is not None:  # checked once Kafka answers; not ready until then
+        ledger.check_topic_when_reachable(lambda: _ledger_topic_verdict(settings))
     issuer = settings.issuer()
     quotas = QuotaService(
         quota_store(settings, metrics), settings.quotas, metrics, publish=settings.publish

@@ -20,7 +20,8 @@ the code raises them by what went wrong in the domain. The hierarchy::
     │   └── NoEncryptionKey            the consumer publishes no key to encrypt its fields to
     ├── DocumentInvalid                a product, contract or key document is malformed
     │   ├── SignatureInvalid           a signature does not verify
-    │   └── FilterSyntaxError          a contract's row filter does not parse
+    │   ├── FilterSyntaxError          a contract's row filter does not parse
+    │   └── StateInvalid               the gateway's secrets or state cannot be used as asked
     ├── DocumentExists                 a key or document file would be overwritten
     ├── QuotaExceeded                  a concurrency, daily-volume or request-rate quota refuses
     ├── BrokerUnavailable              Kafka cannot be reached or the product's topic is missing
@@ -65,6 +66,7 @@ __all__ = [
     "RecordsInvalid",
     "SignatureInvalid",
     "SignatureRefused",
+    "StateInvalid",
     "StoreUnavailable",
     "UnsupportedMediaType",
 ]
@@ -272,8 +274,9 @@ class FilterSyntaxError(DocumentInvalid):
     code = "invalid_filter"
 
 
-class SecretsMissing(DocumentInvalid):
-    """The gateway's secrets or state directory cannot be used: it does not start (exit 2)."""
+class StateInvalid(DocumentInvalid):
+    """The gateway's secrets or state directory cannot be used: a missing secret, a state
+    directory it cannot write, a rotation out of order. The command stops (exit 2)."""
 
 
 class DocumentExists(GatewayError):

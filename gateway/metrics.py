@@ -85,8 +85,8 @@ class GatewayMetrics:
         )
         self.ledger_failures = Counter(
             "gateway_ledger_failed_entries_total",
-            "Ledger entries Kafka did not acknowledge (each is written again on a new chain; "
-            "those acknowledged are counted by gateway_ledger_write_seconds)",
+            "Ledger entries Kafka did not acknowledge (recorded entries are written again on a "
+            "new chain; those acknowledged are counted by gateway_ledger_write_seconds)",
             registry=self.registry,
         )
         self.partition_lag = Gauge(
@@ -223,7 +223,8 @@ class _LedgerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "gateway_kafka_up",
-            "1 while a Kafka broker answers for the ledger topic (asked every second), 0 not",
+            "1 while a Kafka broker answered the ledger's last probe (every second), 0 not "
+            "(and before the first)",
             value=1 if self._ledger.reachable() else 0,
         )
 

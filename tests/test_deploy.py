@@ -792,12 +792,16 @@ def test_gateway_starts_with_the_compose_environment_and_stops_on_sigterm(
     gateway = compose()["services"]["gateway"]
     env = {k: v for k, v in IMAGE_ENV.items() if k.startswith(("GATEWAY_", "PYTHON"))}
     env |= compose_env(gateway)
+    api_port = free_port()
+    metrics_port = free_port()
+    while metrics_port == api_port:  # both free now, neither bound yet: not the same one
+        metrics_port = free_port()
     here = {
         "GATEWAY_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "GATEWAY_REDIS__URL": redis_server.url,
         "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_PORT": str(free_port()),
-        "GATEWAY_METRICS_PORT": str(free_port()),
+        "GATEWAY_PORT": str(api_port),
+        "GATEWAY_METRICS_PORT": str(metrics_port),
     }
     assert here.keys() <= env.keys()
     env |= here

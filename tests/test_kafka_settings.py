@@ -823,7 +823,8 @@ def test_an_unreachable_cluster_is_reported_once_and_is_not_fatal() -> None:
     kafka = settings_of(bootstrap_servers=f"127.0.0.1:{free_port()}")
     started = time.monotonic()
     report = check_topics(kafka, [LEDGER, ORDERS], timeout=1)
-    assert time.monotonic() - started < 5
+    # Bounded by its timeout (and the 5 s margin for librdkafka's answer), on a busy machine too.
+    assert time.monotonic() - started < 15
     assert report.problem is None
     assert report.unreachable is not None
     assert report.unreachable.startswith("Kafka did not answer within 1 s")

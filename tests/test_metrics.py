@@ -10,7 +10,6 @@ import pytest
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.adapters.kafka.embedded import free_port
 from gateway.client import client_assertion
 from tests.conftest import RunningGateway, World
 
@@ -22,8 +21,8 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 def scrape(serve: Callable[..., RunningGateway]) -> Iterator[tuple[RunningGateway, Any]]:
     """A gateway and its metrics listener, as ``gateway serve`` starts it."""
     gw = serve()
-    port = free_port()
-    server, thread = start_http_server(port, "127.0.0.1", gw.gateway.metrics.registry)
+    server, thread = start_http_server(0, "127.0.0.1", gw.gateway.metrics.registry)
+    port = server.server_port
 
     def read() -> Samples:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text

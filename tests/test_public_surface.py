@@ -25,6 +25,7 @@ SURFACES = {
         "SignatureInvalid", "IdempotencyInProgress", "IdempotencyKeyReused",
         "IdentityProviderUnavailable", "PayloadTooLarge", "ProductNotFound", "RecordsInvalid",
         "StoreUnavailable", "UnsupportedMediaType", "OrganisationNotFound", "SignatureRefused",
+        "StateInvalid",
     },
     # The composition root and the command line.
     "gateway.bootstrap": {"Gateway", "build_gateway"},

@@ -259,6 +259,16 @@ def test_the_token_endpoint_is_limited_per_client(
     # Failed attempts count too (brute force), and other clients are not affected.
     assert token_request(http, gw, "not-a-jwt").status_code in (400, 401, 429)
     assert token_request(http, gw, gw.assertion("initech")).status_code == 200
+    # An operator sees why: the rate limit, apart from a ledger that cannot record tokens.
+    outcomes = {
+        sample.labels["outcome"]: sample.value
+        for family in gw.gateway.metrics.registry.collect()
+        if family.name == "gateway_token_requests"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert outcomes["too_many_requests"] >= 1
+    assert "ledger_unavailable" not in outcomes
 
 
 def test_usage_and_ratelimit_fields_show_the_quotas_in_force(

@@ -47,6 +47,22 @@ def test_state_init_creates_each_secret_once_and_never_overwrites(tmp_path: Path
     }
 
 
+def test_processes_starting_together_on_a_fresh_directory_share_one_set(tmp_path: Path) -> None:
+    """``serve --workers N`` without a secrets directory: N processes create the secrets at
+    once. Each file is made exactly once and every process reads the same."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.adapters.stores.state_dir import init_secrets, load_secrets
+
+    directory = tmp_path / "state"
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: init_secrets(directory), range(8)))
+    assert sorted(name for names in made for name in names) == sorted(SECRET_FILES)
+    assert not [p.name for p in directory.iterdir() if p.name.startswith(".")], "temp files"
+    loaded = [load_secrets(directory, create=True) for _ in range(2)]
+    assert loaded[0].cursor_secret == loaded[1].cursor_secret
+
+
 def test_serve_refuses_to_start_without_the_shared_secrets(tmp_path: Path) -> None:
     """A replica never makes secrets of its own in a secrets directory: its tokens and
     cursors would be refused by every other replica."""

@@ -41,7 +41,7 @@ from gateway.client import client_assertion
 from gateway.core.cursor import CursorCodec
 from gateway.core.jose import CompactSigner
 from gateway.core.receipts import RECEIPT_TYPE, check_acknowledgement, read_receipt
-from gateway.errors import AuthenticationFailed, InvalidCursor, SecretsMissing, SignatureRefused
+from gateway.errors import AuthenticationFailed, InvalidCursor, SignatureRefused, StateInvalid
 from gateway.services.authorization import (
     AccessTokenVerifier,
     PartnerAuthorizationServer,
@@ -264,12 +264,24 @@ def test_retiring_the_kek_stops_before_a_data_key_no_kek_opens(
     rotate(secrets_dir, "kek", Phase.ADD, now=time.time())
     rotate(secrets_dir, "kek", Phase.PROMOTE, now=time.time())
     before = (state / "data-keys" / "c1.jsonl").read_bytes()
-    with pytest.raises(SecretsMissing, match="opens under none of the KEKs"):
+    with pytest.raises(StateInvalid, match="opens under none of the KEKs"):
         retire_kek(secrets_dir, state / "data-keys")
     assert (secrets_dir / "kek.previous.key").exists(), "the old KEK is kept"
     assert (state / "data-keys" / "c1.jsonl").read_bytes() == before
-    with pytest.raises(SecretsMissing, match="data-keys: missing"):
+    with pytest.raises(StateInvalid, match="data-keys: missing"):
         retire_kek(secrets_dir, tmp_path / "elsewhere" / "data-keys")
+
+
+def waiting_for_lock(path: Path) -> None:
+    """Until a process waits for the ``flock`` of ``path`` (``/proc/locks`` lists a waiter
+    with ``->`` and the file's inode)."""
+    inode = f":{path.stat().st_ino} "
+    deadline = time.monotonic() + 10
+    while not any(
+        "->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines()
+    ):
+        assert time.monotonic() < deadline, "the writer never waited for the lock"
+        time.sleep(0.01)
 
 
 def test_a_key_appended_while_its_file_is_resealed_lands_in_the_new_file(
@@ -285,7 +297,7 @@ def test_a_key_appended_while_its_file_is_resealed_lands_in_the_new_file(
         fcntl.flock(held, fcntl.LOCK_EX)  # as reseal holds it
         writer = threading.Thread(target=store.append, args=("c1", data_key(1)))
         writer.start()
-        time.sleep(0.3)  # the writer opened the old file and waits for the lock
+        waiting_for_lock(path)  # the writer opened the old file and waits for the lock
         replace_private(path, path.read_bytes())
         fcntl.flock(held, fcntl.LOCK_UN)
     writer.join(timeout=10)

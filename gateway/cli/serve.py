@@ -98,10 +98,14 @@ def serve(bootstrap_servers: str | None, workers: int, **options: Any) -> None:
         ]
         arguments.append(f"--bootstrap-servers={settings.kafka.bootstrap_servers}")
         raise SystemExit(run_workers(settings, workers, arguments))
+    from gateway.bootstrap import build_gateway
     from gateway.server import run_server
 
-    with reported():  # secrets or state that cannot be used: one line, exit 2
-        run_server(settings)
+    # What stops the start (secrets, state, the ledger topic) is one line; a failure while
+    # serving keeps its traceback.
+    with reported():
+        gateway = build_gateway(settings)
+    run_server(settings, gateway)
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

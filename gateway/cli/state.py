@@ -59,7 +59,7 @@ def state_init(directory: Path) -> None:
 def state_rotate(directory: Path, secret: str, phase: str, state_dir: Path | None) -> None:
     """Take SECRET in DIRECTORY (a copy of the replicas' secrets) one phase further; after each
     phase, update the replicas' secrets and restart them one by one (docs/operations.md)."""
-    if phase not in tuple(Phase):
+    if phase not in tuple(Phase):  # checked here: one line, as every mistake (no usage text)
         raise InputError(f"--phase {phase!r}: one of add, promote, retire")
     step = Phase(phase)
     resealing = ROTATABLE.get(secret) == KEK_FILE and step is Phase.RETIRE

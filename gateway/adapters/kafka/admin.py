@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -370,15 +370,16 @@ class _ClientLog:
     """The admin client's errors and log (a ``logging.Logger`` stand-in): kept for the report,
     passed on to this module's log at debug level instead of librdkafka's stderr."""
 
-    def __init__(self) -> None:
+    def __init__(self, scrub: Callable[[str], str]) -> None:
         self.errors: list[KafkaError] = []
         #: librdkafka's last word on a failed connection (``Disconnected: ...``).
         self.last_failure: str | None = None
+        self._scrub = scrub
 
     def log(self, level: int, message: str, *args: object) -> None:
-        text = message % args if args else message
+        text = self._scrub(message % args if args else message)
         if "FAIL" in args or " FAIL " in text:
-            failure = str(args[-1]) if args else text
+            failure = self._scrub(str(args[-1])) if args else text
             self.last_failure = re.sub(r"^\[thrd:[^\]]*\]: ", "", failure)
         log.debug("librdkafka: %s", text)
 
@@ -409,7 +410,7 @@ def check_topics(
     for warning in kafka.warnings():
         log.warning("kafka: %s", warning)
     scrub = _Scrubbed(kafka)
-    client = _ClientLog()
+    client = _ClientLog(scrub)
     try:
         admin = AdminClient(
             dict(kafka.librdkafka_config("admin")), error_cb=client.errors.append, logger=client

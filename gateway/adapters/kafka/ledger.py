@@ -102,6 +102,13 @@ class KafkaLedger:
         self._replaced: str | None = None
         self._overflowing = False
         self._stopping = False
+        #: A check of the ledger topic still owed (Kafka did not answer the one at start):
+        #: ``(checked, refused)``; until it has run, nothing may be recorded as if it could.
+        self._owed_check: Callable[[], tuple[bool, str | None]] | None = None
+        #: Why the topic as it is cannot hold the ledger (its retention, the ACLs).
+        self._refused: str | None = None
+        #: Whether a broker answered the last probe (``None``: not asked yet).
+        self._broker_answers: bool | None = None
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
 
     def _new_chain_id(self) -> str:
@@ -110,10 +117,19 @@ class KafkaLedger:
     def start(self) -> None:
         self._thread.start()
 
+    def check_topic_when_reachable(self, check: Callable[[], tuple[bool, str | None]]) -> None:
+        """Run ``check`` of the ledger topic once Kafka answers (it did not at start); until
+        it has, the ledger counts as unavailable, and if it refuses the topic, for good."""
+        self._owed_check = check
+
     def problem(self) -> str | None:
         """Why the ledger cannot be written now, or ``None`` when it can."""
         if self._thread.ident is not None and not self._thread.is_alive() and not self._stopping:
             return "the ledger writer has stopped"
+        if self._refused is not None:
+            return self._refused
+        if self._owed_check is not None:
+            return "the ledger topic is not checked yet (Kafka did not answer at start)"
         if self._overflowing:
             return "the ledger queue is full: entries are not being written"
         return self._unreachable or self._problem
@@ -123,8 +139,8 @@ class KafkaLedger:
         return self._queue.qsize()
 
     def reachable(self) -> bool:
-        """Whether a broker answered the last probe for the ledger topic."""
-        return self._unreachable is None
+        """Whether a broker answered the last probe (``False`` before the first)."""
+        return self._broker_answers is True
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the first entry to be written; whether it was."""
@@ -255,7 +271,9 @@ class KafkaLedger:
         """Whether the topic can be written to now: a broker outage shows within a second or
         two (entries in flight would show it only after ``message.timeout.ms``)."""
         unreachable = producer.unreachable(self.topic, PROBE_TIMEOUT_SECONDS)
+        self._broker_answers = unreachable is None
         if unreachable is None:
+            self._check_owed()
             unreachable = self._still_the_same_topic(producer)
         if unreachable != self._unreachable:
             if unreachable is None:
@@ -263,6 +281,18 @@ class KafkaLedger:
             else:
                 log.error("ledger unavailable: %s", unreachable)
             self._unreachable = unreachable
+
+    def _check_owed(self) -> None:
+        """The check of the topic Kafka did not answer at start, now that it does."""
+        check = self._owed_check
+        if check is None:
+            return
+        checked, refused = check()
+        if checked:
+            if refused is not None:
+                log.error("ledger unavailable: %s", refused)
+                self._refused = refused
+            self._owed_check = None
 
     def _still_the_same_topic(self, producer: GuardedProducer) -> str | None:
         """Why this replica's chain cannot go on in the topic, or ``None`` while it can.

@@ -39,7 +39,7 @@ from gateway.adapters.stores.state_dir import (
     replace_private,
     rotate,
 )
-from gateway.errors import SecretsMissing
+from gateway.errors import StateInvalid
 from gateway.services.datakeys import StoredKey
 
 
@@ -156,7 +156,7 @@ class FileDataKeyStore:
         """Seal every data key anew under the source's current key (each file rewritten
         whole to a temporary file and renamed over it while its lock is held, so a writer
         never appends to the replaced file, ``_locked``); how many were sealed. A key no
-        key of the source opens stops it before its file is touched (``SecretsMissing``)."""
+        key of the source opens stops it before its file is touched (``StateInvalid``)."""
         count = 0
         for path in sorted(self._directory.glob("*.jsonl")):
             contract_id = path.stem
@@ -168,7 +168,7 @@ class FileDataKeyStore:
                         sealed_text = base64.b64encode(sealed).decode()
                         lines.append(json.dumps({**item, "sealed": sealed_text}))
                 except InvalidTag:
-                    raise SecretsMissing(
+                    raise StateInvalid(
                         f"{path}: a data key opens under none of the KEKs present: put the KEK "
                         f"it was sealed under back as {previous_file(KEK_FILE)} and run again"
                     ) from None
@@ -184,9 +184,9 @@ def retire_kek(secrets_dir: Path, data_keys: Path) -> list[str]:
     a key sealed later under it would open only with a copy of the old KEK."""
     previous = secrets_dir / previous_file(KEK_FILE)
     if not previous.is_file():
-        raise SecretsMissing(f"{previous}: missing: nothing to retire")
+        raise StateInvalid(f"{previous}: missing: nothing to retire")
     if not data_keys.is_dir():  # a mistyped state directory would leave every key unsealed
-        raise SecretsMissing(
+        raise StateInvalid(
             f"{data_keys}: missing: give the state directory the replicas share (with no data "
             f"key made yet, remove {previous} by hand)"
         )

@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,7 +50,7 @@ from typing import Any, cast
 
 from joserfc.jwk import ECKey, KeySet, OKPKey
 
-from gateway.errors import SecretsMissing
+from gateway.errors import StateInvalid
 
 SIGNING_KEY_FILE = "gateway-signing.jwks.json"
 LEDGER_KEY_FILE = "ledger-signing.jwks.json"
@@ -123,14 +124,35 @@ def sync_directory(directory: Path) -> None:
 
 
 def init_secrets(directory: Path) -> list[str]:
-    """Create the secrets missing from ``directory`` (never overwrite one); the names made."""
+    """Create the secrets missing from ``directory`` (never overwrite one); the names made.
+
+    Each is written whole to a temporary file, synced, and linked into place only if no file
+    has that name yet: processes starting together on one fresh directory (``--workers``)
+    all end up reading the same secrets, and a crash leaves no half-written one."""
+    directory.mkdir(parents=True, exist_ok=True)
     made = []
     for name in SECRET_FILES:
         path = directory / name
-        if not path.exists():
-            write_private(path, _new_secret(name, time.time()))
+        if not path.exists() and _create_exclusive(path, _new_secret(name, time.time())):
             made.append(name)
     return made
+
+
+def _create_exclusive(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` (mode 0600) unless it exists; whether this did."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:  # mkstemp makes it 0600
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)  # fails if another process made it first
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temporary)
+    sync_directory(path.parent)
+    return True
 
 
 def _new_secret(name: str, now: float) -> bytes:
@@ -156,21 +178,21 @@ def _dump_keys(keys: list[dict[str, Any]]) -> bytes:
 
 def load_secrets(directory: Path, *, create: bool, kek: bool = True) -> GatewaySecrets:
     """The secrets in ``directory``; with ``create``, those missing are made first, else a
-    missing one is ``SecretsMissing`` (the directory is only read: a read-only mount works).
+    missing one is ``StateInvalid`` (the directory is only read: a read-only mount works).
     Without ``kek`` (a KMS seals the data keys) no ``kek.key`` is needed."""
     if create:
         init_secrets(directory)
     needed = [name for name in SECRET_FILES if kek or name != KEK_FILE]
     missing = [name for name in needed if not (directory / name).is_file()]
     if missing:
-        raise SecretsMissing(
+        raise StateInvalid(
             f"{directory}: missing {', '.join(missing)}: create them once with `gateway state "
             "init DIR` and give every replica the same files (docs/operations.md)"
         )
     signing_keys = _key_set(directory / SIGNING_KEY_FILE)
     ledger_keys = _key_set(directory / LEDGER_KEY_FILE)
     if not all(isinstance(key, OKPKey) for key in ledger_keys):
-        raise SecretsMissing(f"{directory / LEDGER_KEY_FILE}: not only Ed25519 keys")
+        raise StateInvalid(f"{directory / LEDGER_KEY_FILE}: not only Ed25519 keys")
     verifying = [directory / f(CURSOR_KEY_FILE) for f in (previous_file, next_file)]
     return GatewaySecrets(
         signing_keys=signing_keys,
@@ -185,16 +207,16 @@ def _key_set(path: Path) -> KeySet:
     try:
         keys = KeySet.import_key_set(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError) as exc:  # joserfc's and json's refusals
-        raise SecretsMissing(f"{path}: a signing key cannot be read ({exc})") from None
+        raise StateInvalid(f"{path}: a signing key cannot be read ({exc})") from None
     if not keys.keys:
-        raise SecretsMissing(f"{path}: no key")
+        raise StateInvalid(f"{path}: no key")
     return keys
 
 
 def _secret(path: Path) -> bytes:
     value = path.read_bytes()
     if len(value) < 32:
-        raise SecretsMissing(f"{path}: shorter than 32 bytes (make it with `gateway state init`)")
+        raise StateInvalid(f"{path}: shorter than 32 bytes (make it with `gateway state init`)")
     return value
 
 
@@ -222,24 +244,24 @@ NOT_ROTATABLE = {
 
 def rotate(directory: Path, secret: str, phase: Phase, *, now: float) -> list[str]:
     """Take ``secret`` (a name of ``ROTATABLE``) one ``phase`` further in ``directory``; what
-    changed, one line each. ``SecretsMissing`` (nothing changed) for an unknown secret or a
+    changed, one line each. ``StateInvalid`` (nothing changed) for an unknown secret or a
     phase out of order. Files are replaced atomically and keep mode 0600. The KEK's
     ``retire`` must re-seal the data keys first (``keys.retire_kek``)."""
     if secret in NOT_ROTATABLE:
-        raise SecretsMissing(NOT_ROTATABLE[secret])
+        raise StateInvalid(NOT_ROTATABLE[secret])
     if secret not in ROTATABLE:
         known = ", ".join([*ROTATABLE, *NOT_ROTATABLE])
-        raise SecretsMissing(f"{secret!r} is not a secret of the gateway (one of: {known})")
+        raise StateInvalid(f"{secret!r} is not a secret of the gateway (one of: {known})")
     path = directory / ROTATABLE[secret]
     if not path.is_file():
-        raise SecretsMissing(f"{path}: missing: create it with `gateway state init DIR`")
+        raise StateInvalid(f"{path}: missing: create it with `gateway state init DIR`")
     if path.suffix == ".json":
         return [_rotate_key_set(path, phase, now)]
     return _rotate_file(path, phase)
 
 
 def _rotate_key_set(path: Path, phase: Phase, now: float) -> str:
-    _key_set(path)  # one that load_secrets reads, or SecretsMissing
+    _key_set(path)  # one that load_secrets reads, or StateInvalid
     keys = list(json.loads(path.read_text())["keys"])
     # The newest key (greatest iat; keys made before rotation existed have none, and the
     # first wins a tie) is first unless one was added and not promoted yet.
@@ -247,7 +269,7 @@ def _rotate_key_set(path: Path, phase: Phase, now: float) -> str:
     pending = keys[newest].get("kid") if newest else None
     if phase is Phase.ADD:
         if pending:
-            raise SecretsMissing(
+            raise StateInvalid(
                 f"{path}: key {pending} was added and not promoted yet: run --phase promote"
             )
         key = _new_signing_key(path.name, now)
@@ -255,17 +277,17 @@ def _rotate_key_set(path: Path, phase: Phase, now: float) -> str:
         return f"added key {key['kid']} to {path} (verifies now, signs after --phase promote)"
     if phase is Phase.PROMOTE:
         if not pending:
-            raise SecretsMissing(
+            raise StateInvalid(
                 f"{path}: no key was added since the last promotion: run --phase add first"
             )
         replace_private(path, _dump_keys([keys[newest], *keys[:newest], *keys[newest + 1 :]]))
         return f"promoted key {pending} in {path} (signs now; {keys[0].get('kid')} still verifies)"
     if pending:
-        raise SecretsMissing(
+        raise StateInvalid(
             f"{path}: key {pending} was added and not promoted yet: promote it first"
         )
     if len(keys) == 1:
-        raise SecretsMissing(f"{path}: nothing to retire: it holds one key")
+        raise StateInvalid(f"{path}: nothing to retire: it holds one key")
     replace_private(path, _dump_keys(keys[:1]))
     dropped = ", ".join(str(k.get("kid")) for k in keys[1:])
     kept = (
@@ -286,18 +308,18 @@ def _rotate_file(path: Path, phase: Phase) -> list[str]:
     )
     if phase is Phase.ADD:
         if upcoming.exists():
-            raise SecretsMissing(
+            raise StateInvalid(
                 f"{upcoming}: a key was added and not promoted yet: run --phase promote"
             )
         replace_private(upcoming, secrets.token_bytes(32))
         return [f"created {upcoming} (accepted now, in use from --phase promote)"]
     if phase is Phase.PROMOTE:
         if not upcoming.exists():
-            raise SecretsMissing(f"{upcoming}: missing: run --phase add first")
+            raise StateInvalid(f"{upcoming}: missing: run --phase add first")
         current = path.read_bytes()
         # Equal: a promotion stopped between its two renames, taken up again.
         if previous.exists() and previous.read_bytes() != current:
-            raise SecretsMissing(
+            raise StateInvalid(
                 f"{previous}: the key before the last rotation is still kept: run --phase "
                 "retire first"
             )
@@ -309,7 +331,7 @@ def _rotate_file(path: Path, phase: Phase) -> list[str]:
             f"moved {upcoming.name} to {path} (in use now)",
         ]
     if not previous.exists():
-        raise SecretsMissing(f"{previous}: missing: nothing to retire")
+        raise StateInvalid(f"{previous}: missing: nothing to retire")
     previous.unlink()
     sync_directory(path.parent)
     return [f"removed {previous}"]
@@ -318,13 +340,14 @@ def _rotate_file(path: Path, phase: Phase) -> list[str]:
 def check_writable(state_dir: Path) -> None:
     """Fail at start, not at the first encrypted record, when the state directory (data keys
     are written there) cannot be written: a volume owned by another user, a read-only mount."""
-    probe = state_dir / f".writable-{os.getpid()}"
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A name of its own: replicas start together on one shared volume (each is PID 1).
+        fd, probe = tempfile.mkstemp(dir=state_dir, prefix=".writable-")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
-        raise SecretsMissing(
+        raise StateInvalid(
             f"{state_dir}: the state directory cannot be written ({exc.strerror or exc}): the "
             f"gateway keeps data keys there; give user {os.getuid()} a writable volume"
         ) from None

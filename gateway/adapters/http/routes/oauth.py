@@ -76,19 +76,22 @@ async def token(request: Request, gateway: GatewayDep) -> Response:
     return answer
 
 
-#: RFC 6749 §5.2's errors and the one a quota or the ledger answers: the refusals' reasons.
-_REASONS = frozenset({*_ERROR_TITLES, "invalid_grant", "temporarily_unavailable"})
+#: The refusals' reasons: RFC 6749 §5.2's errors, and for its ``temporarily_unavailable`` the
+#: gateway's code saying why (the token rate limit, or the ledger).
+_REASONS = frozenset({*_ERROR_TITLES, "invalid_grant", "too_many_requests", LedgerUnavailable.code})
 
 
 def _outcome(answer: Response) -> str:
-    """``issued``, or the error a refused token request was answered (a bounded label)."""
+    """``issued``, or why a token request was refused (a bounded label)."""
     if answer.status_code == 200:
         return "issued"
     try:
-        error = orjson.loads(answer.body).get("error")
+        body = orjson.loads(answer.body)
+        reason = body.get("code") if body.get("error") == "temporarily_unavailable" else None
+        reason = reason or body.get("error")
     except (orjson.JSONDecodeError, AttributeError):
-        error = None
-    return error if error in _REASONS else "other"
+        reason = None
+    return reason if reason in _REASONS else "other"
 
 
 async def _token(request: Request, gateway: GatewayDep) -> Response:
