@@ -878,7 +878,15 @@ class TlsTerminator:
 
     def close(self) -> None:
         async def stop() -> None:
+            """No connection is left to a closed loop: its pumps are cancelled and awaited
+            here (left pending, their ``finally`` would run at garbage collection, inside
+            some later test, on a loop already closed)."""
             self._server.close()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
