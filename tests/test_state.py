@@ -26,6 +26,21 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in directory.iterdir()}
 
 
+def refused_start(*options: str) -> str:
+    """``gateway serve`` with ``options`` must stop at once: one line on standard error, exit 2,
+    no traceback; that line."""
+    result = subprocess.run(
+        [*GATEWAY, "serve", "--bootstrap-servers", "127.0.0.1:1", *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "GATEWAY_LOG_FORMAT": "text"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
 def test_state_init_creates_each_secret_once_and_never_overwrites(tmp_path: Path) -> None:
     secrets = tmp_path / "secrets"
     first = CliRunner().invoke(main, ["state", "init", str(secrets)])
@@ -69,37 +84,18 @@ def test_serve_refuses_to_start_without_the_shared_secrets(tmp_path: Path) -> No
     secrets = tmp_path / "secrets"
     CliRunner().invoke(main, ["state", "init", str(secrets)])
     (secrets / "pseudonym.key").unlink()
-    result = subprocess.run(
-        [
-            *GATEWAY,
-            *("serve", "--secrets", str(secrets), "--state", str(tmp_path / "state")),
-            *("--bootstrap-servers", "127.0.0.1:1", "--contracts", str(tmp_path)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "GATEWAY_LOG_FORMAT": "text"},
+    said = refused_start(
+        "--secrets", str(secrets), "--state", str(tmp_path / "state"), "--contracts", str(tmp_path)
     )
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert "missing pseudonym.key" in result.stderr
-    assert "gateway state init" in result.stderr
+    assert "missing pseudonym.key" in said
+    assert "gateway state init" in said
     assert not (secrets / "pseudonym.key").exists()
 
 
 def test_a_state_directory_that_cannot_be_written_stops_the_start(tmp_path: Path) -> None:
     blocked = tmp_path / "state"
     blocked.write_text("a file where the directory should be")
-    result = subprocess.run(
-        [*GATEWAY, "serve", "--state", str(blocked), "--bootstrap-servers", "127.0.0.1:1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "GATEWAY_LOG_FORMAT": "text"},
-    )
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert "the state directory cannot be written" in result.stderr
+    assert "the state directory cannot be written" in refused_start("--state", str(blocked))
 
 
 def test_a_replica_serves_from_read_only_secrets_and_writes_only_its_state(
