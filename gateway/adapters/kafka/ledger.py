@@ -102,6 +102,7 @@ class KafkaLedger:
         self._replaced: str | None = None
         self._overflowing = False
         self._stopping = False
+        self._close_by = math.inf
         #: A check of the ledger topic still owed (Kafka did not answer the one at start):
         #: ``(checked, refused)``; until it has run, nothing may be recorded as if it could.
         self._owed_check: Callable[[], tuple[bool, str | None]] | None = None
@@ -173,10 +174,13 @@ class KafkaLedger:
             return written.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued and a final checkpoint, waiting for Kafka up to ``timeout``
+        seconds in all (with Kafka away, what it did not take by then is not written)."""
         self._stopping = True
+        self._close_by = time.monotonic() + timeout
         if self._thread.is_alive():
             self._queue.put(_STOP)
-            self._thread.join(timeout)
+            self._thread.join(timeout + 1)
 
     def _fail(self, problem: str) -> None:
         if self._problem != problem:
@@ -224,7 +228,7 @@ class KafkaLedger:
                     item = work.popleft()
                     if item is _STOP:
                         self._checkpoint(producer, chain, unacknowledged, final=True)
-                        producer.flush(10)
+                        producer.flush(max(0.0, self._close_by - time.monotonic()))
                         return
                     self._write(producer, chain, item, unacknowledged)
                     if len(unacknowledged) % 1000 == 0:
