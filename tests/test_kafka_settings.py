@@ -845,6 +845,7 @@ class TlsTerminator:
         context.load_cert_chain(pki.broker_cert, pki.broker_key)
         context.verify_mode = ssl.CERT_REQUIRED
         self.subjects: list[str] = []
+        self._writers: set[asyncio.StreamWriter] = set()
         self._target = target_port
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(lambda loop, context: None)  # refused handshakes
@@ -854,12 +855,14 @@ class TlsTerminator:
         self._server = asyncio.run_coroutine_threadsafe(start, self._loop).result(5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         subject = writer.get_extra_info("peercert")["subject"]
         self.subjects.append(",".join(f"{k}={v}" for rdn in subject for k, v in rdn))
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(
                 "127.0.0.1", self._target
             )
+            self._writers.add(upstream_writer)
         except OSError:
             writer.close()
             return
@@ -886,6 +889,11 @@ class TlsTerminator:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            # ... and every connection closed for good (its socket released) before the loop
+            # stops: a transport only asked to close is still open once the loop is gone.
+            for writer in self._writers:
+                writer.close()
+            await asyncio.gather(*(w.wait_closed() for w in self._writers), return_exceptions=True)
             await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
