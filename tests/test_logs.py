@@ -19,6 +19,7 @@ from gateway.services.passwords import hash_secret
 from gateway.settings import LegalUser
 from tests.conftest import RunningGateway, World
 from tests.sse import LiveStream
+from tests.test_authorization import token_request
 
 pytestmark = pytest.mark.kafka
 
@@ -73,14 +74,7 @@ def test_no_token_secret_or_protected_field_reaches_the_log(
     user = LegalUser(username="lena", password_hash=SecretStr(hash_secret(PASSWORD)))
     gw = serve(legal_users=[user])
     assertion = gw.assertion("globex")
-    token = http.post(
-        f"{gw.url}/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": assertion,
-        },
-    ).json()["access_token"]
+    token = token_request(http, gw, assertion).json()["access_token"]
     stream = LiveStream(http, gw.url, token, contract=HASHED, params={"from": "earliest"})
     try:
         records = stream.wait_records(3, timeout=15)
@@ -92,11 +86,7 @@ def test_no_token_secret_or_protected_field_reaches_the_log(
     refused = http.get(f"{gw.url}/v1/contracts", headers={"Authorization": f"Bearer {forged}"})
     assert refused.status_code == 401
     request_id = refused.headers["x-request-id"]
-    http.post(
-        f"{gw.url}/oauth/token",
-        data={"grant_type": "client_credentials", "client_assertion": assertion,
-              "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-    )  # fmt: skip
+    token_request(http, gw, assertion)  # replayed
     http.get(f"{gw.url}/legal", auth=("lena", "not the password"))
     gw.stop()  # the stream's and the ledger's last lines are written
 

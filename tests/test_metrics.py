@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.client import client_assertion
 from tests.conftest import RunningGateway, World
+from tests.test_authorization import token_request
 
 CONTRACT = "acme-globex-orders"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -50,17 +51,9 @@ def test_requests_tokens_ledger_kafka_and_the_process_are_measured(
     gw, read = scrape
     produce_orders(world.topic, 3)
     token = gw.token("globex")
-    refused = http.post(
-        f"{gw.url}/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            # globex's name, initech's key: a forgery
-            "client_assertion": client_assertion(
-                "globex", world.key("initech"), f"{gw.url}/oauth/token"
-            ),
-        },
-    )
+    # globex's name, initech's key: a forgery
+    forged = client_assertion("globex", world.key("initech"), f"{gw.url}/oauth/token")
+    refused = token_request(http, gw, forged)
     assert refused.json()["error"] == "invalid_client"
     records = f"{gw.url}/v1/contracts/{CONTRACT}/records"
     for _ in range(2):

@@ -17,6 +17,7 @@ from gateway.adapters.stores.state_dir import SECRET_FILES
 from gateway.cli import main
 from gateway.client import client_assertion
 from tests.conftest import RunningGateway, World
+from tests.test_authorization import token_request
 from tests.test_protection import PROTECTED, order
 
 GATEWAY = [sys.executable, "-m", "gateway"]
@@ -124,12 +125,7 @@ def test_a_replica_serves_from_read_only_secrets_and_writes_only_its_state(
     one = serve(secrets_dir=secrets, state_dir=state, public_url=public)
     two = serve(secrets_dir=secrets, state_dir=state, public_url=public)
     assertion = client_assertion("globex", world.key("globex"), f"{public}/oauth/token")
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion,
-    }
-    token = http.post(f"{one.url}/oauth/token", data=form).json()["access_token"]
+    token = token_request(http, one, assertion).json()["access_token"]
     auth = {"Authorization": f"Bearer {token}"}
     url = "/v1/contracts/acme-globex-orders/records"
     first = http.get(f"{one.url}{url}", headers=auth, params={"limit": "1"})
