@@ -107,7 +107,6 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
         on_failed=metrics.ledger_failures.inc,
     )
     metrics.watch_ledger(ledger)
-    ledger.start()
 
     def token_issued(client: PartnerClient) -> None:
         details = {"client": client.client_id, "org": client.org, "method": client.auth_method}
@@ -123,16 +122,17 @@ def build_gateway(settings: Settings, sources: SourceFactory | None = None) -> G
     learn_from_ledger(archive, index, follower, max(settings.startup_wait_seconds, 1.0))
     contracts = ContractsDirectory(settings.contracts_dir, settings.keys_dir)
     registry = contracts.load(gateway_org=settings.org, now=datetime.now(UTC), archive=archive)
-    # The topics it needs, checked (and the ledger's created) before serving: a ledger topic
-    # that deletes entries, or that the gateway's principal may not use, stops the start.
+    # The topics it needs, checked (and the ledger's created: here only) before the ledger
+    # writes: a ledger topic that deletes entries, or that the gateway's principal may not use,
+    # stops the start.
     topics = check_topics(
         settings.kafka, needed_topics(settings.ledger_topic, registry.products.values()), timeout=5
     )
     if topics.problem is not None:
-        ledger.close()
         raise LedgerUnavailable(topics.problem)
     if topics.unreachable is not None:  # checked once Kafka answers; not ready until then
         ledger.check_topic_when_reachable(lambda: _ledger_topic_verdict(settings))
+    ledger.start()
     issuer = settings.issuer()
     quotas = QuotaService(
         quota_store(settings, metrics), settings.quotas, metrics, publish=settings.publish

@@ -115,6 +115,43 @@ def test_a_broker_outage_refuses_fast_shows_at_once_and_heals_by_itself(
     assert healed < 15
 
 
+def test_a_replica_started_while_kafka_is_away_checks_the_ledger_topic_before_it_serves(
+    broker_behind_proxy: tuple[EmbeddedKafka, TcpProxy],  # first: it outlives the gateway
+    serve: Callable[..., RunningGateway],
+    world: World,
+    http: httpx.Client,
+) -> None:
+    """The check of the topics at start got no answer: the replica listens, not ready, and
+    once Kafka answers the check runs, creates the ledger topic (infinite retention) and the
+    replica serves; nothing was recorded before."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AdminClient,
+        ConfigResource,
+        ResourceType,
+    )
+
+    broker, proxy = broker_behind_proxy
+    proxy.cut()
+    gw = serve(ready=False, kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers))
+    assert http.get(f"{gw.url}/readyz").json()["ledger"] != "ok"
+    assert token_answer(http, gw).status_code == 503, "no token while nothing can be recorded"
+
+    proxy.restore()
+    until(lambda: http.get(f"{gw.url}/readyz").status_code == 200, timeout=30)
+    assert token_answer(http, gw).status_code == 200
+    topic = gw.gateway.settings.ledger_topic
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    (described,) = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
+    retention = described.result(timeout=10)
+    assert (retention["retention.ms"].value, retention["retention.bytes"].value) == ("-1", "-1")
+
+
+def token_answer(http: httpx.Client, gw: RunningGateway) -> httpx.Response:
+    from tests.test_authorization import token_request
+
+    return token_request(http, gw, gw.assertion("globex"))
+
+
 def test_a_deleted_ledger_topic_is_noticed_and_nothing_new_starts(
     serve: Callable[..., RunningGateway], kafka_config: dict[str, str], http: httpx.Client
 ) -> None:

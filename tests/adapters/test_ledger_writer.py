@@ -57,6 +57,7 @@ class FakeProducer:
 
     topic_identity: str | None = "first"
     probes = 0
+    answered = True
 
     def probed_twice_more(self) -> None:
         """Wait until the writer has probed twice after now (one full probe has seen it)."""
@@ -65,7 +66,6 @@ class FakeProducer:
 
 
 def writer(producers: list[FakeProducer], monkeypatch: Any) -> KafkaLedger:
-    monkeypatch.setattr(ledger_module, "create_topic", lambda *a, **k: None)
     made = iter(producers)
     ledger = KafkaLedger({}, "ledger", "replica-a", producer=lambda: next(made))  # type: ignore[arg-type,return-value]
     ledger.start()

@@ -1,9 +1,10 @@
 """The ledger in a Kafka topic: durable, replicated, reachable from every replica.
 
-The topic is created with infinite retention if missing. Entries are produced by one background
+The topic is created (infinite retention) and checked by ``admin.check_topics`` before the writer
+starts, or once Kafka answers if it did not then. Entries are produced by one background
 thread per process (so recording never blocks the record path) with an idempotent producer,
 keyed by chain so each chain stays in order on one partition. If entries cannot be written
-(topic missing and not creatable, broker down past ``message.timeout.ms``, queue full),
+(topic missing or refused by the check, broker down past ``message.timeout.ms``, queue full),
 ``problem()`` says why and the gateway refuses new streams until writes succeed again.
 """
 
@@ -24,16 +25,13 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from gateway.adapters.kafka.admin import INFINITE_RETENTION, create_topic
 from gateway.adapters.kafka.errors import map_kafka_errors
 from gateway.adapters.kafka.producer import GuardedProducer
 from gateway.core.ledger import CHECKPOINT, Chain, checkpoint_claims, timestamp
-from gateway.errors import GatewayError
 from gateway.tracing import tracer
 
 log = logging.getLogger(__name__)
 
-LEDGER_TOPIC_CONFIG = dict(INFINITE_RETENTION)
 _STOP = object()
 LEDGER_PRODUCER = {
     "linger.ms": 5,
@@ -188,10 +186,6 @@ class KafkaLedger:
         self._problem = problem
 
     def _run(self) -> None:
-        try:
-            create_topic(self._config, self.topic, topic_config=LEDGER_TOPIC_CONFIG)
-        except GatewayError as exc:
-            self._fail(f"cannot create the ledger topic {self.topic!r}: {exc.detail}")
         # The first entry opens the chain: it proves writes work before any stream is allowed.
         work: deque[Any] = deque([(self._now(), "chain_started", {"topic": self.topic})])
         unacknowledged: dict[int, Any] = {}
@@ -275,9 +269,10 @@ class KafkaLedger:
         """Whether the topic can be written to now: a broker outage shows within a second or
         two (entries in flight would show it only after ``message.timeout.ms``)."""
         unreachable = producer.unreachable(self.topic, PROBE_TIMEOUT_SECONDS)
-        self._broker_answers = unreachable is None
-        if unreachable is None:
+        self._broker_answers = producer.answered
+        if producer.answered:  # the topic may be missing yet: the owed check creates it
             self._check_owed()
+        if unreachable is None:
             unreachable = self._still_the_same_topic(producer)
         if unreachable != self._unreachable:
             if unreachable is None:

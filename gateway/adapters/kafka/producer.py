@@ -114,14 +114,19 @@ class GuardedProducer:
                     kwargs["headers"] = headers
                 self._queue(topic, kwargs)
 
+    #: Whether a broker answered the last ``unreachable`` (whatever it said of the topic).
+    answered = False
+
     def unreachable(self, topic: str, timeout: float) -> str | None:
         """Why ``topic`` cannot be written to now (no broker answers, the topic is gone), or
         ``None``: a metadata request, answered within ``timeout`` seconds or not at all."""
         try:
             metadata = self._producer.list_topics(topic, timeout=timeout)
         except KafkaException as exc:
+            self.answered = False
             err = exc.args[0] if exc.args else None
             return f"Kafka cannot be reached ({err.name() if isinstance(err, KafkaError) else exc})"
+        self.answered = True
         described = metadata.topics.get(topic)
         if described is None or described.error is not None:
             return f"the topic {topic!r} does not exist"
