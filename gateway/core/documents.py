@@ -14,6 +14,7 @@ from typing import Any
 import rfc8785
 import yaml
 
+from gateway.core.canonical import canonical_json
 from gateway.errors import DocumentInvalid
 
 #: The largest document read (a contract with many fields is a few KiB), and its deepest nesting.
@@ -110,7 +111,7 @@ def canonical_bytes(document: dict[str, Any]) -> bytes:
     """RFC 8785 canonical JSON of ``document`` without its ``signatures`` (the signed bytes)."""
     unsigned = {k: v for k, v in document.items() if k != "signatures"}
     try:
-        return bytes(rfc8785.dumps(unsigned))
+        return canonical_json(unsigned)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise DocumentInvalid(f"cannot be canonicalised as JSON ({exc})") from None
 

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import rfc8785
-
+from gateway.core.canonical import MAX_SAFE_INTEGER, canonical_json
 from gateway.core.times import rfc3339
 
 KINDS = frozenset(
@@ -51,8 +50,6 @@ VERBATIM = frozenset({"document", "receipt", "summary"})
 #: Free text (a statement's reason, a refusal's detail) is kept to this many characters, so
 #: that no entry grows past what the topic takes.
 MAX_TEXT = 4096
-#: The largest integer RFC 8785 (I-JSON) represents exactly.
-MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def recordable(value: Any) -> Any:
@@ -63,6 +60,16 @@ def recordable(value: Any) -> Any:
     than ``MAX_TEXT`` is truncated. An entry can
     then always be canonicalised, hashed and written: a strange value never stops recording.
     """
+    kind = type(value)  # the common cases first: a progress entry a second per stream
+    if kind is str and len(value) <= MAX_TEXT and value.isascii():
+        return value
+    if kind is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    if kind is dict:
+        return {
+            k if type(k) is str and k.isascii() else _text(str(k)): recordable(v)
+            for k, v in value.items()
+        }
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -89,7 +96,7 @@ def timestamp(moment: datetime) -> str:
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
     body = {k: v for k, v in entry.items() if k != "hash"}
-    return "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 #: How far a signed time may run ahead of the verifier's clock.
@@ -108,7 +115,7 @@ def checkpoint_claims(chain: str, seq: int, head: str, time: str, *, final: bool
         "time": time,
         "final": final,
     }
-    return bytes(rfc8785.dumps(claims))
+    return canonical_json(claims)
 
 
 class Chain:

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc import jwe
 from joserfc.jwk import OKPKey
 
+from gateway.core.canonical import canonical_json
 from gateway.core.contracts import FieldAction, FieldRule
 from gateway.core.jose import URLSAFE, b64url
 from gateway.core.projection import MISSING, encode_json
@@ -61,7 +62,7 @@ def pseudonym_key(master: bytes, contract_id: str, version_hash: str) -> bytes:
 
 
 def pseudonym(key: bytes, value: Any) -> str:
-    return b64url(hmac.digest(key, rfc8785.dumps(value), "sha256"))
+    return b64url(hmac.digest(key, canonical_json(value), "sha256"))
 
 
 class ContractProtector:

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from joserfc.jwk import KeySet, OKPKey
 
+from gateway.core.canonical import canonical_json
 from gateway.core.jose import sign_compact, verify_compact
 from gateway.core.ledger import (
     CHECKPOINT,
@@ -17,6 +18,7 @@ from gateway.core.ledger import (
     checkpoint_claims,
     entry_hash,
     prove,
+    recordable,
     verify,
 )
 
@@ -276,3 +278,33 @@ def test_anchored_checkpoints_expose_a_chain_cut_or_deleted_whole() -> None:
     assert "cut" in kinds(entries[:5])
     other = OKPKey.generate_key("Ed25519", parameters={"use": "sig"}, auto_kid=True)
     assert kinds(entries, [sign_compact(b"{}", other)]) == ["unsigned"]
+
+
+anything = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.binary(max_size=4)
+    | st.text(min_size=4097, max_size=4100),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner)
+        | st.dictionaries(st.text() | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(anything)
+def test_whatever_a_detail_holds_the_entry_is_chained(value: Any) -> None:
+    """Lone surrogates, integers past 2^53, NaN, long text, keys that are not text: an entry
+    holding them is still canonicalised, hashed and chained (a strange value never stops the
+    recording), and what is kept is the value where it can be."""
+    kept = recordable(value)
+    canonical_json(kept)  # does not raise
+    entry = Chain("r1/a").append("2026-11-21T10:00:00.000Z", "token_issued", {"v": value})
+    assert verify([entry]) == []
+    if isinstance(value, str) and len(value) <= 4096 and value.isascii():
+        assert kept == value
