@@ -208,7 +208,7 @@ def measure_stamps(
     ):
         tally.released += len(stamps.sorted_ms)  # all of it was there before the stream
         return
-    if any(offset < history.get(p, 0) for p, offset in stamps.first_offsets.items()):
+    if holds_history(stamps, history):
         measure_ages(
             tally,
             stamps.sent(),
@@ -218,25 +218,45 @@ def measure_stamps(
             max_lag_ms=max_lag_ms,
         )
         return
+    measure_live(tally, stamps, now_ms=now_ms, target_ms=target_ms, max_lag_ms=max_lag_ms)
+
+
+def holds_history(stamps: Stamps, history: Mapping[int, int]) -> bool:
+    """Whether some record of the batch was there when the stream opened (``history``)."""
+    return any(offset < history.get(p, 0) for p, offset in stamps.first_offsets.items())
+
+
+def measure_live(
+    tally: DayTally,
+    stamps: Stamps,
+    *,
+    now_ms: int,
+    target_ms: float | None,
+    max_lag_ms: float | None,
+    times: int = 1,
+) -> None:
+    """``measure_stamps`` of a batch with no history in it, written ``times`` times at
+    ``now_ms`` (to as many streams: the figures are the same for each)."""
     ts, total = stamps.sorted_ms, len(stamps.sorted_ms)
     # Older than the partner's lag allows: released; the rest are counted.
     low = 0 if max_lag_ms is None else bisect.bisect_left(ts, now_ms - max_lag_ms)
-    tally.released += low
+    tally.released += low * times
 
     def at_most(age: float) -> int:
         return total - max(low, bisect.bisect_left(ts, now_ms - age))
 
     counted, seen = total - low, 0
+    buckets = tally.buckets
     for n, bound in enumerate(BOUNDS_MS):
         within = at_most(bound)
-        tally.buckets[n] += within - seen
+        buckets[n] += (within - seen) * times
         seen = within
-    tally.buckets[-1] += counted - seen
+    buckets[-1] += (counted - seen) * times
     if target_ms is not None:
-        tally.within += at_most(target_ms)
+        tally.within += at_most(target_ms) * times
     # Ages never below 0 (a timestamp ahead of this clock is 0 old).
     future = bisect.bisect_right(ts, now_ms, lo=low)
-    tally.age_ms += (future - low) * now_ms - (stamps.sums[future] - stamps.sums[low])
+    tally.age_ms += ((future - low) * now_ms - (stamps.sums[future] - stamps.sums[low])) * times
 
 
 def percentile_ms(buckets: list[int], share: float) -> int | None:

@@ -26,12 +26,15 @@ import msgspec
 
 from gateway.core.contracts import ContractDocument
 from gateway.core.ledger import timestamp
+from gateway.core.quotas import day_window
 from gateway.core.service_levels import (
     DayReport,
     DayTally,
     ServiceLevels,
     Stamps,
     evaluate,
+    holds_history,
+    measure_live,
     measure_stamps,
     summary_claims,
 )
@@ -43,6 +46,9 @@ from gateway.services.registry import Registry
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
+#: Live measurements waiting to be counted (until the next flush), at most.
+LIVE_PENDING = 4096
+_NEVER = datetime.min.replace(tzinfo=UTC)
 #: How often today's figures are checked against the objectives, by default.
 CHECK_SECONDS = 10.0
 #: Days of figures kept.
@@ -102,6 +108,11 @@ class ServiceLevelTracker:
         self.clock = clock
         self._on_breach = on_breach
         self._pending: dict[tuple[str, str], DayTally] = {}
+        #: Live batches measured and not yet counted: (stamps, how many streams) by batch,
+        #: millisecond and meter.
+        self._live: dict[tuple[Any, ...], list[Any]] = {}
+        #: The UTC day of the last measurement: its start, its end, its name.
+        self._day = (_NEVER, _NEVER, "")
         #: Everything this process measured, per contract (Prometheus's counters).
         self.totals: dict[str, DayTally] = {}
         #: Whether each contract could be served at the last look (Prometheus's gauge).
@@ -121,18 +132,50 @@ class ServiceLevelTracker:
     def measure(self, meter: Meter, stamps: Stamps) -> None:
         """Records of ``meter``'s contract written now (their Kafka timestamps)."""
         now = self.clock()
-        key = (meter.contract, day_of(now))
-        tally = self._pending.get(key)
+        now_ms = int(now.timestamp() * 1000)
+        starts, ends, day = self._day
+        if not starts <= now < ends:  # a new day (computed once a day, not per batch)
+            day, ends = day_window(now)
+            self._day = (ends - timedelta(days=1), ends, day)
+        if meter.history and holds_history(stamps, meter.history):
+            measure_stamps(
+                self._tally(meter.contract, day),
+                stamps,
+                now_ms=now_ms,
+                history=meter.history,
+                target_ms=meter.target_ms,
+                max_lag_ms=meter.max_lag_ms,
+            )
+            return
+        # The streams at the same position write the same batch within a few milliseconds of
+        # each other: it is measured once per millisecond, times the streams that wrote it
+        # then (the stamps are kept with the count, so their id names them until counted).
+        key = (id(stamps), now_ms, meter.contract, day, meter.target_ms, meter.max_lag_ms)
+        found = self._live.get(key)
+        if found is not None:
+            found[1] += 1
+            return
+        if len(self._live) >= LIVE_PENDING:
+            self._count_live()
+        self._live[key] = [stamps, 1]
+
+    def _tally(self, contract: str, day: str) -> DayTally:
+        tally = self._pending.get((contract, day))
         if tally is None:
-            tally = self._pending[key] = DayTally()
-        measure_stamps(
-            tally,
-            stamps,
-            now_ms=int(now.timestamp() * 1000),
-            history=meter.history,
-            target_ms=meter.target_ms,
-            max_lag_ms=meter.max_lag_ms,
-        )
+            tally = self._pending[(contract, day)] = DayTally()
+        return tally
+
+    def _count_live(self) -> None:
+        live, self._live = self._live, {}
+        for (_, now_ms, contract, day, target_ms, max_lag_ms), (stamps, times) in live.items():
+            measure_live(
+                self._tally(contract, day),
+                stamps,
+                now_ms=now_ms,
+                target_ms=target_ms,
+                max_lag_ms=max_lag_ms,
+                times=times,
+            )
 
     def tick(self, servable: bool) -> None:
         """Count the time since the last tick for every contract in force: served, or not."""
@@ -158,6 +201,7 @@ class ServiceLevelTracker:
     async def flush(self) -> None:
         """Add what this process measured since the last flush to the store (kept for the
         next flush if the store does not answer)."""
+        self._count_live()
         pending, self._pending = self._pending, {}
         ttl = HISTORY_DAYS * 86_400.0
         done: list[tuple[str, str]] = []

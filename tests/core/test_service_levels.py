@@ -21,6 +21,7 @@ from gateway.core.service_levels import (
     Stamps,
     evaluate,
     measure_ages,
+    measure_live,
     measure_stamps,
     percentile_ms,
 )
@@ -161,3 +162,23 @@ def test_a_batch_measured_by_bisection_is_measured_as_record_by_record(
         by_batch, stamps, now_ms=NOW, history=history, target_ms=target, max_lag_ms=max_lag
     )
     assert by_batch == by_record
+
+
+@given(
+    st.lists(st.tuples(st.integers(-5_000, 700_000), st.booleans()), max_size=40),
+    st.integers(1, 50),
+    st.none() | st.integers(1, 60_000),
+    st.none() | st.integers(1, 400_000),
+)
+def test_a_batch_written_to_k_streams_at_once_counts_as_k_writes(
+    spec: list[tuple[int, bool]], k: int, target: int | None, max_lag: int | None
+) -> None:
+    """The figures a thousand streams at the same position add are counted once, times k."""
+    records = [Stamped(0, n, NOW - age, int(stamped)) for n, (age, stamped) in enumerate(spec)]
+    stamps = Stamps.of(records, [(n, n) for n in range(len(records))], {0: 0}, {0: len(spec)})
+    once, one_by_one = DayTally(), DayTally()
+    measure_live(once, stamps, now_ms=NOW, target_ms=target, max_lag_ms=max_lag, times=k)
+    for _ in range(k):
+        measure_stamps(one_by_one, stamps, now_ms=NOW, history={}, target_ms=target,
+                       max_lag_ms=max_lag)  # fmt: skip
+    assert once == one_by_one

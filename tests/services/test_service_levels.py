@@ -14,9 +14,11 @@ import pytest
 
 from gateway.adapters.stores.consumption import MemoryConsumptionStore
 from gateway.adapters.stores.contracts_dir import ContractsDirectory
+from gateway.core.service_levels import DayTally, Stamps, measure_stamps
 from gateway.services.registry import Registry
 from gateway.services.service_levels import ServiceLevelTracker
 from tests.conftest import World
+from tests.core.test_service_levels import Stamped
 
 T0 = datetime(2026, 11, 23, 23, 58, 0, tzinfo=UTC)
 LEVELS = "service_levels:\n  freshness: {seconds: 5}\n  availability: {percent: 99}\n"
@@ -104,3 +106,41 @@ def test_time_in_force_counts_served_or_not_and_a_breach_is_said_once(
     ((kind, details),) = ledger.entries
     assert (kind, details["contract"], details["day"]) == ("service_levels", "sla", "2026-11-23")
     assert '"breached":["availability"]' in details["summary"]
+
+
+def test_streams_at_one_position_are_measured_once_and_counted_for_each(
+    registry: Registry,
+) -> None:
+    """A thousand streams write the same batch: the tracker counts it once per millisecond
+    times the streams, and what it stores is what measuring each stream alone gives; a stream
+    for which the batch holds history is measured on its own; the day of each write counts."""
+    clock = Clock()
+    tracker = ServiceLevelTracker(
+        MemoryConsumptionStore(clock=lambda: clock().timestamp()),
+        registry=lambda: registry,
+        ledger=Ledger(),
+        sign=None,
+        clock=clock,
+    )
+    now_ms = int(T0.timestamp() * 1000)
+    records = [Stamped(0, 10 + n, now_ms - age, 1) for n, age in enumerate((5, 900, 7_000))]
+    stamps = Stamps.of(records, [(n, n) for n in range(3)], {0: 10}, {0: 13})
+    doc = registry.histories["sla"].latest
+    live, behind = tracker.meter("sla", doc, {0: 5}), tracker.meter("sla", doc, {0: 12})
+    expected = {T0: DayTally(), T0 + timedelta(minutes=3): DayTally()}
+    writes = [(0.0, live)] * 3 + [(0.0005, live), (0.002, live), (0.002, behind), (180.0, live)]
+    for seconds, meter in writes:
+        clock.now = T0 + timedelta(seconds=seconds)
+        tracker.measure(meter, stamps)
+        day = T0 if seconds < 120 else T0 + timedelta(minutes=3)  # past midnight
+        measure_stamps(
+            expected[day], stamps, now_ms=int(clock.now.timestamp() * 1000),
+            history=meter.history, target_ms=meter.target_ms, max_lag_ms=meter.max_lag_ms,
+        )  # fmt: skip
+
+    anyio.run(tracker.flush)
+
+    for moment, tally in expected.items():
+        day = moment.date().isoformat()
+        assert anyio.run(tracker.tally, "sla", day) == tally
+        assert tally.released or sum(tally.buckets)
