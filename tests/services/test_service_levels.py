@@ -141,6 +141,5 @@ def test_streams_at_one_position_are_measured_once_and_counted_for_each(
     anyio.run(tracker.flush)
 
     for moment, tally in expected.items():
-        day = moment.date().isoformat()
-        assert anyio.run(tracker.tally, "sla", day) == tally
+        assert anyio.run(tracker.tally, "sla", moment.date().isoformat()) == tally
         assert tally.released or sum(tally.buckets)
