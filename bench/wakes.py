@@ -29,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.adapters.kafka.shared import Alarm, _Signal
 from gateway.adapters.stores.consumption import MemoryConsumptionStore
 from gateway.adapters.stores.quotas import MemoryQuotaStore
 from gateway.core.cursor import CursorCodec
@@ -54,36 +55,37 @@ TARGET_MS = 40.0
 
 
 class Window:
-    """One partition's records in memory, published in slices as a topic's reader does."""
+    """One partition's records in memory, published in slices through the shared reader's own
+    ``_Signal`` (wake-ups coalesced as the reader's are)."""
 
     def __init__(self) -> None:
         self.records: list[FakeRecord] = []
         self.published = 0
-        self.waiters: set[asyncio.Future[None]] = set()
+        self.signal = _Signal(self._publish)
         #: Slices handed out, by bounds: streams at the same position get the same list (the
         #: shared reader's window does the same: the encode-once cache keys on it).
         self.slices: dict[tuple[int, int], list[FakeRecord]] = {}
+
+    def _publish(self) -> None:
+        self.published = len(self.records)
 
     def publish(self, values: Sequence[bytes]) -> None:
         now_ms = int(time.time() * 1000)
         for value in values:
             self.records.append(FakeRecord(0, len(self.records), value, None, now_ms))
-        self.published = len(self.records)
         self.slices.clear()
-        waiters, self.waiters = self.waiters, set()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.signal.fire()
 
 
 class WindowSource:
-    """``RecordSource`` on a ``Window``: waits on a future of its own, like ``SharedSource``."""
+    """``RecordSource`` on a ``Window``, waiting as ``SharedSource`` does."""
 
     shared = True
 
     def __init__(self, window: Window) -> None:
         self._window = window
         self._position = 0
+        self._alarm = Alarm()
 
     def partitions(self) -> list[int]:
         return [0]
@@ -103,31 +105,29 @@ class WindowSource:
     def has_unread(self, positions: dict[int, int]) -> bool:
         return positions.get(0, 0) < self._window.published
 
-    async def fetch(self, max_records: int, timeout: float) -> list[FakeRecord]:
+    def _take(self, max_records: int) -> list[FakeRecord]:
         window = self._window
-        if self._position >= window.published:
-            waiter = asyncio.get_running_loop().create_future()
-            window.waiters.add(waiter)
-            timer = asyncio.get_running_loop().call_later(timeout, _resolve, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                window.waiters.discard(waiter)
         start, end = self._position, min(window.published, self._position + max_records)
+        if start >= end:
+            return []
         taken = window.slices.get((start, end))
         if taken is None:
             taken = window.slices[(start, end)] = window.records[start:end]
         self._position = end
         return taken
 
+    async def fetch(self, max_records: int, timeout: float) -> list[FakeRecord]:
+        signal = self._window.signal
+        waiter = signal.waiter()
+        taken = self._take(max_records)
+        if taken:
+            signal.forget(waiter)
+            return taken
+        await signal.wait(waiter, timeout, self._alarm)
+        return self._take(max_records)
+
     async def close(self) -> None:
-        pass
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+        self._alarm.cancel()
 
 
 def service(window: Window) -> StreamService:
@@ -170,14 +170,18 @@ async def measure(streams: int, rounds: int, per_round: int, profile: bool) -> l
     received = [0] * streams
     done = asyncio.Event()
     expected = 0
+    complete = 0  # streams that have every record published so far
 
     async def run(slot: int) -> None:
         stream = await svc.open(partner, "c", cursor=None, start=Start("latest"),
                                 stream_format=StreamFormat.SSE)  # fmt: skip
+        nonlocal complete
         async for data in stream.events(heartbeat=15.0):
             received[slot] += data.count(b"event: record")
-            if received[slot] >= expected and all(n >= expected for n in received):
-                done.set()
+            if received[slot] == expected:
+                complete += 1
+                if complete == streams:
+                    done.set()
 
     tasks = [asyncio.create_task(run(n)) for n in range(streams)]
     await asyncio.sleep(0.5)  # every stream opened and waiting
@@ -189,6 +193,7 @@ async def measure(streams: int, rounds: int, per_round: int, profile: bool) -> l
     profiler = cProfile.Profile() if profile else None
     for _ in range(rounds):
         expected += per_round
+        complete = 0
         done.clear()
         started = time.perf_counter()
         if profiler is not None:

@@ -103,6 +103,12 @@ class ContractHistory:
         self._memo[0] = (since, until, status)
         return status
 
+    def steady_until(self, now: datetime) -> datetime:
+        """The first moment after ``now`` at which the status may change."""
+        self.status_at(now)
+        since, until, _ = self._memo[0]
+        return until if since <= now < until else now
+
     def _moments(self) -> list[datetime]:
         """Where the status may change: validity bounds of the chain, statements issued."""
         moments = {s.doc.statement.issued_at for s in self.statements}

@@ -92,14 +92,17 @@ class ReceiptWindow:
         if not marks:
             self.end = dict(positions)
             return
-        view = memoryview(data)
-        at = 0
-        for start, stop in skips:
-            if start >= marks[-1][0]:
-                break
-            self.digest.update(view[at:start])
-            at = stop
-        self.digest.update(view[at : marks[-1][0]])
+        end = marks[-1][0]
+        if not skips:  # no key announcement in the batch: its record events, as they are
+            self.digest.update(data if end == len(data) else memoryview(data)[:end])
+        else:
+            view, at = memoryview(data), 0
+            for start, stop in skips:
+                if start >= end:
+                    break
+                self.digest.update(view[at:start])
+                at = stop
+            self.digest.update(view[at:end])
         self.records += len(marks)
         for partition, offset in first.items():
             if self.start.get(partition, -1) < 0:

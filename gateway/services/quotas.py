@@ -403,6 +403,7 @@ class StreamQuota:
         self.org = org
         #: The contract version whose quotas apply (the stream moves it on an amendment).
         self.version = version
+        self.quotas: Quotas = service.effective(version)
         self._holder = holder
         self._rate_keys = QuotaKeys.rates(contract_id)
         self._lease_keys = QuotaKeys.leases(contract_id, org)
@@ -425,13 +426,10 @@ class StreamQuota:
         self._throttled = metrics.throttled_seconds.labels(contract_id)
         self._open.inc()
 
-    @property
-    def quotas(self) -> Quotas:
-        return self._service.effective(self.version)
-
     def adopt(self, version: ContractDocument) -> None:
         """A new version governs the stream: its rates and volume apply from now."""
         self.version = version
+        self.quotas = self._service.effective(version)
 
     async def start(self) -> None:
         """Wait for what other streams of the contract already sent (the shared buckets)."""

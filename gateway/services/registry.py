@@ -76,6 +76,12 @@ class Registry:
             return Status(Verdict(ContractState.WITHDRAWN, "withdrawn", detail), None)
         return history.status_at(now)
 
+    def steady_until(self, contract_id: str, now: datetime) -> datetime:
+        """Until when the contract's status at ``now`` holds (it may change then); ``now``
+        for a contract no longer here."""
+        history = self.histories.get(contract_id)
+        return now if history is None else history.steady_until(now)
+
     def verdict(self, contract_id: str, now: datetime) -> Verdict:
         return self.status(contract_id, now).verdict
 

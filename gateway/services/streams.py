@@ -258,6 +258,8 @@ class Stream:
         #: Per partition, the log end when the stream opened (what was there is history).
         self._history = history or {}
         self._meter = self._metered(version)
+        #: The registry and the moment up to which ``end_reason`` answers as it last did.
+        self._steady: tuple[object, datetime] = (None, EPOCH)
 
     def _metered(self, version: ContractDocument) -> Meter | None:
         tracker = self._context.service_levels
@@ -283,7 +285,9 @@ class Stream:
     async def fetch(self, max_records: int, timeout: float) -> EncodedBatch:
         """The next batch, within the quotas: cut short if the day's volume runs out."""
         records = await self._source.fetch(max_records, timeout)
-        if not records or self._before_encrypting is not None or not self._source.shared:
+        if not records:  # nothing new (the cursor has not moved)
+            return EncodedBatch(b"", 0, None, [], [], {})
+        if self._before_encrypting is not None or not self._source.shared:
             batch = await self._encoded(records)
         else:
             cache = self._context.batches
@@ -335,21 +339,39 @@ class Stream:
     def end_reason(self) -> StreamEnds | None:
         """Why the stream must end now, or ``None`` while it may go on (under a new version
         of the contract, if one that grants no less now governs)."""
-        now = self._context.clock()
+        context = self._context
+        now, registry = context.clock(), context.registry()
         exhausted = self.quota.exhausted
-        if self._context.ledger.problem() is None:
+        recordable = context.ledger.problem() is None
+        if (
+            recordable
+            and exhausted is None
+            and registry is self._steady[0]
+            and now < self._steady[1]
+            and self._unrecordable_since is None
+        ):
+            return None  # nothing that could end the stream has changed since the last look
+        if recordable:
             self._unrecordable_since = None
         elif self._unrecordable_since is None:
-            self._unrecordable_since = self._context.monotonic()
+            self._unrecordable_since = context.monotonic()
         since = self._unrecordable_since
         decision = stream_decision(
-            unrecordable_for=0.0 if since is None else self._context.monotonic() - since,
+            unrecordable_for=0.0 if since is None else context.monotonic() - since,
             now=now,
             token_expires_at=self.partner.token_expires_at,
             exhausted=None if exhausted is None else (exhausted.retry_after, exhausted.detail),
-            status=self._context.registry().status(self.contract_id, now),
+            status=registry.status(self.contract_id, now),
             version=self.version,
         )
+        if decision is None:
+            # The same answer until the registry is replaced (a reload), the contract's status
+            # may change (a validity bound, a statement), or the token expires.
+            until = registry.steady_until(self.contract_id, now)
+            expires = self.partner.token_expires_at
+            self._steady = (registry, until if expires is None else min(until, expires))
+        else:
+            self._steady = (None, now)
         if isinstance(decision, StreamCarriesOn):
             if self.window.records:  # what was sent under the old version has its receipt
                 self._owed.append(self.receipt())
@@ -473,17 +495,15 @@ class Stream:
         stream (a contract revoked, suspended, expired, amended or withdrawn; the ledger
         failing; the server shutting down) wakes it through the service's ``watch_changes``
         and ``shut_down``, so an idle stream wakes only for its heartbeat."""
-        monotonic, now = self._context.monotonic(), self._context.clock()
-        waits = [
-            self._context.limits.idle_seconds,
-            (self.version.contract.valid_until - now).total_seconds(),
-        ]
-        expires = self.partner.token_expires_at
-        if expires is not None:
-            waits.append((expires - now).total_seconds())
+        context = self._context
+        deadline, expires = self.version.contract.valid_until, self.partner.token_expires_at
+        if expires is not None and expires < deadline:
+            deadline = expires
+        wait = min(context.limits.idle_seconds, (deadline - context.clock()).total_seconds())
         if self._unrecordable_since is not None:
-            waits.append(LEDGER_GRACE_SECONDS - (monotonic - self._unrecordable_since))
-        return max(0.01, min(waits))
+            grace = LEDGER_GRACE_SECONDS - (context.monotonic() - self._unrecordable_since)
+            wait = min(wait, grace)
+        return max(0.01, wait)
 
     def gaps(self) -> list[dict[str, Any]]:
         """What the partner's cursor pointed at that retention had deleted, per partition."""

@@ -26,7 +26,7 @@ from gateway.services.registry import Registry
 from gateway.services.streams import BatchCache, Start, Stream, StreamLimits, StreamService
 from gateway.settings import QuotaSettings
 from tests.core.test_contracts import PRODUCTS, PUBLIC
-from tests.core.test_lifecycle import contract
+from tests.core.test_lifecycle import contract, statement
 from tests.fakes import Clocks, FakeDataKeyStore, FakeLedger, FakeRecord, FakeTopic
 
 pytestmark = pytest.mark.anyio
@@ -408,3 +408,34 @@ async def test_without_a_daily_volume_bytes_are_counted_without_a_store_call_per
     assert counted.reservations == 1, "handed to the store once a second, all together"
     await stream.close()
     assert await counted.volume(QuotaKeys.volume("c", "2026-11-21")) == sent
+
+
+async def test_a_stream_that_carries_on_still_sees_a_revocation_a_reload_or_a_moment_brings() -> (
+    None
+):
+    """Between changes a stream does not re-check its contract on every wake-up; a reload
+    (a new registry), a statement that takes effect at a later moment, or the token's expiry
+    each still ends it before another record goes out."""
+    setup = Setup()
+    doc, check = contract(1)
+    revoke_at = setup.clocks.now + timedelta(seconds=30)
+    scheduled = statement("suspend", doc.hash, when=revoke_at)
+    setup.topic.append(0, *orders(1))
+    stream = await setup.service.open(
+        setup.partner(), "c", cursor=None, start=Start("earliest"), stream_format=StreamFormat.SSE
+    )
+    async with contextlib.aclosing(stream.events()) as chunks:
+        assert [e for e, _, _ in events(await anext(chunks))] == ["record"]
+        # The same registry, now with a statement issued 30 s on (a moment the stream knows).
+        setup.registry = Registry(
+            products=dict(PRODUCTS), keys=dict(PUBLIC),
+            histories={"c": build_history("c", [(doc, check)], [scheduled])},
+        )  # fmt: skip
+        setup.topic.append(0, *orders(2))
+        assert [e for e, _, _ in events(await anext(chunks))] == ["record"]
+        setup.clocks.advance(31)
+        setup.topic.append(0, *orders(3))
+        ended = events(await anext(chunks))
+    assert [(e, d.get("reason")) for e, d, _ in ended] == [("end", "suspended")]
+    (delivery,) = setup.ledger.of_kind("stream")
+    assert (delivery["records"], delivery["end_reason"]) == (2, "suspended")

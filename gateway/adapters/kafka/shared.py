@@ -119,7 +119,7 @@ class _Signal:
     read the same slice, encoded once. ``publish`` runs on the event loop just before the
     streams wake (it makes the new records visible to them).
 
-    A stream waits on a future of its own, with a plain timer for its timeout: an idle stream
+    A stream waits on a future of its own, with its ``Alarm`` for its timeout: an idle stream
     wakes for its heartbeat by that timer (a cancel scope's timeout, which it had been,
     delivered a cancellation each time and cost several times the heartbeat's write)."""
 
@@ -140,13 +140,14 @@ class _Signal:
         self._waiters.add(future)
         return future
 
-    async def wait(self, waiter: asyncio.Future[None], timeout: float) -> None:
-        """Until the next wake-up or ``timeout`` seconds, whichever comes first."""
-        timer = waiter.get_loop().call_later(timeout, _resolve, waiter)
+    async def wait(self, waiter: asyncio.Future[None], timeout: float, alarm: Alarm) -> None:
+        """Until the next wake-up or ``timeout`` seconds (by the waiting stream's ``alarm``,
+        which may ring sooner), whichever comes first."""
+        alarm.set(waiter, timeout)
         try:
             await waiter
         finally:
-            timer.cancel()
+            alarm.waiter = None
             self._waiters.discard(waiter)
 
     def forget(self, waiter: asyncio.Future[None]) -> None:
@@ -181,6 +182,41 @@ class _Signal:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+class Alarm:
+    """One stream's timeout across its waits: one timer, moved only when a wait must end
+    sooner than it rings. A stream woken ten times a second by new records waits each time
+    until its next heartbeat (15 s on): a timer made and cancelled per wait was a tenth of
+    its wake-up's cost. Rung early (the stream's last wait ended later), a wait ends without
+    records, and the stream waits again."""
+
+    __slots__ = ("_at", "_handle", "waiter")
+
+    def __init__(self) -> None:
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = 0.0
+        #: The wait the alarm ends (``None`` between waits).
+        self.waiter: asyncio.Future[None] | None = None
+
+    def set(self, waiter: asyncio.Future[None], timeout: float) -> None:
+        loop = waiter.get_loop()
+        at = loop.time() + timeout
+        if self._handle is None or self._at > at:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle, self._at = loop.call_at(at, self._ring), at
+        self.waiter = waiter
+
+    def _ring(self) -> None:
+        self._handle = None
+        if self.waiter is not None:
+            _resolve(self.waiter)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class TopicReader:
@@ -400,6 +436,7 @@ class SharedSource:
         self._holding_slot = False
         #: The last fetch read the topic's window (other streams read the same records).
         self.shared = True
+        self._alarm = Alarm()
 
     # Positioning: metadata calls through the process's metadata consumer (blocking).
 
@@ -440,7 +477,7 @@ class SharedSource:
             if taken:
                 signal.forget(waiter)
                 return taken
-            await signal.wait(waiter, timeout)
+            await signal.wait(waiter, timeout, self._alarm)
             return self._from_window(max_records) or []
         return await self._catch_up(max_records, timeout)
 
@@ -525,6 +562,7 @@ class SharedSource:
             self._readers.pool().release()
 
     async def close(self) -> None:
+        self._alarm.cancel()
         private, self._private = self._private, None
         if private is not None:
             await private.close()
