@@ -75,6 +75,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.fairness
+	$(BIN)/python -m bench.wakes
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.publish
 	$(BIN)/python -m bench.legal_pages
