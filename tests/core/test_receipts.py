@@ -17,9 +17,9 @@ from tests.core.test_records import FakeRecord, encoder
 
 BASE = {"contract": "c", "delivery": "d"}
 
-segments = st.lists(
-    st.tuples(st.booleans(), st.binary(min_size=1, max_size=40)), min_size=1, max_size=30
-)
+# Events of a few bytes, and some of several KiB (hashed in pieces that keep the GIL).
+chunks = st.binary(min_size=1, max_size=40) | st.binary(min_size=2000, max_size=5000)
+segments = st.lists(st.tuples(st.booleans(), chunks), min_size=1, max_size=30)
 
 
 @given(segments, st.binary(max_size=20))
