@@ -75,9 +75,10 @@ class ContractHistory:
     contract_id: str
     versions: tuple[VersionEntry, ...]
     statements: tuple[StatementEntry, ...] = field(default=())
-    #: The last status computed and the span ``[since, until)`` it holds for: every live
-    #: stream asks on every batch, and the status changes only where a version's validity
-    #: starts or ends or a statement is issued. One tuple, replaced whole (threads read it).
+    #: The last status computed and the span ``[since, until)`` it holds for: live streams ask
+    #: whenever their last answer may no longer hold, and the status changes only where a
+    #: version's validity starts or ends or a statement is issued. One tuple, replaced whole
+    #: (threads read it).
     _memo: list[tuple[datetime, datetime, Status | None]] = field(
         default_factory=lambda: [(_END, _BEGINNING, None)],
         init=False, compare=False, hash=False, repr=False,
