@@ -181,6 +181,10 @@ class Stamps:
         last = {p: after[p] - 1 for p in first if p in after}
         return cls(ordered, (0, *itertools.accumulate(ordered)), first, last, records, marks)
 
+    def timestamps_only(self) -> Stamps:
+        """The same timestamps, without the batch's records (what ``measure_live`` reads)."""
+        return Stamps(self.sorted_ms, self.sums, {}, {}, None, ())
+
     def sent(self) -> list[tuple[int, int, int]]:
         """(partition, offset, timestamp) of each record sent with a timestamp."""
         found = []

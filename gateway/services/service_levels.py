@@ -149,15 +149,17 @@ class ServiceLevelTracker:
             return
         # The streams at the same position write the same batch within a few milliseconds of
         # each other: it is measured once per millisecond, times the streams that wrote it
-        # then (the stamps are kept with the count, so their id names them until counted).
-        key = (id(stamps), now_ms, meter.contract, day, meter.target_ms, meter.max_lag_ms)
+        # then. Its timestamps are kept with the count (so their id names them until counted),
+        # not its records: a stream catching up would keep a second of its batches alive.
+        key = (id(stamps.sorted_ms), now_ms, meter.contract, day, meter.target_ms,
+               meter.max_lag_ms)  # fmt: skip
         found = self._live.get(key)
         if found is not None:
             found[1] += 1
             return
         if len(self._live) >= LIVE_PENDING:
             self._count_live()
-        self._live[key] = [stamps, 1]
+        self._live[key] = [stamps.timestamps_only(), 1]
 
     def _tally(self, contract: str, day: str) -> DayTally:
         tally = self._pending.get((contract, day))

@@ -3,7 +3,9 @@ breach said once and cleared, the day's summary written once when the day is ove
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -143,3 +145,26 @@ def test_streams_at_one_position_are_measured_once_and_counted_for_each(
     for moment, tally in expected.items():
         assert anyio.run(tracker.tally, "sla", moment.date().isoformat()) == tally
         assert tally.released or sum(tally.buckets)
+
+
+def test_a_batch_waiting_to_be_counted_does_not_keep_its_records_alive(
+    registry: Registry,
+) -> None:
+    clock = Clock()
+    tracker = ServiceLevelTracker(
+        MemoryConsumptionStore(clock=lambda: clock().timestamp()),
+        registry=lambda: registry,
+        ledger=Ledger(),
+        sign=None,
+        clock=clock,
+    )
+    now_ms = int(T0.timestamp() * 1000)
+    records = [Stamped(0, 10 + n, now_ms - 5, 1) for n in range(3)]
+    held = weakref.ref(records[0])
+    stamps = Stamps.of(records, [(n, n) for n in range(3)], {0: 10}, {0: 13})
+    tracker.measure(tracker.meter("sla", registry.histories["sla"].latest, {0: 5}), stamps)
+    del records, stamps
+    gc.collect()
+    assert held() is None
+    anyio.run(tracker.flush)
+    assert sum(anyio.run(tracker.tally, "sla", T0.date().isoformat()).buckets) == 3
