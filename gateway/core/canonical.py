@@ -28,26 +28,31 @@ def canonical_json(value: Any) -> bytes:
     if _plain(value):
         try:
             return _SORTED.encode(value)
-        except UnicodeEncodeError:  # a lone surrogate: rfc8785 says why
+        except (UnicodeEncodeError, RecursionError):  # a lone surrogate, or deep nesting
             pass
     return bytes(rfc8785.dumps(value))
 
 
 def _plain(value: Any) -> bool:
-    """Whether msgspec's sorted encoding of ``value`` is its RFC 8785 form."""
-    kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return True
-    if kind is int:
-        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
-    if kind is dict:
-        for key, item in value.items():
-            # Code point order is UTF-16 order below U+E000 (surrogates are not text).
-            if type(key) is not str or (not key.isascii() and max(key) >= "\ue000"):
+    """Whether msgspec's sorted encoding of ``value`` is its RFC 8785 form (iteratively: a
+    value nested deeper than Python's recursion limit is looked at too)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
                 return False
-            if not _plain(item):
-                return False
-        return True
-    if kind is list or kind is tuple:
-        return all(_plain(item) for item in value)
-    return False
+        elif kind is dict:
+            for key in item:
+                # Code point order is UTF-16 order below U+E000 (surrogates are not text).
+                if type(key) is not str or (not key.isascii() and max(key) >= "\ue000"):
+                    return False
+            pending.extend(item.values())
+        elif kind is list or kind is tuple:
+            pending.extend(item)
+        else:
+            return False
+    return True

@@ -99,7 +99,8 @@ class ContractProtector:
                 return None
             try:
                 return pseudonym(self._pseudonyms, value)
-            except rfc8785.CanonicalizationError:  # beyond RFC 8785's numbers (|n| >= 2**53)
+            # Beyond RFC 8785's numbers (|n| >= 2**53), or nested past any canonical form.
+            except (rfc8785.CanonicalizationError, RecursionError):
                 return MISSING
         if action is FieldAction.MASK and rule.mask is not None:
             return rule.mask.apply(value)

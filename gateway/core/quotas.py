@@ -105,6 +105,23 @@ def day_window(now: datetime) -> tuple[str, datetime]:
     return day.isoformat(), start + timedelta(days=1)
 
 
+class UtcDay:
+    """``day_window`` remembered for the day it holds (asked for every batch, it changes once a
+    day): ``of(now)`` is the day's name and the moment the next day begins."""
+
+    __slots__ = ("_ends", "_name", "_starts")
+
+    def __init__(self) -> None:
+        self._starts = self._ends = datetime.min.replace(tzinfo=UTC)
+        self._name = ""
+
+    def of(self, now: datetime) -> tuple[str, datetime]:
+        if not self._starts <= now < self._ends:
+            self._name, self._ends = day_window(now)
+            self._starts = self._ends - timedelta(days=1)
+        return self._name, self._ends
+
+
 def seconds_until(moment: datetime, now: datetime) -> int:
     """Whole seconds (rounded up, at least 1) for ``Retry-After``."""
     return max(1, math.ceil((moment - now).total_seconds()))

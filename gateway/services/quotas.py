@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 import anyio
@@ -39,6 +39,7 @@ from gateway.core.quotas import (
     QuotaKeys,
     Quotas,
     Rate,
+    UtcDay,
     day_window,
     ratelimit_fields,
     remaining,
@@ -382,7 +383,6 @@ class QuotaService:
 
 
 #: Before any day: a stream's first reservation looks its day up.
-_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 class StreamQuota:
@@ -411,8 +411,9 @@ class StreamQuota:
         self._records = 0
         self._bytes = 0
         self._reserved = ("", "")  # (volume key, day) of the last reservation
-        # The day of the last reservation: (its start, its end, its name, its volume key).
-        self._day = (_NEVER, _NEVER, "", "")
+        self._day = UtcDay()
+        #: The volume key of the day of the last reservation.
+        self._volume_keys: dict[str, str] = {}
         #: Bytes sent per UTC day (the unit of the daily quota), for the ledger.
         self.bytes_by_day: dict[str, int] = {}
         self._closed = False
@@ -463,11 +464,11 @@ class StreamQuota:
         the day's volume runs out: the caller cuts the batch to fit and ends)."""
         limit = self.quotas.bytes_per_day
         now = self._service.clock()
-        starts, ends, day, key = self._day
-        if not starts <= now < ends:  # a new day (computed once a day, not per batch)
-            day, ends = day_window(now)
+        day, ends = self._day.of(now)
+        key = self._volume_keys.get(day)
+        if key is None:  # a new day
             key = QuotaKeys.volume(self.contract_id, day)
-            self._day = (ends - timedelta(days=1), ends, day, key)
+            self._volume_keys = {day: key}
         self._reserved = (key, day)  # settled against the same day, even across midnight
         if limit is None:  # nothing to refuse: counted in the process, stored once a second
             await self._service.count_volume(key, size, ends.timestamp() + 3600)

@@ -26,7 +26,7 @@ import msgspec
 
 from gateway.core.contracts import ContractDocument
 from gateway.core.ledger import timestamp
-from gateway.core.quotas import day_window
+from gateway.core.quotas import UtcDay
 from gateway.core.service_levels import (
     DayReport,
     DayTally,
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 1.0
 #: Live measurements waiting to be counted (until the next flush), at most.
 LIVE_PENDING = 4096
-_NEVER = datetime.min.replace(tzinfo=UTC)
 #: How often today's figures are checked against the objectives, by default.
 CHECK_SECONDS = 10.0
 #: Days of figures kept.
@@ -111,8 +110,7 @@ class ServiceLevelTracker:
         #: Live batches measured and not yet counted: (stamps, how many streams) by batch,
         #: millisecond and meter.
         self._live: dict[tuple[Any, ...], list[Any]] = {}
-        #: The UTC day of the last measurement: its start, its end, its name.
-        self._day = (_NEVER, _NEVER, "")
+        self._day = UtcDay()
         #: Everything this process measured, per contract (Prometheus's counters).
         self.totals: dict[str, DayTally] = {}
         #: Whether each contract could be served at the last look (Prometheus's gauge).
@@ -133,10 +131,7 @@ class ServiceLevelTracker:
         """Records of ``meter``'s contract written now (their Kafka timestamps)."""
         now = self.clock()
         now_ms = int(now.timestamp() * 1000)
-        starts, ends, day = self._day
-        if not starts <= now < ends:  # a new day (computed once a day, not per batch)
-            day, ends = day_window(now)
-            self._day = (ends - timedelta(days=1), ends, day)
+        day, _ = self._day.of(now)
         if meter.history and holds_history(stamps, meter.history):
             measure_stamps(
                 self._tally(meter.contract, day),

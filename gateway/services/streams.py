@@ -258,8 +258,9 @@ class Stream:
         #: Per partition, the log end when the stream opened (what was there is history).
         self._history = history or {}
         self._meter = self._metered(version)
-        #: The registry and the moment up to which ``end_reason`` answers as it last did.
-        self._steady: tuple[object, datetime] = (None, EPOCH)
+        #: The registry and the span of time over which ``end_reason`` answers as it last did
+        #: (from its last look: a clock set back looks again).
+        self._steady: tuple[object, datetime, datetime] = (None, EPOCH, EPOCH)
 
     def _metered(self, version: ContractDocument) -> Meter | None:
         tracker = self._context.service_levels
@@ -347,7 +348,7 @@ class Stream:
             recordable
             and exhausted is None
             and registry is self._steady[0]
-            and now < self._steady[1]
+            and self._steady[1] <= now < self._steady[2]
             and self._unrecordable_since is None
         ):
             return None  # nothing that could end the stream has changed since the last look
@@ -368,10 +369,9 @@ class Stream:
             # The same answer until the registry is replaced (a reload), the contract's status
             # may change (a validity bound, a statement), or the token expires.
             until = registry.steady_until(self.contract_id, now)
-            expires = self.partner.token_expires_at
-            self._steady = (registry, until if expires is None else min(until, expires))
+            self._steady = (registry, now, min(until, self.partner.token_expires_at))
         else:
-            self._steady = (None, now)
+            self._steady = (None, now, now)
         if isinstance(decision, StreamCarriesOn):
             if self.window.records:  # what was sent under the old version has its receipt
                 self._owed.append(self.receipt())
@@ -496,9 +496,7 @@ class Stream:
         failing; the server shutting down) wakes it through the service's ``watch_changes``
         and ``shut_down``, so an idle stream wakes only for its heartbeat."""
         context = self._context
-        deadline, expires = self.version.contract.valid_until, self.partner.token_expires_at
-        if expires is not None and expires < deadline:
-            deadline = expires
+        deadline = min(self.version.contract.valid_until, self.partner.token_expires_at)
         wait = min(context.limits.idle_seconds, (deadline - context.clock()).total_seconds())
         if self._unrecordable_since is not None:
             grace = LEDGER_GRACE_SECONDS - (context.monotonic() - self._unrecordable_since)

@@ -35,7 +35,16 @@ def test_a_wait_ends_by_its_timeout_whatever_the_alarm_was_set_to_before() -> No
         # A sooner timeout moves the alarm: the wait ends by it, with no wake-up.
         took = await wait(0.05)
         seen.append("by its timeout" if 0.04 <= took < 0.5 else f"after {took}")
-        alarm.cancel()
+        seen.append(f"timers {timers()}")  # rung: none until the next wait
+        waiting = asyncio.create_task(wait(15.0))
+        await asyncio.sleep(0.03)
+        signal.fire()
+        await waiting
+        seen.append(f"timers {timers()}")
+        alarm.cancel()  # the stream closed (SharedSource.close): no timer outlives it
+        seen.append(f"timers {timers()}")
         return seen
 
-    assert asyncio.run(scenario()) == ["timers 1", "timers 1", "by its timeout"]
+    assert asyncio.run(scenario()) == [
+        "timers 1", "timers 1", "by its timeout", "timers 0", "timers 1", "timers 0",
+    ]  # fmt: skip

@@ -63,3 +63,17 @@ def test_it_is_rfc8785_for_any_json_value(value: Any) -> None:
 )
 def test_the_cases_where_a_shortcut_would_differ(value: Any) -> None:
     assert ours(value) == reference(value)
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for n in range(depth):
+        value = [value] if n % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [400, 900, 5000])
+def test_a_deeply_nested_value_gets_what_rfc8785_gives(depth: int) -> None:
+    """A record nested hundreds deep (a pseudonymised field of a producer's odd value) is
+    canonicalised, or refused, as before: never a crash of the stream encoding it."""
+    assert ours(nested(depth)) == reference(nested(depth))

@@ -306,3 +306,20 @@ def test_a_stream_sending_pseudonyms_never_carries_over() -> None:
     ends = decide(v1, build_history("c", [(v1, c1), (v2, c2)], []))
     assert isinstance(ends, StreamEnds)
     assert ends.reason == "superseded"
+
+
+def test_a_status_holds_until_the_next_moment_that_can_change_it() -> None:
+    """``steady_until`` names the next validity bound or statement after ``now``: streams keep
+    their last answer up to it (``services/streams.py``)."""
+    doc, check = contract(1, valid_from="2026-02-01T00:00:00Z", valid_until="2026-12-31T00:00:00Z")
+    history = build_history("c", [(doc, check)], [statement("suspend", doc.hash, when=at(6))])
+    assert history.steady_until(at(1)) == at(2)  # before it begins
+    assert history.steady_until(at(3)) == at(6)  # active, until the suspension is issued
+    assert history.steady_until(at(6)) == datetime(2026, 12, 31, tzinfo=UTC)
+    assert history.steady_until(datetime(2027, 1, 5, tzinfo=UTC)) == datetime.max.replace(
+        tzinfo=UTC
+    )
+    for moment in (at(1), at(3), at(6), at(9)):
+        assert history.status_at(history.steady_until(moment) - timedelta(microseconds=1)) == (
+            history.status_at(moment)
+        )

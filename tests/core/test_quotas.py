@@ -11,6 +11,7 @@ from gateway.core.quotas import (
     PolicyItem,
     Quotas,
     Rate,
+    UtcDay,
     admit,
     day_window,
     ratelimit_fields,
@@ -144,3 +145,18 @@ def test_ratelimit_fields_follow_the_draft_syntax() -> None:
         '"streams";q=2;qu="concurrency"'
     )
     assert fields["RateLimit"] == '"daily";r=1200;t=3600, "records";r=7;t=0, "streams";r=0;t=0'
+
+
+@given(
+    st.lists(
+        st.datetimes(datetime(1970, 1, 1), datetime(9000, 1, 1), timezones=st.just(UTC)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_the_remembered_day_is_the_day_of_every_moment_in_any_order(
+    moments: list[datetime],
+) -> None:
+    day = UtcDay()
+    for moment in moments:
+        assert day.of(moment) == day_window(moment)

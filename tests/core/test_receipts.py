@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from joserfc.jwk import KeySet, OKPKey
 
 from gateway.core.jose import CompactSigner, b64url, sign_compact
-from gateway.core.receipts import RECEIPT_TYPE, ReceiptPolicy, ReceiptWindow, read_receipt
+from gateway.core.receipts import (
+    GIL_RELEASE_BYTES,
+    RECEIPT_TYPE,
+    ReceiptPolicy,
+    ReceiptWindow,
+    read_receipt,
+)
 from gateway.core.records import StreamFormat
 from tests.core.test_records import FakeRecord, encoder
 
@@ -127,3 +133,28 @@ def test_the_fast_signer_writes_what_joserfc_writes() -> None:
     # Ed25519 is deterministic: the very same token.
     assert fast == sign_compact(payload, key, typ=RECEIPT_TYPE)
     assert read_receipt(fast, KeySet([key])) == {"delivery": "d", "seq": 2}
+
+
+class Lengths:
+    """A digest that notes the length of each update (and hashes as SHA-256 does)."""
+
+    def __init__(self) -> None:
+        self.real = hashlib.sha256()
+        self.lengths: list[int] = []
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.lengths.append(len(data))
+        self.real.update(data)
+
+    def digest(self) -> bytes:
+        return self.real.digest()
+
+
+def test_a_large_batch_is_hashed_in_pieces_that_keep_the_gil() -> None:
+    data = b"x" * 10_000
+    window = ReceiptWindow(start={0: 0}, digest=Lengths())
+    window.add(data, [(len(data), 0)], [], {0: 1}, {0: 0}, now=1.0)
+    assert max(window.digest.lengths) < GIL_RELEASE_BYTES
+    assert sum(window.digest.lengths) == len(data)
+    claims = json.loads(window.close(BASE))
+    assert claims["sha256"] == b64url(hashlib.sha256(data).digest())

@@ -426,7 +426,8 @@ async def test_a_stream_that_carries_on_still_sees_a_revocation_a_reload_or_a_mo
     )
     async with contextlib.aclosing(stream.events()) as chunks:
         assert [e for e, _, _ in events(await anext(chunks))] == ["record"]
-        # The same registry, now with a statement issued 30 s on (a moment the stream knows).
+        # A reload: a new registry, with a statement issued 30 s on (a moment the stream then
+        # remembers as the end of its answer).
         setup.registry = Registry(
             products=dict(PRODUCTS), keys=dict(PUBLIC),
             histories={"c": build_history("c", [(doc, check)], [scheduled])},
@@ -439,3 +440,19 @@ async def test_a_stream_that_carries_on_still_sees_a_revocation_a_reload_or_a_mo
     assert [(e, d.get("reason")) for e, d, _ in ended] == [("end", "suspended")]
     (delivery,) = setup.ledger.of_kind("stream")
     assert (delivery["records"], delivery["end_reason"]) == (2, "suspended")
+
+
+async def test_a_clock_set_back_before_the_contract_began_ends_the_stream() -> None:
+    """The remembered answer holds from the stream's last look on: a wall clock stepped back
+    past the contract's start is looked at again, not trusted."""
+    setup = Setup()
+    setup.topic.append(0, *orders(1))
+    stream = await setup.service.open(
+        setup.partner(), "c", cursor=None, start=Start("earliest"), stream_format=StreamFormat.SSE
+    )
+    async with contextlib.aclosing(stream.events()) as chunks:
+        assert [e for e, _, _ in events(await anext(chunks))] == ["record"]
+        setup.clocks.now = datetime.fromisoformat("2025-12-31T00:00:00+00:00")
+        setup.topic.append(0, *orders(2))
+        ended = events(await anext(chunks))
+    assert [e for e, _, _ in ended] == ["end"]
