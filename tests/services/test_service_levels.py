@@ -110,6 +110,17 @@ def test_time_in_force_counts_served_or_not_and_a_breach_is_said_once(
     assert '"breached":["availability"]' in details["summary"]
 
 
+def measuring(registry: Registry, clock: Clock) -> ServiceLevelTracker:
+    """A tracker on a memory store, that signs nothing: for what it measures."""
+    return ServiceLevelTracker(
+        MemoryConsumptionStore(clock=lambda: clock().timestamp()),
+        registry=lambda: registry,
+        ledger=Ledger(),
+        sign=None,
+        clock=clock,
+    )
+
+
 def test_streams_at_one_position_are_measured_once_and_counted_for_each(
     registry: Registry,
 ) -> None:
@@ -117,13 +128,7 @@ def test_streams_at_one_position_are_measured_once_and_counted_for_each(
     times the streams, and what it stores is what measuring each stream alone gives; a stream
     for which the batch holds history is measured on its own; the day of each write counts."""
     clock = Clock()
-    tracker = ServiceLevelTracker(
-        MemoryConsumptionStore(clock=lambda: clock().timestamp()),
-        registry=lambda: registry,
-        ledger=Ledger(),
-        sign=None,
-        clock=clock,
-    )
+    tracker = measuring(registry, clock)
     now_ms = int(T0.timestamp() * 1000)
     records = [Stamped(0, 10 + n, now_ms - age, 1) for n, age in enumerate((5, 900, 7_000))]
     stamps = Stamps.of(records, [(n, n) for n in range(3)], {0: 10}, {0: 13})
@@ -151,13 +156,7 @@ def test_a_batch_waiting_to_be_counted_does_not_keep_its_records_alive(
     registry: Registry,
 ) -> None:
     clock = Clock()
-    tracker = ServiceLevelTracker(
-        MemoryConsumptionStore(clock=lambda: clock().timestamp()),
-        registry=lambda: registry,
-        ledger=Ledger(),
-        sign=None,
-        clock=clock,
-    )
+    tracker = measuring(registry, clock)
     now_ms = int(T0.timestamp() * 1000)
     records = [Stamped(0, 10 + n, now_ms - 5, 1) for n in range(3)]
     held = weakref.ref(records[0])
