@@ -382,9 +382,6 @@ class QuotaService:
         )
 
 
-#: Before any day: a stream's first reservation looks its day up.
-
-
 class StreamQuota:
     """The quotas of one running stream or pull (see the module docstring)."""
 
