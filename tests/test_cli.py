@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from gateway.adapters.kafka.embedded import free_port, wait_for_port
 from gateway.adapters.stores.signing import generate_keys
 from gateway.cli import main
+from tests.certificates import self_signed
 from tests.conftest import World
 from tests.processes import stop
 
@@ -237,44 +238,6 @@ def test_demo_on_a_port_in_use_says_so_before_anything_else(tmp_path: Path) -> N
         f"Error: port {port} is in use: choose another with --port N (make demo PORT=N)"
     )
     assert result.stdout == ""
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    import datetime as dt
-    from ipaddress import ip_address
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def test_serve_with_tls(world: World, kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
-import ipaddress
 import json
 import logging
 import os
@@ -35,10 +33,9 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AclOperation, AdminClient  # type: ignore[attr-defined]
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import ValidationError
 
 from gateway.adapters.kafka.admin import (
@@ -59,6 +56,7 @@ from gateway.adapters.kafka.embedded import EmbeddedKafka, free_port
 from gateway.cli.serve import settings_error
 from gateway.core.contracts import Product
 from gateway.settings import KafkaSettings, Settings
+from tests.certificates import certificate, distinguished_name
 
 SECRET = "hunter2-do-not-log"
 KEY_PASSWORD = "key-pass-do-not-log"
@@ -84,56 +82,24 @@ class Pki:
     gateway_key: Path
 
 
-def _name(common_name: str) -> x509.Name:
-    """``CN=common_name,O=Example`` (RFC 4514 writes the ASN.1 sequence last RDN first)."""
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _certificate(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    usage: x509.ObjectIdentifier | None = None,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if usage == ExtendedKeyUsageOID.SERVER_AUTH:
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     root = tmp_path_factory.mktemp("pki")
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate(_name("Test CA"), ca_key, _name("Test CA"), ca_key, ca=True)
+    ca = certificate(
+        distinguished_name("Test CA"), ca_key, distinguished_name("Test CA"), ca_key, ca=True
+    )
     broker_key = ec.generate_private_key(ec.SECP256R1())
-    broker = _certificate(
-        _name("broker"), broker_key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH
+    broker = certificate(
+        distinguished_name("broker"),
+        broker_key,
+        ca.subject,
+        ca_key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
     )
     gateway_key = ec.generate_private_key(ec.SECP256R1())
-    gateway = _certificate(
-        _name("exchange-gateway"),
+    gateway = certificate(
+        distinguished_name("exchange-gateway"),
         gateway_key,
         ca.subject,
         ca_key,
