@@ -21,12 +21,9 @@ if TYPE_CHECKING:
 def settings_error(exc: ValidationError) -> str:
     """Every reason the settings are refused, on one line: where and why, never the value
     (pydantic's own message shows the input, secrets included)."""
-    reasons = []
-    for error in exc.errors(include_url=False, include_context=False, include_input=False):
-        where = ".".join(str(part) for part in error["loc"])
-        why = error["msg"].removeprefix("Value error, ")
-        reasons.append(f"{where}: {why}" if where else why)
-    return "; ".join(reasons)
+    from gateway.core.contracts import describe_validation_error
+
+    return describe_validation_error(exc, whole=None)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -425,16 +425,22 @@ class Verdict:
         return self.state is ContractState.ACTIVE
 
 
-def describe_validation_error(exc: ValidationError, text: str | None = None) -> str:
-    """One part per problem, naming the field and, given the YAML text, its line."""
+def describe_validation_error(
+    exc: ValidationError, text: str | None = None, *, whole: str | None = "document"
+) -> str:
+    """One part per problem, naming the field (``whole`` for the whole, or no name) and, given
+    the YAML text, its line; never the value given (it may be a secret)."""
     lines = key_lines(text) if text else {}
     parts = []
-    for err in exc.errors():
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
         loc = tuple(err["loc"])
-        where = ".".join(str(p) for p in loc) or "document"
+        where = ".".join(str(p) for p in loc) or whole
         message = err["msg"].removeprefix("Value error, ")
         line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-        parts.append(f"line {line}, {where}: {message}" if line else f"{where}: {message}")
+        if where is None:
+            parts.append(message)
+        else:
+            parts.append(f"line {line}, {where}: {message}" if line else f"{where}: {message}")
     return "; ".join(parts)
 
 
