@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -73,6 +73,11 @@ _WEAKENING = {
     ("enable.sasl.oauthbearer.unsecure.jwt", "true"): "unsigned OAUTHBEARER tokens are sent",
 }
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _secure_url(url: SplitResult) -> bool:
+    """An https URL, or an http one on loopback (where nothing crosses a network)."""
+    return url.scheme == "https" or (url.scheme == "http" and url.hostname in _LOOPBACK)
 
 
 def _unreadable(path: str, *, directory: bool) -> str | None:
@@ -210,10 +215,7 @@ class KafkaSettings(BaseModel):
         problems: list[str] = []
         if self.sasl_oauthbearer_token_endpoint_url:
             url = urlsplit(self.sasl_oauthbearer_token_endpoint_url)
-            loopback = url.hostname in _LOOPBACK
-            if not url.hostname or not (
-                url.scheme == "https" or (url.scheme == "http" and loopback)
-            ):
+            if not url.hostname or not _secure_url(url):
                 problems.append(
                     "sasl_oauthbearer_token_endpoint_url must be an https URL with a host (http "
                     "only on loopback): the client secret is sent to it"
@@ -438,9 +440,7 @@ class OidcSettings(BaseModel):
             return self
         if self.audience is None:
             raise ValueError("oidc.audience is required with oidc.issuer")
-        url = urlsplit(self.issuer)
-        loopback = url.hostname in ("localhost", "127.0.0.1", "::1")
-        if url.scheme != "https" and not (url.scheme == "http" and loopback):
+        if not _secure_url(urlsplit(self.issuer)):
             raise ValueError("oidc.issuer must be an https URL (http only on loopback)")
         if any(a.startswith("HS") or a == "none" for a in self.algorithms):
             raise ValueError("oidc.algorithms: only asymmetric algorithms are accepted")
