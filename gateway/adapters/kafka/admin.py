@@ -206,6 +206,13 @@ _CONNECTION = frozenset(
 )
 
 
+def _not_authorized(topic: NeededTopic, principal: str, operations: Sequence[str]) -> str:
+    return (
+        f"{topic.label()}: not authorized: the gateway's principal {principal} needs "
+        f"{', '.join(operations)} on topic {topic.name!r}"
+    )
+
+
 def _create_yourself(topic: NeededTopic) -> str:
     if topic.use is TopicUse.LEDGER:
         settings = ", ".join(f"{k}={v}" for k, v in INFINITE_RETENTION.items())
@@ -229,11 +236,7 @@ def explain(error: KafkaError, topic: NeededTopic, *, action: Action, principal:
                 f"{label}: its retention cannot be checked: the gateway's principal "
                 f"{principal} needs DESCRIBE_CONFIGS on topic {name!r}"
             )
-        needs = ", ".join(REQUIRED_OPERATIONS[topic.use])
-        return (
-            f"{label}: not authorized: the gateway's principal {principal} needs {needs} "
-            f"on topic {name!r}"
-        )
+        return _not_authorized(topic, principal, REQUIRED_OPERATIONS[topic.use])
     if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
         return (
             f"{label} does not exist and the gateway's principal {principal} may not create "
@@ -523,8 +526,7 @@ def check_operations(
         return TopicCheck(
             topic,
             TopicState.NOT_AUTHORIZED,
-            f"{topic.label()}: not authorized: the gateway's principal {principal} needs "
-            f"{', '.join(lacking)} on topic {topic.name!r}",
+            _not_authorized(topic, principal, lacking),
         )
     notes = [
         f"{cost} (grant {principal} {op} on topic {topic.name!r})"
