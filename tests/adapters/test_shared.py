@@ -4,6 +4,7 @@ consumer). A property, because the first version lost records in one interleavin
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +13,14 @@ from confluent_kafka import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.adapters.kafka.shared import SharedSource, TopicReader, _Window
+from gateway.adapters.kafka.shared import (
+    COALESCE_SECONDS,
+    Alarm,
+    SharedSource,
+    TopicReader,
+    _Signal,
+    _Window,
+)
 
 PARTITIONS = (0, 1)
 
@@ -21,13 +29,21 @@ def record(partition: int, offset: int, size: int = 10) -> Message:
     return Message(topic="t", partition=partition, offset=offset, value=b"x" * size)
 
 
-def reading(windows: dict[int, _Window], positions: dict[int, int]) -> SharedSource:
-    """A ``SharedSource`` over ``windows`` (no Kafka: only the window logic is exercised)."""
+def reading(
+    windows: dict[int, _Window], positions: dict[int, int], reader: Any = None
+) -> SharedSource:
+    """A ``SharedSource`` over ``windows`` (no Kafka: only the window logic is exercised;
+    records are published when the test says so, unless it gives a ``TopicReader``)."""
     source = object.__new__(SharedSource)
-    reader = SimpleNamespace(failure=None, lock=threading.Lock(), windows=windows)
-    source._reader = reader  # type: ignore[assignment]
+    source._reader = reader or SimpleNamespace(  # type: ignore[assignment]
+        failure=None, lock=threading.Lock(), windows=windows, publish_due=lambda: None
+    )
     source._positions = positions
     return source
+
+
+def offsets(taken: list[Message] | None) -> list[int] | None:
+    return None if taken is None else [m.offset() or 0 for m in taken]
 
 
 operations = st.lists(
@@ -120,3 +136,47 @@ def test_a_partition_added_to_the_topic_is_assigned_from_its_beginning() -> None
         assert source._positions == {0: 5, 1: 5, 2: 1}
     finally:
         real.close()
+
+
+def test_a_stream_served_late_in_a_round_reads_what_came_meanwhile() -> None:
+    """A round of a thousand wake-ups outlasts the coalescing interval: the streams served
+    within it of the round's start share its slice; those served later read what came since,
+    without waiting for the next round."""
+    now = [100.0]
+    reader = TopicReader(
+        {"bootstrap.servers": "127.0.0.1:9"}, "t", window_bytes=1 << 20, monotonic=lambda: now[0]
+    )
+    try:
+        reader.windows = {0: _Window(0, from_beginning=False)}
+        reader.windows[0].add(record(0, 0))
+        reader._publish()  # the wake-up
+        early, late = (reading(reader.windows, {0: 0}, reader) for _ in range(2))
+        reader.windows[0].add(record(0, 1))  # arrives during the round
+        now[0] += COALESCE_SECONDS / 2
+        assert offsets(early._from_window(10)) == [0]
+        now[0] += COALESCE_SECONDS / 2
+        assert offsets(late._from_window(10)) == [0, 1]
+        assert offsets(early._from_window(10)) == [1]
+    finally:
+        reader._consumer.close()
+
+
+def test_streams_wake_in_the_order_they_began_to_wait() -> None:
+    """Each stream then waits about one round between its turns (in no order: up to two)."""
+
+    async def scenario() -> list[int]:
+        signal, woke, alarms = _Signal(lambda: None), [], [Alarm() for _ in range(200)]
+
+        async def stream(n: int) -> None:
+            await signal.wait(signal.waiter(), 15.0, alarms[n])
+            woke.append(n)
+
+        streams = [asyncio.create_task(stream(n)) for n in range(200)]
+        await asyncio.sleep(0)  # every stream is waiting
+        signal.fire()
+        await asyncio.gather(*streams)
+        for alarm in alarms:
+            alarm.cancel()
+        return woke
+
+    assert asyncio.run(scenario()) == list(range(200))

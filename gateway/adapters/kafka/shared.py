@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -74,8 +75,9 @@ class _Window:
         self.bytes = 0
         self.covered_from = start
         self.next = start
-        #: Streams see the records before this offset: what the last wake-up announced, so
-        #: that every stream woken together reads the same slice (and shares its encoding).
+        #: Streams see the records before this offset: published at each wake-up, and between
+        #: wake-ups at most every ``COALESCE_SECONDS``, so that the streams served together
+        #: read the same slice (and share its encoding).
         self.published = start
         #: The reader started this partition at its beginning (it was added to the topic while
         #: the reader ran), so a stream that has no position in it yet may read it from here.
@@ -117,7 +119,9 @@ class _Signal:
     Wake-ups are at most ``COALESCE_SECONDS`` apart: at a high record rate a thousand streams
     each woken for every record would spend the process on waking, while woken together they
     read the same slice, encoded once. ``publish`` runs on the event loop just before the
-    streams wake (it makes the new records visible to them).
+    streams wake (it makes the new records visible to them). Streams wake in the order they
+    began to wait: one served early in a round of wake-ups is early in the next, so each waits
+    about a round between its turns (in no order, some had waited up to two).
 
     A stream waits on a future of its own, with its ``Alarm`` for its timeout: an idle stream
     wakes for its heartbeat by that timer (a cancel scope's timeout, which it had been,
@@ -126,7 +130,7 @@ class _Signal:
     def __init__(self, publish: Callable[[], None]) -> None:
         self._publish = publish
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._waiters: dict[asyncio.Future[None], None] = {}
         self._last = 0.0
         self._scheduled = False
 
@@ -137,7 +141,7 @@ class _Signal:
             self._loop = asyncio.get_running_loop()
             self._publish()  # what arrived before anyone waited (its wake-up reached no loop)
         future = self._loop.create_future()
-        self._waiters.add(future)
+        self._waiters[future] = None
         return future
 
     async def wait(self, waiter: asyncio.Future[None], timeout: float, alarm: Alarm) -> None:
@@ -148,10 +152,10 @@ class _Signal:
             await waiter
         finally:
             alarm.waiter = None
-            self._waiters.discard(waiter)
+            self._waiters.pop(waiter, None)
 
     def forget(self, waiter: asyncio.Future[None]) -> None:
-        self._waiters.discard(waiter)
+        self._waiters.pop(waiter, None)
 
     def fire(self) -> None:
         loop = self._loop
@@ -174,7 +178,7 @@ class _Signal:
         if self._loop is not None:
             self._last = self._loop.time()
         self._publish()
-        waiters, self._waiters = self._waiters, set()
+        waiters, self._waiters = self._waiters, {}
         for waiter in waiters:
             _resolve(waiter)
 
@@ -228,6 +232,7 @@ class TopicReader:
         topic: str,
         window_bytes: int,
         decode: ValueDecoder | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topic = topic
         self._decode = decode
@@ -238,6 +243,9 @@ class TopicReader:
         self.signal = _Signal(self._publish)
         #: Why the reader stopped (its topic is gone, Kafka failed fatally), or ``None``.
         self.failure: BrokerUnavailable | None = None
+        self._monotonic = monotonic
+        #: When the windows' records were last made visible to the streams.
+        self._published_at = -math.inf
         self._stopping = threading.Event()
         with map_kafka_errors("create a consumer"):
             self._consumer = Consumer(self._config)
@@ -245,8 +253,21 @@ class TopicReader:
 
     def _publish(self) -> None:
         with self.lock:
-            for window in self.windows.values():
-                window.published = window.next
+            self._publish_held()
+
+    def _publish_held(self) -> None:
+        self._published_at = self._monotonic()
+        for window in self.windows.values():
+            window.published = window.next
+
+    def publish_due(self) -> None:
+        """Under ``lock``, by a stream about to read the windows: make what is held visible
+        if ``COALESCE_SECONDS`` have passed since it last was. Streams served together read one
+        slice (encoded once), but a round of a thousand wake-ups takes a hundred milliseconds
+        or more: a stream served late in it reads what came meanwhile, instead of waiting for
+        the round to end and its turn in the next."""
+        if self._monotonic() - self._published_at >= COALESCE_SECONDS:
+            self._publish_held()
 
     def start(self, ends: Mapping[int, int]) -> None:
         """Read every partition from ``ends`` (their log ends now) on."""
@@ -490,6 +511,7 @@ class SharedSource:
         taken: list[Message] = []
         moved: dict[int, int] = {}  # the new positions, kept only if every partition is held
         with reader.lock:
+            reader.publish_due()
             for partition, window in reader.windows.items():
                 position = self._positions.get(partition)
                 if position is None or position < 0:
