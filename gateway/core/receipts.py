@@ -91,6 +91,10 @@ class ReceiptWindow:
     #: When the window's first record was sent (monotonic); ``None`` while it has none.
     since: float | None = None
     seq: int = 0
+    #: This window's share of the policy's records and seconds: a delivery's first window takes
+    #: its stream's (between 0 and 1), so that streams opened together, which would reach the
+    #: policy together, sign their receipts in different rounds of wake-ups; then 1.
+    share: float = 1.0
 
     def add(
         self,
@@ -124,13 +128,14 @@ class ReceiptWindow:
     def due(self, policy: ReceiptPolicy, now: float) -> bool:
         if policy.records <= 0 or self.since is None:
             return False
-        return self.records >= policy.records or now - self.since >= policy.seconds
+        share = self.share
+        return self.records >= policy.records * share or now - self.since >= policy.seconds * share
 
     def seconds_left(self, policy: ReceiptPolicy, now: float) -> float | None:
         """How long until a receipt is due by time; ``None``: none is pending."""
         if policy.records <= 0 or self.since is None:
             return None
-        return max(0.0, self.since + policy.seconds - now)
+        return max(0.0, self.since + policy.seconds * self.share - now)
 
     def ranges(self) -> list[dict[str, int]]:
         found = []
@@ -158,6 +163,7 @@ class ReceiptWindow:
         self.digest = hashlib.sha256()
         self.records = 0
         self.since = None
+        self.share = 1.0
         return msgspec.json.encode(claims)
 
 

@@ -11,7 +11,9 @@ streams are open. Small plaintext batches (the live tail) are transformed on the
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -84,6 +86,12 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: A live stream records its progress at least this often while it sends: the most of a
 #: delivery a replica that dies (SIGKILL, power) can have sent unrecorded.
 PROGRESS_SECONDS = 1.0
+#: Spreads streams' periodic work (progress entries, receipts) over its period: the n-th stream
+#: opened has the phase ``n * PHASE_STEP % 1`` (the golden ratio's fractional part: a sequence
+#: that fills the interval evenly whatever the number of streams), and its first period is
+#: ``1 - phase`` of the whole. Streams opened together (a thousand partners' clients at the
+#: tail, a reconnect storm) had done it in the same round of wake-ups, doubling that round.
+PHASE_STEP = 0.6180339887498949
 #: What a stream ended by a shutdown says.
 SHUTDOWN_DETAIL = "the gateway is shutting down: resume with your cursor"
 
@@ -219,6 +227,7 @@ class Stream:
         quota: StreamQuota,
         on_close: Callable[[], None] = lambda: None,
         history: dict[int, int] | None = None,
+        phase: float = 0.0,
     ) -> None:
         self._context = context
         self.quota = quota
@@ -247,10 +256,13 @@ class Stream:
         self.delivery = uuid.uuid4().hex
         #: Records the cursor pointed at that retention had deleted (said first, and recorded).
         self.lost_to_retention: dict[int, tuple[int, int]] = {}
-        self._progressed = -PROGRESS_SECONDS
+        #: When (monotonic) a batch next records the delivery's progress first.
+        self._progress_due = -math.inf
+        #: The share of their periods its first receipt and second progress entry wait for.
+        self._first_share = 1.0 - phase
         self._on_close = on_close
         #: What was sent since the last receipt.
-        self.window = ReceiptWindow(start=dict(self.start_positions))
+        self.window = ReceiptWindow(start=dict(self.start_positions), share=self._first_share)
         #: Receipt events issued and not yet sent (a version changed under the stream).
         self._owed: list[bytes] = []
         #: A pull's receipt, for its answer.
@@ -432,7 +444,7 @@ class Stream:
                         yield self._closing(self.encoder.end(failed.code, detail=failed.detail))
                         return
                 if batch is not None and batch.data:
-                    if monotonic() - self._progressed >= PROGRESS_SECONDS:
+                    if monotonic() >= self._progress_due:
                         self._record_progress()  # before the batch leaves, covering it
                     yield batch.data
                     written = monotonic()
@@ -532,8 +544,13 @@ class Stream:
 
     def _record_progress(self) -> None:
         """What the stream has sent, with the batch about to go: if this replica dies, the
-        ledger still holds all but at most ``PROGRESS_SECONDS`` of the delivery."""
-        self._progressed = self._context.monotonic()
+        ledger still holds all but at most ``PROGRESS_SECONDS`` of the delivery.
+
+        The first batch records at once, the second after the stream's share of
+        ``PROGRESS_SECONDS`` (``PHASE_STEP``), the rest every ``PROGRESS_SECONDS``."""
+        first = self._progress_due == -math.inf
+        share = self._first_share if first else 1.0
+        self._progress_due = self._context.monotonic() + PROGRESS_SECONDS * share
         now = self._context.clock()
         progress = self._delivery(now, "in_progress")
         self._context.ledger.record(timestamp(now), PROGRESS, progress.details())
@@ -629,6 +646,7 @@ class StreamService:
         )
         self._projections: dict[str, tuple[CompiledFields, ValueProjector]] = {}
         self._threads = anyio.CapacityLimiter(WORKER_THREADS)
+        self._phases = itertools.count()
         #: Streams and pulls open now (opening included).
         self.open_streams = 0
 
@@ -768,6 +786,7 @@ class StreamService:
             quota=quota,
             on_close=on_close,
             history=history,
+            phase=next(self._phases) * PHASE_STEP % 1.0,
         )
         stream.lost_to_retention = lost
         if fields.encrypted:

@@ -4,6 +4,7 @@ moves (no broker, no sleeping). Heartbeats are the HTTP layer's (tests/test_stre
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -23,7 +24,14 @@ from gateway.services.authorization import Partner
 from gateway.services.datakeys import DataKeyService
 from gateway.services.quotas import QuotaService
 from gateway.services.registry import Registry
-from gateway.services.streams import BatchCache, Start, Stream, StreamLimits, StreamService
+from gateway.services.streams import (
+    PROGRESS_SECONDS,
+    BatchCache,
+    Start,
+    Stream,
+    StreamLimits,
+    StreamService,
+)
 from gateway.settings import QuotaSettings
 from tests.core.test_contracts import PRODUCTS, PUBLIC
 from tests.core.test_lifecycle import contract, statement
@@ -456,3 +464,38 @@ async def test_a_clock_set_back_before_the_contract_began_ends_the_stream() -> N
         setup.topic.append(0, *orders(2))
         ended = events(await anext(chunks))
     assert [e for e, _, _ in ended] == ["end"]
+
+
+async def test_streams_opened_together_record_their_progress_in_different_rounds() -> None:
+    """Streams opened together had recorded their progress in the same round of wake-ups every
+    second (a thousand ledger entries in one round doubled it). Each still records within
+    ``PROGRESS_SECONDS``: a replica that dies loses at most that much of any delivery."""
+    setup = Setup()
+    streams = [
+        await setup.service.open(
+            setup.partner(), "c", cursor=None, start=Start("earliest"),
+            stream_format=StreamFormat.SSE,
+        )
+        for _ in range(10)  # the contract's concurrency quota
+    ]  # fmt: skip
+    outputs = [stream.events() for stream in streams]
+    step, rounds = 0.125, 25  # (a step that adds up exactly)
+    recorded: list[list[str]] = []  # per round, the deliveries that recorded progress in it
+    for number in range(rounds):
+        setup.topic.append(0, *orders(number))
+        before = len(setup.ledger.entries)
+        for output in outputs:
+            assert b"event: record" in await anext(output)
+        recorded.append(
+            [d["delivery"] for _, k, d in setup.ledger.entries[before:] if k == "progress"]
+        )
+        setup.clocks.advance(step)
+    for output in outputs:
+        await output.aclose()
+    assert len(recorded[0]) == len(streams), "each delivery is recorded with its first batch"
+    assert len({s.window.share for s in streams}) == len(streams), "first receipts: likewise"
+    assert max(len(r) for r in recorded[1:]) <= 3, [len(r) for r in recorded]
+    for stream in streams:
+        at = [n for n, deliveries in enumerate(recorded) if stream.delivery in deliveries]
+        assert max(b - a for a, b in itertools.pairwise(at)) * step <= PROGRESS_SECONDS, at
+        assert rounds - 1 - at[-1] < PROGRESS_SECONDS / step, at
