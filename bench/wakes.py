@@ -11,7 +11,8 @@ each socket).
 
 Target, derived from issue 11's live target: a round of 1,000 wake-ups within 40 ms of the
 gateway's own work, so that with the kernel's writes (10-15 µs each on this machine) a round
-stays near 50 ms and a record's p99 (about two rounds) within 100 ms of a raw consumer's.
+stays near 50 ms and a record's p99 (about one round, docs/benchmarks.md) well within 100 ms of
+a raw consumer's.
 
 Usage: python -m bench.wakes [--streams 1000] [--rounds 200] [--records 14] [--profile]
 """
