@@ -506,7 +506,8 @@ class Settings(BaseSettings):
     #: Streams send a signed receipt after the batch that brings this many records (0: no
     #: receipts)...
     receipt_records: int = Field(default=1000, ge=0)
-    #: ...or this long after the first record not yet receipted, whichever comes first.
+    #: ...or this long after the first record not yet receipted, whichever comes first (a
+    #: stream's first receipt after its own share of both).
     receipt_seconds: float = Field(default=10.0, gt=0)
     #: How often each contract's measured service levels are checked against its objectives
     #: (a breach is logged and set in ``gateway_service_level_breached``).

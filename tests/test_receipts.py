@@ -153,7 +153,8 @@ def test_a_partner_checks_and_acknowledges_receipts_with_only_node_and_jose(
         claims = receipt["claims"]
         assert receipt["typ"] == "delivery-receipt+json"
         assert (claims["contract"], claims["partner"], claims["seq"]) == (CONTRACT, "globex", seq)
-        # At least 5 records (the batch that reaches 5), or fewer after half a second.
+        # The batch that reaches 5 records (the first receipt: its share of them), or fewer
+        # after half a second.
         assert claims["records"] == receipt["counted"] > 0
         assert claims["sha256"] == receipt["digest"]  # recomputed from the bytes received
         assert sum(r["last"] - r["first"] + 1 for r in claims["ranges"]) == claims["records"]
@@ -199,7 +200,8 @@ def test_receipts_cover_exactly_the_bytes_sent_over_sse_ndjson_and_pull(
             if raw.startswith(b'{"event":"receipt"'):
                 c = verified(json.loads(raw)["receipt"], keys)
                 assert c["sha256"] == digest([x + b"\n" for x in lines])
-                assert c["records"] == len(lines) >= 3
+                # (This stream's first receipt: after its share of the 3 records.)
+                assert c["records"] == len(lines) > 0
                 break
             if not raw.startswith(b'{"event"'):
                 lines.append(raw)

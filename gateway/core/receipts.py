@@ -1,7 +1,8 @@
 """Signed delivery receipts, and the partner's acknowledgements of them.
 
 After the batch that brings ``receipt_records`` records, or ``receipt_seconds`` after the first
-record not yet covered, a stream sends a receipt
+record not yet covered (a stream's first receipt: after its share of both, between none and all,
+so that streams opened together sign at different moments), a stream sends a receipt
 (``event: receipt``; NDJSON ``{"event":"receipt",...}``; a pull's answer carries one): a compact
 JWS by the gateway's ledger key (published in ``/.well-known/jwks.json``) whose payload says
 what was sent since the previous receipt of the same delivery::
@@ -56,7 +57,8 @@ ACKNOWLEDGEMENT = "acknowledgement"
 @dataclass(frozen=True, slots=True)
 class ReceiptPolicy:
     """When streams send receipts: after this many records, or this long after the first
-    record not yet receipted (``records=0``: never)."""
+    record not yet receipted (``records=0``: never); a stream's first receipt after its share of
+    both (``ReceiptWindow.share``)."""
 
     records: int = 1000
     seconds: float = 10.0

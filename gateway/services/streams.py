@@ -89,8 +89,8 @@ PROGRESS_SECONDS = 1.0
 #: Spreads streams' periodic work (progress entries, receipts) over its period: the n-th stream
 #: opened has the phase ``n * PHASE_STEP % 1`` (the golden ratio's fractional part: a sequence
 #: that fills the interval evenly whatever the number of streams), and its first period is
-#: ``1 - phase`` of the whole. Streams opened together (a thousand partners' clients at the
-#: tail, a reconnect storm) had done it in the same round of wake-ups, doubling that round.
+#: ``1 - phase`` of the whole, so that streams opened together (a thousand partners' clients
+#: at the tail, a reconnect storm) do not all do it in the same round of wake-ups.
 PHASE_STEP = 0.6180339887498949
 #: What a stream ended by a shutdown says.
 SHUTDOWN_DETAIL = "the gateway is shutting down: resume with your cursor"
@@ -229,6 +229,8 @@ class Stream:
         history: dict[int, int] | None = None,
         phase: float = 0.0,
     ) -> None:
+        if not 0.0 <= phase < 1.0:
+            raise ValueError(f"a stream's phase is in [0, 1), not {phase}")
         self._context = context
         self.quota = quota
         #: Called before a batch is encrypted: the consumer's key may have changed.
@@ -256,7 +258,7 @@ class Stream:
         self.delivery = uuid.uuid4().hex
         #: Records the cursor pointed at that retention had deleted (said first, and recorded).
         self.lost_to_retention: dict[int, tuple[int, int]] = {}
-        #: When (monotonic) a batch next records the delivery's progress first.
+        #: From when (monotonic) the next batch records the delivery's progress before it leaves.
         self._progress_due = -math.inf
         #: The share of their periods its first receipt and second progress entry wait for.
         self._first_share = 1.0 - phase
@@ -433,7 +435,11 @@ class Stream:
                     wait = self._idle_wait()
                     if heartbeat is not None:
                         wait = max(0.0, min(wait, written + heartbeat - monotonic()))
-                    if (receipt_in := self.window.seconds_left(policy, monotonic())) is not None:
+                    if (
+                        self._context.sign_receipt is not None
+                        and (receipt_in := self.window.seconds_left(policy, monotonic()))
+                        is not None
+                    ):
                         wait = min(wait, receipt_in)
                     try:
                         batch = await self.fetch(size, wait)
@@ -546,8 +552,9 @@ class Stream:
         """What the stream has sent, with the batch about to go: if this replica dies, the
         ledger still holds all but at most ``PROGRESS_SECONDS`` of the delivery.
 
-        The first batch records at once, the second after the stream's share of
-        ``PROGRESS_SECONDS`` (``PHASE_STEP``), the rest every ``PROGRESS_SECONDS``."""
+        The first batch records at once, the second after the stream's first share of
+        ``PROGRESS_SECONDS`` (``1 - phase``, see ``PHASE_STEP``), the rest every
+        ``PROGRESS_SECONDS``."""
         first = self._progress_due == -math.inf
         share = self._first_share if first else 1.0
         self._progress_due = self._context.monotonic() + PROGRESS_SECONDS * share

@@ -5,6 +5,7 @@ consumer). A property, because the first version lost records in one interleavin
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -29,15 +30,22 @@ def record(partition: int, offset: int, size: int = 10) -> Message:
     return Message(topic="t", partition=partition, offset=offset, value=b"x" * size)
 
 
+def bare_reader(windows: dict[int, _Window], clock: list[float]) -> TopicReader:
+    """A ``TopicReader`` of ``windows`` with no consumer (only the window logic is exercised),
+    on the clock ``clock[0]``."""
+    reader = object.__new__(TopicReader)
+    reader.failure, reader.lock, reader.windows = None, threading.Lock(), windows
+    reader._monotonic, reader._published_at = lambda: clock[0], -math.inf
+    return reader
+
+
 def reading(
-    windows: dict[int, _Window], positions: dict[int, int], reader: Any = None
+    windows: dict[int, _Window], positions: dict[int, int], reader: TopicReader | None = None
 ) -> SharedSource:
-    """A ``SharedSource`` over ``windows`` (no Kafka: only the window logic is exercised;
-    records are published when the test says so, unless it gives a ``TopicReader``)."""
+    """A ``SharedSource`` over ``windows``, of ``reader`` (by default a bare one whose clock
+    never moves: records are published when the test says so)."""
     source = object.__new__(SharedSource)
-    source._reader = reader or SimpleNamespace(  # type: ignore[assignment]
-        failure=None, lock=threading.Lock(), windows=windows, publish_due=lambda: None
-    )
+    source._reader = reader or bare_reader(windows, [0.0])
     source._positions = positions
     return source
 
@@ -52,6 +60,7 @@ operations = st.lists(
         st.tuples(st.just("take"), st.integers(1, 50), st.just(0)),
         st.tuples(st.just("catch_up"), st.integers(1, 50), st.just(0)),
         st.tuples(st.just("publish"), st.just(0), st.just(0)),
+        st.tuples(st.just("tick"), st.just(0), st.just(0)),
     ),
     max_size=60,
 )
@@ -65,7 +74,9 @@ def test_a_stream_reads_every_record_once_whatever_the_window_does(
     for partition in PARTITIONS:  # records before the reader started: history
         logs[partition] = [record(partition, o) for o in range(head_start)]
     windows = {p: _Window(head_start, from_beginning=False) for p in PARTITIONS}
-    source = reading(windows, dict.fromkeys(PARTITIONS, 0))
+    clock = [0.0]
+    reader = bare_reader(windows, clock)
+    source = reading(windows, dict.fromkeys(PARTITIONS, 0), reader)
     seen: dict[int, list[int]] = {p: [] for p in PARTITIONS}
 
     def deliver(records: list[Any]) -> None:
@@ -81,8 +92,9 @@ def test_a_stream_reads_every_record_once_whatever_the_window_does(
             for window in windows.values():
                 window.trim(budget // len(windows))
         elif op == "publish":  # the wake-up after records arrived
-            for window in windows.values():
-                window.published = window.next
+            reader._publish()
+        elif op == "tick":  # a stream that looks half the coalescing interval later may publish
+            clock[0] += COALESCE_SECONDS / 2
         elif op == "take":
             taken = source._from_window(a)
             if taken is not None:
@@ -95,8 +107,7 @@ def test_a_stream_reads_every_record_once_whatever_the_window_does(
                     deliver(chunk)
                     source._positions[partition] = start + len(chunk)
     # Then read to the end, from the window or behind it.
-    for window in windows.values():
-        window.published = window.next
+    reader._publish()
     while any(source._positions[p] < len(logs[p]) for p in PARTITIONS):
         taken = source._from_window(1000)
         if taken is None:
@@ -142,7 +153,7 @@ def test_a_stream_served_late_in_a_round_reads_what_came_meanwhile() -> None:
     """A round of a thousand wake-ups outlasts the coalescing interval: the streams served
     within it of the round's start share its slice; those served later read what came since,
     without waiting for the next round."""
-    now = [100.0]
+    now = [0.0]  # (steps of half the interval add up exactly from 0)
     reader = TopicReader(
         {"bootstrap.servers": "127.0.0.1:9"}, "t", window_bytes=1 << 20, monotonic=lambda: now[0]
     )
@@ -157,6 +168,12 @@ def test_a_stream_served_late_in_a_round_reads_what_came_meanwhile() -> None:
         now[0] += COALESCE_SECONDS / 2
         assert offsets(late._from_window(10)) == [0, 1]
         assert offsets(early._from_window(10)) == [1]
+        # A look within the interval of the publication by the look before: the same slice.
+        reader.windows[0].add(record(0, 2))
+        now[0] += COALESCE_SECONDS / 2
+        assert offsets(late._from_window(10)) == []
+        now[0] += COALESCE_SECONDS / 2
+        assert offsets(late._from_window(10)) == [2]
     finally:
         reader._consumer.close()
 

@@ -114,13 +114,14 @@ def test_a_receipt_is_due_after_its_records_or_its_seconds() -> None:
 def test_a_first_window_waits_for_its_share_of_the_policy_and_the_next_for_all_of_it() -> None:
     """Streams opened together sign their first receipts at different moments."""
     policy = ReceiptPolicy(records=10, seconds=10.0)
-    window = ReceiptWindow(start={0: 0}, share=0.25)
-    window.add(b"ab", [(1, 0), (2, 1)], [], {0: 2}, {0: 0}, now=100.0)
+    by_records, window = (ReceiptWindow(start={0: 0}, share=0.25) for _ in range(2))
+    for first in (by_records, window):
+        first.add(b"ab", [(1, 0), (2, 1)], [], {0: 2}, {0: 0}, now=100.0)
+    by_records.add(b"c", [(1, 0)], [], {0: 3}, {0: 2}, now=100.5)
+    assert by_records.due(policy, 100.5), "3 records of the 2.5 its share is"
     assert window.seconds_left(policy, 101.0) == 1.5
     assert not window.due(policy, 102.4)
-    assert window.due(policy, 102.5)
-    window.add(b"c", [(1, 0)], [], {0: 3}, {0: 2}, now=100.5)
-    assert window.due(policy, 100.5), "3 records of the 2.5 its share is"
+    assert window.due(policy, 102.5), "2.5 s of the 10"
     window.close(BASE)
     window.add(b"defgh", [(n + 1, n) for n in range(5)], [], {0: 8}, {0: 3}, now=200.0)
     assert not window.due(policy, 209.9)

@@ -17,6 +17,7 @@ from gateway.adapters.stores.quotas import MemoryQuotaStore
 from gateway.core.cursor import CursorCodec
 from gateway.core.lifecycle import build_history
 from gateway.core.quotas import QuotaKeys
+from gateway.core.receipts import ReceiptPolicy
 from gateway.core.records import EncodedBatch, StreamFormat
 from gateway.errors import BrokerUnavailable, CursorOutOfRange, GatewayError
 from gateway.metrics import GatewayMetrics
@@ -46,7 +47,11 @@ def anyio_backend() -> str:
 
 
 class Setup:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        receipts: ReceiptPolicy | None = None,
+        sign_receipt: Callable[[bytes], str] | None = None,
+    ) -> None:
         self.clocks = Clocks()
         self.topic = FakeTopic(2, self.clocks)
         self.ledger = FakeLedger()
@@ -75,6 +80,8 @@ class Setup:
             pseudonym_secret=b"p" * 32,
             clock=clocks.wall,
             monotonic=clocks.monotonic,
+            receipts=receipts,
+            sign_receipt=sign_receipt,
         )
 
     def partner(self, token_seconds: float = 600) -> Partner:
@@ -466,11 +473,15 @@ async def test_a_clock_set_back_before_the_contract_began_ends_the_stream() -> N
     assert [e for e, _, _ in ended] == ["end"]
 
 
-async def test_streams_opened_together_record_their_progress_in_different_rounds() -> None:
+async def test_streams_opened_together_record_progress_and_sign_receipts_in_different_rounds() -> (
+    None
+):
     """Streams opened together had recorded their progress in the same round of wake-ups every
-    second (a thousand ledger entries in one round doubled it). Each still records within
-    ``PROGRESS_SECONDS``: a replica that dies loses at most that much of any delivery."""
-    setup = Setup()
+    second, and signed their receipts in the same round (a thousand ledger entries or signatures
+    in one round doubled it). Each still records within ``PROGRESS_SECONDS``: a replica that
+    dies loses at most that much of any delivery."""
+    policy = ReceiptPolicy(records=8, seconds=3600.0)
+    setup = Setup(receipts=policy, sign_receipt=lambda payload: "signed")
     streams = [
         await setup.service.open(
             setup.partner(), "c", cursor=None, start=Start("earliest"),
@@ -480,22 +491,41 @@ async def test_streams_opened_together_record_their_progress_in_different_rounds
     ]  # fmt: skip
     outputs = [stream.events() for stream in streams]
     step, rounds = 0.125, 25  # (a step that adds up exactly)
-    recorded: list[list[str]] = []  # per round, the deliveries that recorded progress in it
+    progress: list[list[str]] = []  # per round, the deliveries that recorded progress in it
+    receipts: list[list[str]] = []  # per round, the deliveries that signed a receipt in it
     for number in range(rounds):
-        setup.topic.append(0, *orders(number))
+        setup.topic.append(0, *orders(number))  # one record a round for every stream
         before = len(setup.ledger.entries)
         for output in outputs:
-            assert b"event: record" in await anext(output)
-        recorded.append(
-            [d["delivery"] for _, k, d in setup.ledger.entries[before:] if k == "progress"]
-        )
+            while b"event: record" not in await anext(output):
+                pass  # (the receipt for the batch before)
+        entries = setup.ledger.entries[before:]
+        progress.append([d["delivery"] for _, k, d in entries if k == "progress"])
+        receipts.append([d["delivery"] for _, k, d in entries if k == "receipt"])
         setup.clocks.advance(step)
     for output in outputs:
         await output.aclose()
-    assert len(recorded[0]) == len(streams), "each delivery is recorded with its first batch"
-    assert len({s.window.share for s in streams}) == len(streams), "first receipts: likewise"
-    assert max(len(r) for r in recorded[1:]) <= 3, [len(r) for r in recorded]
+    assert len(progress[0]) == len(streams), "each delivery is recorded with its first batch"
+    assert max(len(r) for r in progress[1:]) <= 3, [len(r) for r in progress]
+    first_receipts = [next(n for n, r in enumerate(receipts) if s.delivery in r) for s in streams]
+    assert len(set(first_receipts)) >= 7, first_receipts  # in one round, all 10, before
     for stream in streams:
-        at = [n for n, deliveries in enumerate(recorded) if stream.delivery in deliveries]
+        at = [n for n, deliveries in enumerate(progress) if stream.delivery in deliveries]
         assert max(b - a for a, b in itertools.pairwise(at)) * step <= PROGRESS_SECONDS, at
         assert rounds - 1 - at[-1] < PROGRESS_SECONDS / step, at
+        signed = [n for n, deliveries in enumerate(receipts) if stream.delivery in deliveries]
+        assert all(b - a == policy.records for a, b in itertools.pairwise(signed)), signed
+
+
+async def test_a_stream_that_signs_no_receipts_never_waits_for_one() -> None:
+    """Without a signer, a stream's wait had come down to a receipt's time and then to zero:
+    it spun without end."""
+    setup = Setup()  # the default receipt policy, no signer
+    setup.topic.append(0, *orders(1))
+    stream = await setup.service.open(
+        setup.partner(), "c", cursor=None, start=Start("earliest"), stream_format=StreamFormat.SSE
+    )
+    async with contextlib.aclosing(stream.events(heartbeat=15.0)) as output:
+        assert b"event: record" in await anext(output)
+        assert await anext(output) == b": heartbeat\n\n"
+    assert setup.clocks.elapsed == 15.0

@@ -121,7 +121,7 @@ class _Signal:
     read the same slice, encoded once. ``publish`` runs on the event loop just before the
     streams wake (it makes the new records visible to them). Streams wake in the order they
     began to wait: one served early in a round of wake-ups is early in the next, so each waits
-    about a round between its turns (in no order, some had waited up to two).
+    about a round between its turns (in another order, anywhere from none to two).
 
     A stream waits on a future of its own, with its ``Alarm`` for its timeout: an idle stream
     wakes for its heartbeat by that timer (a cancel scope's timeout, which it had been,
