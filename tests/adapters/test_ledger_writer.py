@@ -148,6 +148,34 @@ def test_the_writer_keeps_up_with_thousands_of_entries_a_second(monkeypatch: Any
     assert verify(written) == []
 
 
+def test_entries_that_come_one_by_one_wake_the_writer_once_per_gathering(monkeypatch: Any) -> None:
+    """A thousand streams record their progress one by one through each second: the writer
+    takes what came within ``GATHER_SECONDS`` at a time, instead of waking for each entry (each
+    wake-up took the GIL from the event loop serving the streams)."""
+
+    class Counting(FakeProducer):
+        wakes = 0
+
+        def poll(self, timeout: float = 0) -> int:
+            self.wakes += 1
+            return super().poll(timeout)
+
+    written: list[dict[str, Any]] = []
+    producer = Counting(written)
+    ledger = writer([producer], monkeypatch)
+    wait_for(lambda: ledger.problem() is None)
+    before, started = producer.wakes, time.monotonic()
+    for n in range(200):
+        ledger.record("2026-11-21T10:00:00.000Z", "progress", {"n": n})
+        time.sleep(0.0002)  # streams record through the second, not all at once
+    wait_for(lambda: sum(e["kind"] == "progress" for e in written) == 200)
+    took = time.monotonic() - started
+    # (Counted against the time it took: a busy machine only makes fewer, larger gatherings.)
+    assert producer.wakes - before <= took / ledger_module.GATHER_SECONDS + 10, took
+    ledger.close()
+    assert verify(written) == []
+
+
 def test_a_ledger_topic_with_a_new_id_stops_the_chain_until_a_restart(monkeypatch: Any) -> None:
     """The topic was deleted and created again between two probes: refuse, never start over."""
     monkeypatch.setattr(ledger_module, "PROBE_SECONDS", 0.0)
