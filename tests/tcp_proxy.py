@@ -76,9 +76,12 @@ class TcpProxy:
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peers = {client: upstream, upstream: client}
         with selectors.DefaultSelector() as selector:
-            for sock in peers:
-                sock.setblocking(False)
-                selector.register(sock, selectors.EVENT_READ)
+            try:
+                for sock in peers:
+                    sock.setblocking(False)
+                    selector.register(sock, selectors.EVENT_READ)
+            except (OSError, ValueError):  # cut (closed) before this thread started
+                return self._drop(client, upstream)
             while not self._stopped.is_set() and self._open.is_set():
                 for key, _ in selector.select(timeout=0.1):
                     source: socket.socket = key.fileobj  # type: ignore[assignment]
