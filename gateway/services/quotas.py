@@ -409,8 +409,6 @@ class StreamQuota:
         self._bytes = 0
         self._reserved = ("", "")  # (volume key, day) of the last reservation
         self._day = UtcDay()
-        #: The volume key of the day of the last reservation.
-        self._volume_keys: dict[str, str] = {}
         #: Bytes sent per UTC day (the unit of the daily quota), for the ledger.
         self.bytes_by_day: dict[str, int] = {}
         self._closed = False
@@ -462,10 +460,9 @@ class StreamQuota:
         limit = self.quotas.bytes_per_day
         now = self._service.clock()
         day, ends = self._day.of(now)
-        key = self._volume_keys.get(day)
-        if key is None:  # a new day
+        key, reserved_day = self._reserved
+        if reserved_day != day:  # the first reservation, or a new day
             key = QuotaKeys.volume(self.contract_id, day)
-            self._volume_keys = {day: key}
         self._reserved = (key, day)  # settled against the same day, even across midnight
         if limit is None:  # nothing to refuse: counted in the process, stored once a second
             await self._service.count_volume(key, size, ends.timestamp() + 3600)
